@@ -1,0 +1,179 @@
+//! Callbacks: code that is not the model's but runs at the same points (checkpointing, early
+//! stopping, monitoring). Every hook is defaulted to nothing; implement the ones you need.
+
+use std::any::Any;
+
+use crate::ctx::{Ctx, Stage};
+use crate::error::{Error, Result};
+use crate::module::StepOutput;
+
+/// A callback, as Lightning's `Callback`. Hooks run before the module's hook of the same name.
+#[allow(unused_variables)]
+pub trait Callback: Any {
+    /// A name for messages; the type name by default.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+    /// `setup(stage)`, before the module's.
+    fn setup(&mut self, stage: Stage, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// `teardown(stage)`, before the module's.
+    fn teardown(&mut self, stage: Stage, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Start of `fit`.
+    fn on_fit_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of `fit`.
+    fn on_fit_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before the sanity check's validation batches.
+    fn on_sanity_check_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After the sanity check.
+    fn on_sanity_check_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before the first training epoch.
+    fn on_train_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After the last training epoch.
+    fn on_train_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Start of a training epoch.
+    fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of a training epoch (epoch metrics of training are not reduced yet).
+    fn on_train_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before a training batch.
+    fn on_train_batch_start(&mut self, batch_idx: usize, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After a training batch.
+    fn on_train_batch_end(&mut self, outputs: Option<&StepOutput>, batch_idx: usize, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Start of a validation loop.
+    fn on_validation_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of a validation loop: `cx.callback_metrics()` holds the epoch's values.
+    fn on_validation_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Start of a validation epoch.
+    fn on_validation_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of a validation epoch; its metrics are reduced right after, before
+    /// `on_validation_end`.
+    fn on_validation_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before a validation batch.
+    fn on_validation_batch_start(&mut self, batch_idx: usize, dataloader_idx: usize, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After a validation batch.
+    fn on_validation_batch_end(
+        &mut self,
+        outputs: Option<&StepOutput>,
+        batch_idx: usize,
+        dataloader_idx: usize,
+        cx: &mut Ctx,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Start of the test loop.
+    fn on_test_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of the test loop.
+    fn on_test_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Start of the test epoch.
+    fn on_test_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of the test epoch.
+    fn on_test_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before a test batch.
+    fn on_test_batch_start(&mut self, batch_idx: usize, dataloader_idx: usize, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After a test batch.
+    fn on_test_batch_end(
+        &mut self,
+        outputs: Option<&StepOutput>,
+        batch_idx: usize,
+        dataloader_idx: usize,
+        cx: &mut Ctx,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Start of the prediction loop.
+    fn on_predict_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of the prediction loop.
+    fn on_predict_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Start of the prediction epoch.
+    fn on_predict_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of the prediction epoch.
+    fn on_predict_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before a prediction batch.
+    fn on_predict_batch_start(&mut self, batch_idx: usize, dataloader_idx: usize, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After a prediction batch.
+    fn on_predict_batch_end(&mut self, batch_idx: usize, dataloader_idx: usize, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After back-propagation.
+    fn on_after_backward(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before the optimizer steps.
+    fn on_before_optimizer_step(&mut self, optimizer_idx: usize, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before gradients are cleared.
+    fn on_before_zero_grad(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Before the loss is back-propagated.
+    fn on_before_backward(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// A run is ending with `error`.
+    fn on_exception(&mut self, error: &Error, cx: &mut Ctx) {}
+}
+
+/// Merges the module's callbacks into the Trainer's, as Lightning does: a module callback
+/// replaces every Trainer callback of the same type.
+pub(crate) fn merge(trainer: &mut Vec<Box<dyn Callback>>, module: Vec<Box<dyn Callback>>) {
+    if module.is_empty() {
+        return;
+    }
+    let types: Vec<_> = module.iter().map(|c| Any::type_id(&**c)).collect();
+    trainer.retain(|c| !types.contains(&Any::type_id(&**c)));
+    trainer.extend(module);
+}

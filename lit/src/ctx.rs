@@ -1,0 +1,322 @@
+//! The context `cx: &mut Ctx` that the Trainer passes to hooks: what Lightning keeps on `self`
+//! but belongs to the run (logging, epoch and step counters, device, mode, stop requests).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tch::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::metrics::{LogOptions, MetricStore, Reduce};
+
+/// What the Trainer was asked to do; `setup` and `teardown` receive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// `Trainer::fit`.
+    Fit,
+    /// `Trainer::validate`.
+    Validate,
+    /// `Trainer::test`.
+    Test,
+    /// `Trainer::predict`.
+    Predict,
+}
+
+impl Stage {
+    /// Lightning's name for it: "fit", "validate", "test", "predict".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Fit => "fit",
+            Stage::Validate => "validate",
+            Stage::Test => "test",
+            Stage::Predict => "predict",
+        }
+    }
+}
+
+/// Which loop is running now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunningStage {
+    /// The training epochs.
+    Training,
+    /// The validation batches run before training to catch bugs early.
+    SanityChecking,
+    /// A validation loop.
+    Validating,
+    /// A test loop.
+    Testing,
+    /// A prediction loop.
+    Predicting,
+}
+
+/// A shared flag that asks the loops to stop at the next batch boundary.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// Asks the running loop to stop.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub(crate) fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The run's state, as hooks see it.
+pub struct Ctx {
+    pub(crate) stage: Stage,
+    pub(crate) running: RunningStage,
+    pub(crate) training: bool,
+    pub(crate) grad_enabled: bool,
+    pub(crate) in_step: bool,
+    pub(crate) current_epoch: usize,
+    pub(crate) global_step: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) dataloader_idx: usize,
+    pub(crate) num_dataloaders: usize,
+    pub(crate) device: Device,
+    pub(crate) metrics: MetricStore,
+    pub(crate) stop: StopFlag,
+    pub(crate) error: Option<Error>,
+}
+
+impl Ctx {
+    pub(crate) fn new(device: Device, stop: StopFlag) -> Self {
+        Ctx {
+            stage: Stage::Fit,
+            running: RunningStage::Training,
+            training: true,
+            grad_enabled: true,
+            in_step: false,
+            current_epoch: 0,
+            global_step: 0,
+            batch_size: 1,
+            dataloader_idx: 0,
+            num_dataloaders: 1,
+            device,
+            metrics: MetricStore::default(),
+            stop,
+            error: None,
+        }
+    }
+
+    /// Logs a scalar, as Lightning's `self.log`: `cx.log("val_loss", &loss).prog_bar(true);`.
+    /// The value is kept as a tensor (no device sync); options are set on the returned builder
+    /// and the value is recorded when it goes out of scope.
+    pub fn log(&mut self, name: impl Into<String>, value: impl Into<Metric>) -> Log<'_> {
+        let training_step = self.running == RunningStage::Training && self.in_step;
+        let options = LogOptions {
+            on_step: training_step,
+            on_epoch: !training_step,
+            prog_bar: false,
+            logger: true,
+            reduce_fx: Reduce::Mean,
+            batch_size: None,
+        };
+        Log { cx: self, name: name.into(), value: Some(value.into().0), options }
+    }
+
+    /// Logs several scalars with default options, as Lightning's `self.log_dict`.
+    pub fn log_dict<K: Into<String>, V: Into<Metric>>(&mut self, values: impl IntoIterator<Item = (K, V)>) {
+        for (k, v) in values {
+            self.log(k, v);
+        }
+    }
+
+    /// Prints a message once per run (rank 0), through `tracing`.
+    pub fn print(&self, message: impl std::fmt::Display) {
+        tracing::info!(target: "lit", "{message}");
+    }
+
+    /// The stage the Trainer was asked to run.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// The loop running now.
+    pub fn running_stage(&self) -> RunningStage {
+        self.running
+    }
+
+    /// Whether the sanity check is running (Lightning's `trainer.sanity_checking`).
+    pub fn sanity_checking(&self) -> bool {
+        self.running == RunningStage::SanityChecking
+    }
+
+    /// Whether layers should behave as in training (dropout on, batch-norm updating): pass it
+    /// to `forward_t`.
+    pub fn training(&self) -> bool {
+        self.training
+    }
+
+    /// Switches the training flag; the `on_*_model_eval` / `on_*_model_train` hooks do this.
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// Whether autograd records operations in the current loop.
+    pub fn grad_enabled(&self) -> bool {
+        self.grad_enabled
+    }
+
+    /// The current epoch, from 0.
+    pub fn current_epoch(&self) -> usize {
+        self.current_epoch
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn global_step(&self) -> usize {
+        self.global_step
+    }
+
+    /// The device the module and batches are on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// This process's rank among all processes (0 on one process).
+    pub fn global_rank(&self) -> usize {
+        0
+    }
+
+    /// This process's rank on its machine (0 on one process).
+    pub fn local_rank(&self) -> usize {
+        0
+    }
+
+    /// The number of processes.
+    pub fn world_size(&self) -> usize {
+        1
+    }
+
+    /// The index of the evaluation loader the current batch came from.
+    pub fn dataloader_idx(&self) -> usize {
+        self.dataloader_idx
+    }
+
+    /// Asks the Trainer to stop training at the next batch boundary (Lightning's
+    /// `trainer.should_stop = True`); `min_epochs` and `min_steps` still hold.
+    pub fn request_stop(&self) {
+        self.stop.request();
+    }
+
+    /// Whether a stop was requested.
+    pub fn should_stop(&self) -> bool {
+        self.stop.is_requested()
+    }
+
+    /// The latest value of every logged metric (step values during an epoch, epoch values
+    /// after it): what checkpoint and early-stopping callbacks monitor. Reading syncs the device.
+    pub fn callback_metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics.callback_metrics()
+    }
+
+    /// The metrics sent to loggers.
+    pub fn logged_metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics.logged_metrics()
+    }
+
+    /// The metrics shown on the progress bar.
+    pub fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics.progress_bar_metrics()
+    }
+
+    /// Takes an error recorded by a `log` call (which cannot return one itself).
+    pub(crate) fn check(&mut self) -> Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+}
+
+/// A value `cx.log` accepts: a scalar tensor or a number.
+pub struct Metric(Tensor);
+
+impl From<&Tensor> for Metric {
+    fn from(t: &Tensor) -> Self {
+        Metric(t.detach())
+    }
+}
+impl From<Tensor> for Metric {
+    fn from(t: Tensor) -> Self {
+        Metric(t.detach())
+    }
+}
+macro_rules! number_metric {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Metric {
+            fn from(v: $t) -> Self { Metric(Tensor::from(v as f64)) }
+        }
+    )*};
+}
+number_metric!(f64, f32, i64, i32, usize, u32);
+
+/// A `log` call being configured; recorded when dropped.
+pub struct Log<'a> {
+    cx: &'a mut Ctx,
+    name: String,
+    value: Option<Tensor>,
+    options: LogOptions,
+}
+
+impl Log<'_> {
+    /// Record each step's value.
+    pub fn on_step(mut self, on: bool) -> Self {
+        self.options.on_step = on;
+        self
+    }
+    /// Reduce over the epoch.
+    pub fn on_epoch(mut self, on: bool) -> Self {
+        self.options.on_epoch = on;
+        self
+    }
+    /// Show on the progress bar.
+    pub fn prog_bar(mut self, on: bool) -> Self {
+        self.options.prog_bar = on;
+        self
+    }
+    /// Send to the loggers (default true).
+    pub fn logger(mut self, on: bool) -> Self {
+        self.options.logger = on;
+        self
+    }
+    /// The epoch reduction (default mean).
+    pub fn reduce_fx(mut self, reduce: Reduce) -> Self {
+        self.options.reduce_fx = reduce;
+        self
+    }
+    /// The samples behind this value, weighting the epoch mean.
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.options.batch_size = Some(batch_size);
+        self
+    }
+    /// Reduce across processes (one process: nothing to do).
+    pub fn sync_dist(self, _on: bool) -> Self {
+        self
+    }
+}
+
+impl Drop for Log<'_> {
+    fn drop(&mut self) {
+        let Some(value) = self.value.take() else { return };
+        if value.numel() != 1 {
+            let error = Error::hook(
+                "log",
+                format!("`{}` must be a scalar, got a tensor of shape {:?}", self.name, value.size()),
+            );
+            self.cx.error.get_or_insert(error);
+            return;
+        }
+        let mut name = std::mem::take(&mut self.name);
+        if self.cx.num_dataloaders > 1 && self.cx.running != RunningStage::Training {
+            name = format!("{name}/dataloader_idx_{}", self.cx.dataloader_idx);
+        }
+        let batch_size = self.options.batch_size.unwrap_or(self.cx.batch_size);
+        let training = self.cx.running == RunningStage::Training;
+        self.cx.metrics.log(name, value.reshape([]), self.options, batch_size, training);
+    }
+}

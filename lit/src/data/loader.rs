@@ -1,0 +1,312 @@
+//! Loaders: the [`Loader`] trait the loops read batches from, [`DataLoader`] (sampling,
+//! batching, collate, worker threads with prefetch) and [`Batches`] (pre-made batches).
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, bounded};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::batch::Batch;
+use super::dataset::{Dataset, Tensors};
+use crate::error::{DataError, Error, Result};
+
+/// An iterator over one epoch's batches.
+pub type BatchIter<'a, B> = Box<dyn Iterator<Item = Result<B>> + 'a>;
+
+/// A source of batches, read once per epoch by the loops.
+pub trait Loader: Send {
+    /// What one batch is.
+    type Batch: Batch;
+
+    /// The number of batches per epoch, when known.
+    fn len(&self) -> Option<usize>;
+
+    /// The batches of epoch `epoch` (the epoch seeds shuffling, so each epoch has its own order
+    /// and a resumed run sees the same one).
+    fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, Self::Batch>>;
+}
+
+impl<B: Batch> Loader for Box<dyn Loader<Batch = B>> {
+    type Batch = B;
+    fn len(&self) -> Option<usize> {
+        (**self).len()
+    }
+    fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, B>> {
+        (**self).iter(epoch)
+    }
+}
+
+/// Batches made ahead of time and kept in memory; each epoch yields them in order, shared
+/// rather than copied.
+pub struct Batches<B> {
+    batches: Vec<B>,
+}
+
+impl<B: Batch> Batches<B> {
+    /// A loader over these batches.
+    pub fn new(batches: Vec<B>) -> Self {
+        Batches { batches }
+    }
+}
+
+impl<B: Batch> Loader for Batches<B> {
+    type Batch = B;
+    fn len(&self) -> Option<usize> {
+        Some(self.batches.len())
+    }
+    fn iter(&mut self, _epoch: usize) -> Result<BatchIter<'_, B>> {
+        Ok(Box::new(self.batches.iter().map(|b| Ok(b.shallow_clone()))))
+    }
+}
+
+type CollateFn<D, B> = dyn Fn(&D, &[usize]) -> Result<B> + Send + Sync;
+
+/// Batches from a [`Dataset`], as PyTorch's `DataLoader`: sequential or seeded random order (a new
+/// order every epoch), `batch_size`, `drop_last`, a collate step, and `num_workers` threads that
+/// prepare up to `prefetch_factor` batches each ahead of the training step.
+///
+/// A dataset that fails or panics ends the epoch with a [`DataError`]; workers never hang.
+pub struct DataLoader<D: Dataset, B = <D as Dataset>::Item> {
+    dataset: Arc<D>,
+    collate: Arc<CollateFn<D, B>>,
+    batch_size: usize,
+    shuffle: bool,
+    drop_last: bool,
+    seed: u64,
+    num_workers: usize,
+    prefetch_factor: usize,
+}
+
+fn fetch<D: Dataset>(dataset: &D, indices: &[usize]) -> Result<Vec<D::Item>> {
+    indices.iter().map(|&i| dataset.get(i)).collect()
+}
+
+impl<D: Dataset> DataLoader<D>
+where
+    D::Item: Tensors + Batch,
+{
+    /// A loader that stacks samples into batches (batch size 1, in order, no workers: set the
+    /// rest with the builder methods).
+    pub fn new(dataset: D) -> Self {
+        Self::with_collate_fn(
+            dataset,
+            Arc::new(|d: &D, indices: &[usize]| match d.get_stacked(indices) {
+                Some(batch) => batch,
+                None => Tensors::stack(fetch(d, indices)?),
+            }),
+        )
+    }
+}
+
+impl<D: Dataset, B: Batch> DataLoader<D, B> {
+    fn with_collate_fn(dataset: D, collate: Arc<CollateFn<D, B>>) -> Self {
+        DataLoader {
+            dataset: Arc::new(dataset),
+            collate,
+            batch_size: 1,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            num_workers: 0,
+            prefetch_factor: 2,
+        }
+    }
+
+    /// A loader whose batches are made from the samples by `collate`.
+    pub fn with_collate<F>(dataset: D, collate: F) -> Self
+    where
+        F: Fn(Vec<D::Item>) -> Result<B> + Send + Sync + 'static,
+    {
+        Self::with_collate_fn(dataset, Arc::new(move |d: &D, indices: &[usize]| collate(fetch(d, indices)?)))
+    }
+
+    /// Samples per batch (at least 1).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Visit samples in a random order, a new one each epoch, determined by the seed.
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+
+    /// The seed of the shuffled order (default 0); epoch `e` uses `seed + e`.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Drop the last batch of an epoch when it is smaller than `batch_size`.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// Threads that load batches in the background (0: load in the training thread).
+    pub fn num_workers(mut self, num_workers: usize) -> Self {
+        self.num_workers = num_workers;
+        self
+    }
+
+    /// Batches each worker prepares ahead (at least 1, default 2).
+    pub fn prefetch_factor(mut self, prefetch_factor: usize) -> Self {
+        self.prefetch_factor = prefetch_factor.max(1);
+        self
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &D {
+        &self.dataset
+    }
+
+    /// The sample indices of epoch `epoch`, in visiting order.
+    pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        if self.shuffle {
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed.wrapping_add(epoch as u64)));
+        }
+        order
+    }
+
+    fn num_batches(&self) -> usize {
+        let n = self.dataset.len();
+        if self.drop_last { n / self.batch_size } else { n.div_ceil(self.batch_size) }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Runs the collate step for one batch, turning a panic into an error.
+fn load_batch<D: Dataset, B>(
+    dataset: &D,
+    collate: &CollateFn<D, B>,
+    indices: &[usize],
+    batch: usize,
+    worker: Option<usize>,
+) -> Result<B> {
+    catch_unwind(AssertUnwindSafe(|| collate(dataset, indices)))
+        .unwrap_or_else(|p| Err(DataError::Panicked { batch, worker, message: panic_message(p) }.into()))
+}
+
+impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
+    type Batch = B;
+
+    fn len(&self) -> Option<usize> {
+        Some(self.num_batches())
+    }
+
+    fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, B>> {
+        let order = Arc::new(self.epoch_order(epoch));
+        let batches = self.num_batches();
+        let (batch_size, samples) = (self.batch_size, order.len());
+        let range = move |b: usize| b * batch_size..((b + 1) * batch_size).min(samples);
+        if self.num_workers == 0 {
+            let (dataset, collate) = (&*self.dataset, &*self.collate);
+            let mut failed = false;
+            return Ok(Box::new((0..batches).map_while(move |b| {
+                if failed {
+                    return None;
+                }
+                let result = load_batch(dataset, collate, &order[range(b)], b, None);
+                failed = result.is_err();
+                Some(result)
+            })));
+        }
+        Ok(Box::new(WorkerIter::spawn(self, order, batches, range)))
+    }
+}
+
+/// Iterates batches made by worker threads, in order: worker `w` makes batches `w, w + n, …`
+/// into its own bounded channel, and the iterator takes from the workers in turn.
+struct WorkerIter<B> {
+    receivers: Vec<Receiver<Result<B>>>,
+    handles: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    next: usize,
+    batches: usize,
+    failed: bool,
+}
+
+impl<B: Batch> WorkerIter<B> {
+    fn spawn<D: Dataset>(
+        loader: &DataLoader<D, B>,
+        order: Arc<Vec<usize>>,
+        batches: usize,
+        range: impl Fn(usize) -> std::ops::Range<usize> + Send + Sync + Clone + 'static,
+    ) -> Self {
+        let workers = loader.num_workers.min(batches.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = bounded(loader.prefetch_factor);
+            let (dataset, collate) = (Arc::clone(&loader.dataset), Arc::clone(&loader.collate));
+            let (order, stop, range) = (Arc::clone(&order), Arc::clone(&stop), range.clone());
+            let spawned = std::thread::Builder::new().name(format!("lit-loader-{w}")).spawn(move || {
+                for b in (w..batches).step_by(workers) {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let result = load_batch(&*dataset, &*collate, &order[range(b)], b, Some(w));
+                    let failed = result.is_err();
+                    if tx.send(result).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                // Without its thread the receiver reports the worker's batches as undelivered.
+                Err(e) => tracing::error!(worker = w, error = %e, "could not start a dataloader worker"),
+            }
+            receivers.push(rx);
+        }
+        WorkerIter { receivers, handles, stop, next: 0, batches, failed: false }
+    }
+}
+
+impl<B> Iterator for WorkerIter<B> {
+    type Item = Result<B>;
+
+    fn next(&mut self) -> Option<Result<B>> {
+        if self.failed || self.next >= self.batches {
+            return None;
+        }
+        let (batch, worker) = (self.next, self.next % self.receivers.len());
+        self.next += 1;
+        let result =
+            self.receivers[worker].recv().unwrap_or_else(|_| Err(Error::from(DataError::WorkerDied { worker, batch })));
+        self.failed = result.is_err();
+        Some(result)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.batches - self.next;
+        (0, Some(left))
+    }
+}
+
+impl<B> Drop for WorkerIter<B> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receivers unblocks workers waiting to send; then they exit.
+        self.receivers.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Data: datasets, loaders, batches and the IDX/MNIST reader.
+
+mod batch;
+mod dataset;
+mod idx;
+mod loader;
+
+pub use batch::Batch;
+pub use dataset::{Dataset, Subset, TensorDataset, Tensors, random_split, random_split_fractions};
+pub use idx::{MNIST_MEAN_STD, Mnist, read_idx};
+pub use loader::{BatchIter, Batches, DataLoader, Loader};

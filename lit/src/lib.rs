@@ -1,0 +1,42 @@
+//! lit: PyTorch Lightning's `LightningModule` and `Trainer` for Rust, on tch (libtorch).
+//!
+//! Organise plain tch code into a struct implementing [`LightningModule`] (by hand, or with
+//! `#[lightning_module]`), and let the [`Trainer`] run the loops: training, validation, test
+//! and prediction in Lightning's order, train and eval modes, autograd modes, device placement
+//! and logging. The order of hooks is documented once, on [`LightningModule`].
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+mod callback;
+mod ctx;
+pub mod data;
+mod error;
+mod metrics;
+mod module;
+pub mod optim;
+mod trainer;
+
+pub use callback::Callback;
+pub use ctx::{Ctx, Log, Metric, RunningStage, Stage, StopFlag};
+pub use error::{ConfigError, DataError, Error, Result};
+pub use metrics::{LogOptions, Reduce};
+pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
+pub use trainer::{EvalMetrics, IntoLoaders, Limit, Trainer, TrainerBuilder, TrainerConfig};
+
+/// tch, re-exported so that user code and lit agree on one version.
+pub use tch;
+
+/// Seeds libtorch's random generators (CPU and CUDA), as Lightning's `seed_everything`.
+pub fn seed_everything(seed: u64) {
+    tch::manual_seed(seed as i64);
+}
+
+/// What most modules need: `use lit::prelude::*;`.
+pub mod prelude {
+    pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
+    pub use crate::optim::{Adam, AdamW, Optimizer, Optimizers, RmsProp, Sgd};
+    pub use crate::{
+        Callback, Ctx, Hooks, LightningModule, Reduce, Result, Stage, StepOutput, Trainer, seed_everything,
+    };
+    pub use tch::nn::{self, Module, ModuleT};
+    pub use tch::{Device, Kind, Tensor};
+}

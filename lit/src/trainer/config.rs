@@ -1,0 +1,301 @@
+//! The Trainer's configuration: a serde struct and its builder, validated at `build()`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::error::{ConfigError, Result};
+use crate::module::GradientClipAlgorithm;
+
+/// A number of batches, or a fraction of a loader's batches (`limit_*_batches`,
+/// `val_check_interval`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Limit {
+    /// This many batches.
+    Batches(usize),
+    /// This fraction of the batches, in `[0, 1]`.
+    Fraction(f64),
+}
+
+impl Default for Limit {
+    fn default() -> Self {
+        Limit::Fraction(1.0)
+    }
+}
+
+impl From<usize> for Limit {
+    fn from(n: usize) -> Self {
+        Limit::Batches(n)
+    }
+}
+impl From<i32> for Limit {
+    fn from(n: i32) -> Self {
+        // A negative count is kept as a (bad) fraction so that `build()` reports it.
+        usize::try_from(n).map_or(Limit::Fraction(n as f64), Limit::Batches)
+    }
+}
+impl From<f64> for Limit {
+    fn from(f: f64) -> Self {
+        Limit::Fraction(f)
+    }
+}
+
+impl Limit {
+    fn check(self, option: &'static str) -> Result<(), ConfigError> {
+        match self {
+            Limit::Fraction(f) if !(0.0..=1.0).contains(&f) => Err(ConfigError::invalid(
+                option,
+                format!("must be a count of batches or a fraction in [0.0, 1.0], got {f}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The number of batches this limit allows out of `len` (`None`: unknown length).
+    pub(crate) fn of(self, len: Option<usize>, option: &'static str) -> Result<usize, ConfigError> {
+        match (self, len) {
+            (Limit::Batches(n), Some(len)) => Ok(n.min(len)),
+            (Limit::Batches(n), None) => Ok(n),
+            (Limit::Fraction(f), _) if f == 1.0 => Ok(len.unwrap_or(usize::MAX)),
+            (Limit::Fraction(f), Some(len)) => Ok((len as f64 * f) as usize),
+            (Limit::Fraction(f), None) => Err(ConfigError::invalid(
+                option,
+                format!("the fraction {f} needs a loader whose length is known; give a count of batches"),
+            )),
+        }
+    }
+}
+
+/// Everything the Trainer can be told; `Trainer::builder()` sets it field by field, or it
+/// deserialises from a config file. Field names and defaults are Lightning's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Stop after this many epochs (unset with `max_steps` unset: 1000).
+    pub max_epochs: Option<usize>,
+    /// Train at least this many epochs, even if a stop is requested.
+    pub min_epochs: Option<usize>,
+    /// Stop after this many optimizer steps.
+    pub max_steps: Option<usize>,
+    /// Train at least this many steps, even if a stop is requested.
+    pub min_steps: Option<usize>,
+    /// Training batches per epoch.
+    pub limit_train_batches: Limit,
+    /// Validation batches per loader.
+    pub limit_val_batches: Limit,
+    /// Test batches per loader.
+    pub limit_test_batches: Limit,
+    /// Prediction batches per loader.
+    pub limit_predict_batches: Limit,
+    /// Validation batches per loader run before training (-1: all).
+    pub num_sanity_val_steps: i64,
+    /// Validate every this many epochs.
+    pub check_val_every_n_epoch: usize,
+    /// Validate every this many training batches, or this fraction of an epoch.
+    pub val_check_interval: Limit,
+    /// "cpu", "cuda" (or "gpu"), "cuda:N", or "auto".
+    pub accelerator: String,
+    /// Devices to train on.
+    pub devices: usize,
+    /// Seeds libtorch's generators when a run starts.
+    pub seed: Option<u64>,
+    /// Where logs and checkpoints go.
+    pub default_root_dir: PathBuf,
+    /// Clip gradients at this value.
+    pub gradient_clip_val: Option<f64>,
+    /// How to clip.
+    pub gradient_clip_algorithm: GradientClipAlgorithm,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            max_epochs: None,
+            min_epochs: None,
+            max_steps: None,
+            min_steps: None,
+            limit_train_batches: Limit::default(),
+            limit_val_batches: Limit::default(),
+            limit_test_batches: Limit::default(),
+            limit_predict_batches: Limit::default(),
+            num_sanity_val_steps: 2,
+            check_val_every_n_epoch: 1,
+            val_check_interval: Limit::default(),
+            accelerator: "auto".into(),
+            devices: 1,
+            seed: None,
+            default_root_dir: PathBuf::from("."),
+            gradient_clip_val: None,
+            gradient_clip_algorithm: GradientClipAlgorithm::Norm,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// Checks every option and combination, and picks the device.
+    pub fn validate(&self) -> Result<Device> {
+        if self.max_epochs == Some(0) && self.max_steps == Some(0) {
+            return Err(ConfigError::invalid(
+                "max_epochs",
+                "max_epochs and max_steps are both 0: nothing would be trained",
+            )
+            .into());
+        }
+        if let (Some(min), Some(max)) = (self.min_epochs, self.max_epochs) {
+            if min > max {
+                return Err(ConfigError::invalid(
+                    "min_epochs",
+                    format!("min_epochs ({min}) is larger than max_epochs ({max})"),
+                )
+                .into());
+            }
+        }
+        self.limit_train_batches.check("limit_train_batches")?;
+        self.limit_val_batches.check("limit_val_batches")?;
+        self.limit_test_batches.check("limit_test_batches")?;
+        self.limit_predict_batches.check("limit_predict_batches")?;
+        match self.val_check_interval {
+            Limit::Batches(0) => {
+                return Err(ConfigError::invalid("val_check_interval", "must be at least 1 batch").into());
+            }
+            Limit::Fraction(f) if f <= 0.0 || f > 1.0 => {
+                return Err(ConfigError::invalid(
+                    "val_check_interval",
+                    format!("a fraction must lie in (0.0, 1.0], got {f}"),
+                )
+                .into());
+            }
+            _ => {}
+        }
+        if self.check_val_every_n_epoch == 0 {
+            return Err(ConfigError::invalid("check_val_every_n_epoch", "must be at least 1").into());
+        }
+        if self.num_sanity_val_steps < -1 {
+            return Err(ConfigError::invalid(
+                "num_sanity_val_steps",
+                format!("must be -1 (all) or at least 0, got {}", self.num_sanity_val_steps),
+            )
+            .into());
+        }
+        if let Some(v) = self.gradient_clip_val {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(
+                    ConfigError::invalid("gradient_clip_val", format!("must be a finite value ≥ 0, got {v}")).into()
+                );
+            }
+        }
+        if self.devices != 1 {
+            return Err(ConfigError::invalid(
+                "devices",
+                format!("{} devices need a distributed strategy; lit runs on one device for now", self.devices),
+            )
+            .into());
+        }
+        Ok(resolve_device(&self.accelerator)?)
+    }
+
+    /// The number of epochs to stop at (Lightning's 1000 when neither limit is set).
+    pub(crate) fn epoch_limit(&self) -> Option<usize> {
+        match (self.max_epochs, self.max_steps) {
+            (None, None) => Some(1000),
+            (epochs, _) => epochs,
+        }
+    }
+}
+
+fn resolve_device(accelerator: &str) -> Result<Device, ConfigError> {
+    let cuda = tch::Cuda::is_available();
+    let unavailable = |why: String| ConfigError::Unavailable(accelerator.to_string(), why);
+    match accelerator {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
+        "cuda" | "gpu" if cuda => Ok(Device::Cuda(0)),
+        "cuda" | "gpu" => Err(unavailable("libtorch finds no CUDA device on this machine".into())),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n < tch::Cuda::device_count() as usize => Ok(Device::Cuda(n)),
+            Some(Ok(n)) => Err(unavailable(format!(
+                "this machine has {} CUDA devices, so index {n} does not exist",
+                tch::Cuda::device_count()
+            ))),
+            _ => Err(ConfigError::invalid(
+                "accelerator",
+                format!("unknown accelerator \"{other}\"; expected \"cpu\", \"cuda\", \"gpu\", \"cuda:N\" or \"auto\""),
+            )),
+        },
+    }
+}
+
+/// Builds a [`Trainer`](crate::Trainer): `Trainer::builder().max_epochs(3).build()?`.
+#[derive(Default)]
+pub struct TrainerBuilder {
+    pub(crate) config: TrainerConfig,
+    pub(crate) callbacks: Vec<Box<dyn crate::Callback>>,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $t:ty => $conv:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: $t) -> Self {
+            self.config.$name = $conv(value);
+            self
+        }
+    )*};
+}
+
+impl TrainerBuilder {
+    /// A builder starting from `config`.
+    pub fn from_config(config: TrainerConfig) -> Self {
+        TrainerBuilder { config, callbacks: Vec::new() }
+    }
+
+    setters! {
+        /// Stop after this many epochs.
+        max_epochs: usize => Some;
+        /// Train at least this many epochs.
+        min_epochs: usize => Some;
+        /// Stop after this many optimizer steps.
+        max_steps: usize => Some;
+        /// Train at least this many optimizer steps.
+        min_steps: usize => Some;
+        /// Training batches per epoch: a count (`10`) or a fraction (`0.25`).
+        limit_train_batches: impl Into<Limit> => Into::into;
+        /// Validation batches per loader.
+        limit_val_batches: impl Into<Limit> => Into::into;
+        /// Test batches per loader.
+        limit_test_batches: impl Into<Limit> => Into::into;
+        /// Prediction batches per loader.
+        limit_predict_batches: impl Into<Limit> => Into::into;
+        /// Validation batches per loader before training (default 2, -1: all, 0: none).
+        num_sanity_val_steps: i64 => std::convert::identity;
+        /// Validate every this many epochs.
+        check_val_every_n_epoch: usize => std::convert::identity;
+        /// Validate every this many batches (`100`) or fraction of an epoch (`0.25`).
+        val_check_interval: impl Into<Limit> => Into::into;
+        /// "cpu", "cuda", "gpu", "cuda:N" or "auto" (default).
+        accelerator: impl Into<String> => Into::into;
+        /// Devices to use (1).
+        devices: usize => std::convert::identity;
+        /// Seed libtorch's generators when a run starts.
+        seed: u64 => Some;
+        /// Where logs and checkpoints go.
+        default_root_dir: impl Into<PathBuf> => Into::into;
+        /// Clip gradients at this value.
+        gradient_clip_val: f64 => Some;
+        /// Clip by global norm (default) or by value.
+        gradient_clip_algorithm: GradientClipAlgorithm => std::convert::identity;
+    }
+
+    /// Adds a callback.
+    pub fn callback(mut self, callback: impl crate::Callback) -> Self {
+        self.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// Validates the configuration and makes the Trainer.
+    pub fn build(self) -> Result<crate::Trainer> {
+        let device = self.config.validate()?;
+        Ok(crate::Trainer::new(self.config, device, self.callbacks))
+    }
+}

@@ -1,0 +1,244 @@
+//! The evaluation loop, shared by validation and test through [`EvalStage`].
+
+use super::config::Limit;
+use super::{LoaderVec, Run};
+use crate::callback::Callback;
+use crate::ctx::{Ctx, RunningStage};
+use crate::data::Batch;
+use crate::error::Result;
+use crate::module::{LightningModule, StepOutput};
+
+/// The hooks of one evaluation stage (validation or test), so one loop serves both.
+pub(super) trait EvalStage<M: LightningModule> {
+    type Batch: Batch;
+    fn has_step() -> bool;
+    fn has_epoch_end() -> bool;
+    fn limit(config: &super::TrainerConfig) -> (Limit, &'static str);
+    fn model_eval(m: &mut M, cx: &mut Ctx) -> Result<()>;
+    fn model_train(m: &mut M, cx: &mut Ctx) -> Result<()>;
+    fn start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()>;
+    fn end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()>;
+    fn epoch_start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()>;
+    fn epoch_end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()>;
+    fn batch_start(
+        m: &mut M,
+        cbs: &mut [Box<dyn Callback>],
+        b: &Self::Batch,
+        i: usize,
+        dl: usize,
+        cx: &mut Ctx,
+    ) -> Result<()>;
+    fn step(m: &mut M, b: Self::Batch, i: usize, dl: usize, cx: &mut Ctx) -> Result<Option<StepOutput>>;
+    fn step_end(m: &mut M, out: StepOutput, cx: &mut Ctx) -> Result<StepOutput>;
+    #[allow(clippy::too_many_arguments)]
+    fn batch_end(
+        m: &mut M,
+        cbs: &mut [Box<dyn Callback>],
+        out: Option<&StepOutput>,
+        b: &Self::Batch,
+        i: usize,
+        dl: usize,
+        cx: &mut Ctx,
+    ) -> Result<()>;
+    fn outputs_end(m: &mut M, outputs: Vec<Vec<StepOutput>>, cx: &mut Ctx) -> Result<()>;
+}
+
+/// Generates an [`EvalStage`] from the names of its hooks.
+macro_rules! eval_stage {
+    ($ty:ident, $batch:ident, $has_step:ident, $has_end:ident, $limit:ident,
+     $eval:ident, $train:ident, $start:ident, $end:ident, $epoch_start:ident, $epoch_end:ident,
+     $batch_start:ident, $step:ident, $step_end:ident, $batch_end:ident, $outputs_end:ident) => {
+        pub(super) struct $ty;
+        impl<M: LightningModule> EvalStage<M> for $ty {
+            type Batch = M::$batch;
+            fn has_step() -> bool {
+                M::HOOKS.$has_step
+            }
+            fn has_epoch_end() -> bool {
+                M::HOOKS.$has_end
+            }
+            fn limit(config: &super::TrainerConfig) -> (Limit, &'static str) {
+                (config.$limit, stringify!($limit))
+            }
+            fn model_eval(m: &mut M, cx: &mut Ctx) -> Result<()> {
+                m.$eval(cx)
+            }
+            fn model_train(m: &mut M, cx: &mut Ctx) -> Result<()> {
+                m.$train(cx)
+            }
+            fn start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                cbs.iter_mut().try_for_each(|c| c.$start(cx))?;
+                m.$start(cx)
+            }
+            fn end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                cbs.iter_mut().try_for_each(|c| c.$end(cx))?;
+                m.$end(cx)
+            }
+            fn epoch_start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                cbs.iter_mut().try_for_each(|c| c.$epoch_start(cx))?;
+                m.$epoch_start(cx)
+            }
+            fn epoch_end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                cbs.iter_mut().try_for_each(|c| c.$epoch_end(cx))?;
+                m.$epoch_end(cx)
+            }
+            fn batch_start(
+                m: &mut M,
+                cbs: &mut [Box<dyn Callback>],
+                b: &Self::Batch,
+                i: usize,
+                dl: usize,
+                cx: &mut Ctx,
+            ) -> Result<()> {
+                cbs.iter_mut().try_for_each(|c| c.$batch_start(i, dl, cx))?;
+                m.$batch_start(b, i, dl, cx)
+            }
+            fn step(m: &mut M, b: Self::Batch, i: usize, dl: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
+                m.$step(b, i, dl, cx)
+            }
+            fn step_end(m: &mut M, out: StepOutput, cx: &mut Ctx) -> Result<StepOutput> {
+                m.$step_end(out, cx)
+            }
+            fn batch_end(
+                m: &mut M,
+                cbs: &mut [Box<dyn Callback>],
+                out: Option<&StepOutput>,
+                b: &Self::Batch,
+                i: usize,
+                dl: usize,
+                cx: &mut Ctx,
+            ) -> Result<()> {
+                cbs.iter_mut().try_for_each(|c| c.$batch_end(out, i, dl, cx))?;
+                m.$batch_end(out, b, i, dl, cx)
+            }
+            fn outputs_end(m: &mut M, outputs: Vec<Vec<StepOutput>>, cx: &mut Ctx) -> Result<()> {
+                m.$outputs_end(outputs, cx)
+            }
+        }
+    };
+}
+
+eval_stage!(
+    Validation,
+    ValBatch,
+    validation_step,
+    validation_epoch_end,
+    limit_val_batches,
+    on_validation_model_eval,
+    on_validation_model_train,
+    on_validation_start,
+    on_validation_end,
+    on_validation_epoch_start,
+    on_validation_epoch_end,
+    on_validation_batch_start,
+    validation_step,
+    validation_step_end,
+    on_validation_batch_end,
+    validation_epoch_end
+);
+eval_stage!(
+    Test,
+    TestBatch,
+    test_step,
+    test_epoch_end,
+    limit_test_batches,
+    on_test_model_eval,
+    on_test_model_train,
+    on_test_start,
+    on_test_end,
+    on_test_epoch_start,
+    on_test_epoch_end,
+    on_test_batch_start,
+    test_step,
+    test_step_end,
+    on_test_batch_end,
+    test_epoch_end
+);
+
+impl<M: LightningModule> Run<'_, M> {
+    /// A full evaluation loop (validate or test).
+    pub(super) fn eval<S: EvalStage<M>>(
+        &mut self,
+        loaders: &mut LoaderVec<'_, S::Batch>,
+        running: RunningStage,
+    ) -> Result<()> {
+        if !S::has_step() {
+            let hook = if running == RunningStage::Testing { "test_step" } else { "validation_step" };
+            return Err(crate::Error::hook(hook, "the module does not implement it"));
+        }
+        self.eval_limited::<S>(loaders, running, None)
+    }
+
+    /// An evaluation loop over every loader; `limit` overrides the configured batch limit (the
+    /// sanity check's). Autograd is off inside and the training flag is restored after.
+    pub(super) fn eval_limited<S: EvalStage<M>>(
+        &mut self,
+        loaders: &mut LoaderVec<'_, S::Batch>,
+        running: RunningStage,
+        limit: Option<Limit>,
+    ) -> Result<()> {
+        let was_training = self.cx.training;
+        self.cx.running = running;
+        S::model_eval(self.model, self.cx)?;
+        self.cx.grad_enabled = false;
+        let result = tch::no_grad(|| self.eval_epoch::<S>(loaders, limit));
+        self.cx.grad_enabled = self.cx.stage == crate::Stage::Fit;
+        result?;
+        S::model_train(self.model, self.cx)?;
+        if !was_training {
+            // Outside fit the module stays as it was before the loop.
+            self.cx.training = false;
+        }
+        Ok(())
+    }
+
+    fn eval_epoch<S: EvalStage<M>>(
+        &mut self,
+        loaders: &mut LoaderVec<'_, S::Batch>,
+        limit: Option<Limit>,
+    ) -> Result<()> {
+        let (configured, option) = S::limit(self.config);
+        let limit = limit.unwrap_or(configured);
+        let keep = S::has_epoch_end();
+        let mut outputs: Vec<Vec<StepOutput>> = Vec::new();
+        S::start(self.model, self.callbacks, self.cx)?;
+        S::epoch_start(self.model, self.callbacks, self.cx)?;
+        self.cx.check()?;
+        self.cx.num_dataloaders = loaders.len();
+        let epoch = self.cx.current_epoch;
+        for (dl, loader) in loaders.iter_mut().enumerate() {
+            self.cx.dataloader_idx = dl;
+            let n = limit.of(loader.len(), option)?.min(configured.of(loader.len(), option)?);
+            let mut kept = Vec::new();
+            for (i, batch) in loader.iter(epoch)?.take(n).enumerate() {
+                let batch = batch?;
+                S::batch_start(self.model, self.callbacks, &batch, i, dl, self.cx)?;
+                let batch = self.transfer(batch, dl)?;
+                let held = batch.shallow_clone();
+                let out = match S::step(self.model, batch, i, dl, self.cx)? {
+                    Some(out) => Some(S::step_end(self.model, out, self.cx)?),
+                    None => None,
+                };
+                S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, self.cx)?;
+                self.cx.check()?;
+                if keep {
+                    kept.extend(out);
+                }
+            }
+            outputs.push(kept);
+        }
+        self.cx.dataloader_idx = 0;
+        if keep {
+            S::outputs_end(self.model, outputs, self.cx)?;
+        }
+        S::epoch_end(self.model, self.callbacks, self.cx)?;
+        self.cx.metrics.end_epoch(false);
+        S::end(self.model, self.callbacks, self.cx)?;
+        self.cx.num_dataloaders = 1;
+        self.cx.check()?;
+        if self.cx.running != RunningStage::SanityChecking && tracing::enabled!(target: "lit", tracing::Level::INFO) {
+            tracing::info!(target: "lit", stage = ?self.cx.running, metrics = ?self.cx.metrics.logged_metrics(), "evaluation done");
+        }
+        Ok(())
+    }
+}

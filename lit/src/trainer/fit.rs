@@ -1,0 +1,250 @@
+//! The fit loop (epochs) and the training epoch (batches).
+
+use std::collections::BTreeMap;
+
+use super::config::Limit;
+use super::{LoaderVec, Run, eval, hook};
+use crate::ctx::RunningStage;
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::module::{LightningModule, StepOutput};
+use crate::optim::Optimizer;
+
+/// When, within an epoch, validation runs.
+struct ValSchedule {
+    /// Validate after every this many batches; `None`: after the last batch.
+    every: Option<usize>,
+    enabled: bool,
+}
+
+impl<M: LightningModule> Run<'_, M> {
+    pub(super) fn fit<'a>(
+        &mut self,
+        train: Option<LoaderVec<'a, M::TrainBatch>>,
+        val: Option<LoaderVec<'a, M::ValBatch>>,
+    ) -> Result<()> {
+        let optimizers = self.model.configure_optimizers(self.cx)?;
+        if optimizers.is_empty() {
+            return Err(Error::hook("configure_optimizers", "returned no optimizer; training needs one"));
+        }
+        if optimizers.len() > 1 {
+            return Err(Error::hook(
+                "configure_optimizers",
+                format!("returned {} optimizers; automatic optimization steps one", optimizers.len()),
+            ));
+        }
+        let mut optimizers = optimizers.build(self.model.var_store())?;
+        hook!(self, on_fit_start());
+
+        let mut val = match M::HOOKS.validation_step {
+            true => self.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "fit")?,
+            false => Vec::new(),
+        };
+        self.sanity_check(&mut val)?;
+
+        let mut train = self.loaders(
+            train,
+            "training",
+            |m, cx| m.train_dataloader(cx).map(|l| l.into_iter().collect()),
+            "train_dataloader",
+            "fit",
+        )?;
+        let Some(train) = train.pop().filter(|_| train.is_empty()) else {
+            return Err(match train.len() {
+                0 => crate::error::DataError::Missing { stage: "training", method: "fit", hook: "train_dataloader" }
+                    .into(),
+                n => Error::hook("fit", format!("takes one training loader, got {}", n + 1)),
+            });
+        };
+        let mut train = train;
+
+        hook!(self, on_train_start());
+        let max_epochs = self.config.epoch_limit();
+        let mut epoch = self.cx.current_epoch;
+        loop {
+            if max_epochs.is_some_and(|m| epoch >= m) || self.max_steps_reached() || self.stop_allowed(epoch) {
+                break;
+            }
+            self.cx.current_epoch = epoch;
+            self.train_epoch(epoch, &mut *train, &mut val, &mut optimizers)?;
+            epoch += 1;
+        }
+        self.cx.current_epoch = epoch;
+        hook!(self, on_train_end());
+        hook!(self, on_fit_end());
+        Ok(())
+    }
+
+    fn max_steps_reached(&self) -> bool {
+        self.config.max_steps.is_some_and(|s| self.cx.global_step >= s)
+    }
+
+    /// Whether a requested stop may take effect now (`min_epochs`/`min_steps` are met).
+    fn stop_allowed(&self, epochs_done: usize) -> bool {
+        self.cx.should_stop()
+            && self.config.min_epochs.is_none_or(|m| epochs_done >= m)
+            && self.config.min_steps.is_none_or(|m| self.cx.global_step >= m)
+    }
+
+    fn sanity_check(&mut self, val: &mut LoaderVec<'_, M::ValBatch>) -> Result<()> {
+        let steps = self.config.num_sanity_val_steps;
+        if val.is_empty() || steps == 0 {
+            return Ok(());
+        }
+        for cb in self.callbacks.iter_mut() {
+            cb.on_sanity_check_start(self.cx)?;
+        }
+        let limit = if steps < 0 { Limit::Fraction(1.0) } else { Limit::Batches(steps as usize) };
+        self.eval_limited::<eval::Validation>(val, RunningStage::SanityChecking, Some(limit))?;
+        for cb in self.callbacks.iter_mut() {
+            cb.on_sanity_check_end(self.cx)?;
+        }
+        self.cx.metrics.reset();
+        self.cx.running = RunningStage::Training;
+        Ok(())
+    }
+
+    fn val_schedule(&self, batches: usize, has_val: bool, epoch: usize) -> Result<ValSchedule> {
+        let enabled = has_val && (epoch + 1) % self.config.check_val_every_n_epoch == 0;
+        let every = match self.config.val_check_interval {
+            Limit::Fraction(f) if f == 1.0 => None,
+            Limit::Fraction(f) if batches == usize::MAX => {
+                return Err(crate::error::ConfigError::invalid(
+                    "val_check_interval",
+                    format!("the fraction {f} needs a training loader whose length is known"),
+                )
+                .into());
+            }
+            Limit::Fraction(f) => Some(((batches as f64 * f) as usize).max(1)),
+            Limit::Batches(n) => Some(n),
+        };
+        Ok(ValSchedule { every, enabled })
+    }
+
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        train: &mut dyn crate::data::Loader<Batch = M::TrainBatch>,
+        val: &mut LoaderVec<'_, M::ValBatch>,
+        optimizers: &mut [Box<dyn Optimizer>],
+    ) -> Result<()> {
+        let limit = self.config.limit_train_batches.of(train.len(), "limit_train_batches")?;
+        let schedule = self.val_schedule(limit, !val.is_empty(), epoch)?;
+        let keep_outputs = M::HOOKS.training_epoch_end;
+        let mut outputs = Vec::new();
+        self.cx.running = RunningStage::Training;
+        hook!(self, on_train_epoch_start());
+
+        let mut batches = train.iter(epoch)?.take(limit).peekable();
+        let mut batch_idx = 0;
+        while let Some(batch) = batches.next() {
+            let batch = batch?;
+            let is_last = batches.peek().is_none();
+            self.cx.in_step = true;
+            let out = self.train_batch(epoch, batch, batch_idx, optimizers)?;
+            self.cx.in_step = false;
+            if keep_outputs {
+                outputs.extend(out);
+            }
+            let validate = schedule.enabled
+                && match schedule.every {
+                    Some(n) => (batch_idx + 1) % n == 0,
+                    None => is_last,
+                };
+            if validate {
+                self.eval_limited::<eval::Validation>(val, RunningStage::Validating, None)?;
+                self.cx.running = RunningStage::Training;
+            }
+            batch_idx += 1;
+            if self.max_steps_reached() || self.stop_allowed(epoch + 1) {
+                break;
+            }
+        }
+        drop(batches);
+
+        if keep_outputs {
+            self.model.training_epoch_end(outputs, self.cx)?;
+            self.cx.check()?;
+        }
+        hook!(self, on_train_epoch_end());
+        self.cx.metrics.end_epoch(true);
+        if tracing::enabled!(target: "lit", tracing::Level::INFO) {
+            tracing::info!(target: "lit", epoch, global_step = self.cx.global_step, metrics = ?self.cx.progress_bar_or_callback(), "training epoch done");
+        }
+        Ok(())
+    }
+
+    /// One training batch; returns its (detached) output for `training_epoch_end`.
+    fn train_batch(
+        &mut self,
+        epoch: usize,
+        batch: M::TrainBatch,
+        batch_idx: usize,
+        optimizers: &mut [Box<dyn Optimizer>],
+    ) -> Result<Option<StepOutput>> {
+        for cb in self.callbacks.iter_mut() {
+            cb.on_train_batch_start(batch_idx, self.cx)?;
+        }
+        self.model.on_train_batch_start(&batch, batch_idx, self.cx)?;
+        let batch = self.transfer(batch, 0)?;
+        let kept = batch.shallow_clone();
+        let out = tch::with_grad(|| -> Result<Option<StepOutput>> {
+            let Some(out) = self.model.training_step(batch, batch_idx, self.cx)? else {
+                return Ok(None);
+            };
+            self.cx.check()?;
+            let out = self.model.training_step_end(out, self.cx)?;
+            if let Some(loss) = &out.loss {
+                self.optimize(epoch, batch_idx, loss, optimizers)?;
+            }
+            Ok(Some(out))
+        })?;
+        for cb in self.callbacks.iter_mut() {
+            cb.on_train_batch_end(out.as_ref(), batch_idx, self.cx)?;
+        }
+        self.model.on_train_batch_end(out.as_ref(), &kept, batch_idx, self.cx)?;
+        self.cx.check()?;
+        Ok(out.map(|o| o.detach()))
+    }
+
+    /// Zero-grad, backward and step for each optimizer, with their hooks.
+    fn optimize(
+        &mut self,
+        epoch: usize,
+        batch_idx: usize,
+        loss: &tch::Tensor,
+        optimizers: &mut [Box<dyn Optimizer>],
+    ) -> Result<()> {
+        let (clip, algorithm) = (self.config.gradient_clip_val, self.config.gradient_clip_algorithm);
+        for (idx, opt) in optimizers.iter_mut().enumerate() {
+            let opt = &mut **opt;
+            for cb in self.callbacks.iter_mut() {
+                cb.on_before_zero_grad(self.cx)?;
+            }
+            self.model.on_before_zero_grad(opt, self.cx)?;
+            self.model.optimizer_zero_grad(epoch, batch_idx, opt, idx, self.cx)?;
+            for cb in self.callbacks.iter_mut() {
+                cb.on_before_backward(self.cx)?;
+            }
+            self.model.on_before_backward(loss, self.cx)?;
+            self.model.backward(loss, idx, self.cx)?;
+            hook!(self, on_after_backward());
+            for cb in self.callbacks.iter_mut() {
+                cb.on_before_optimizer_step(idx, self.cx)?;
+            }
+            self.model.on_before_optimizer_step(opt, idx, self.cx)?;
+            self.model.configure_gradient_clipping(opt, idx, clip, algorithm, self.cx)?;
+            self.model.optimizer_step(epoch, batch_idx, opt, idx, self.cx)?;
+            self.cx.check()?;
+        }
+        self.cx.global_step += 1;
+        Ok(())
+    }
+}
+
+impl crate::ctx::Ctx {
+    fn progress_bar_or_callback(&self) -> BTreeMap<String, f64> {
+        let bar = self.progress_bar_metrics();
+        if bar.is_empty() { self.callback_metrics() } else { bar }
+    }
+}

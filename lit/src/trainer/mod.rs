@@ -1,0 +1,285 @@
+//! The [`Trainer`]: runs a [`LightningModule`]'s hooks in Lightning's order.
+
+mod config;
+mod eval;
+mod fit;
+mod predict;
+
+use std::collections::BTreeMap;
+
+use tch::Device;
+
+pub use config::{Limit, TrainerBuilder, TrainerConfig};
+
+use crate::callback::{self, Callback};
+use crate::ctx::{Ctx, RunningStage, Stage, StopFlag};
+use crate::data::{Batch, Loader};
+use crate::error::Result;
+use crate::module::LightningModule;
+
+/// Loaders handed to `fit`, `validate`, `test` or `predict`: one loader, `Some`/`None`, a
+/// `Vec` of loaders, or `()` for "none: ask the module's `*_dataloader` hook". A `&mut` loader
+/// works too, so it can be used again afterwards.
+pub trait IntoLoaders<'a, B> {
+    /// The loaders, or `None` when none were given.
+    fn into_loaders(self) -> Option<Vec<Box<dyn Loader<Batch = B> + 'a>>>;
+}
+
+impl<'a, B: Batch, L: Loader<Batch = B> + 'a> IntoLoaders<'a, B> for L {
+    fn into_loaders(self) -> Option<Vec<Box<dyn Loader<Batch = B> + 'a>>> {
+        Some(vec![Box::new(self)])
+    }
+}
+impl<'a, B: Batch, L: Loader<Batch = B> + 'a> IntoLoaders<'a, B> for Option<L> {
+    fn into_loaders(self) -> Option<Vec<Box<dyn Loader<Batch = B> + 'a>>> {
+        self.map(|l| vec![Box::new(l) as Box<dyn Loader<Batch = B> + 'a>])
+    }
+}
+impl<'a, B: Batch, L: Loader<Batch = B> + 'a> IntoLoaders<'a, B> for Vec<L> {
+    fn into_loaders(self) -> Option<Vec<Box<dyn Loader<Batch = B> + 'a>>> {
+        Some(self.into_iter().map(|l| Box::new(l) as Box<dyn Loader<Batch = B> + 'a>).collect())
+    }
+}
+impl<B> IntoLoaders<'_, B> for () {
+    fn into_loaders(self) -> Option<Vec<Box<dyn Loader<Batch = B>>>> {
+        None
+    }
+}
+
+impl<L: Loader + ?Sized> Loader for &mut L {
+    type Batch = L::Batch;
+    fn len(&self) -> Option<usize> {
+        (**self).len()
+    }
+    fn iter(&mut self, epoch: usize) -> Result<crate::data::BatchIter<'_, L::Batch>> {
+        (**self).iter(epoch)
+    }
+}
+
+type LoaderVec<'a, B> = Vec<Box<dyn Loader<Batch = B> + 'a>>;
+
+/// Runs training, validation, test and prediction loops over a [`LightningModule`], as
+/// Lightning's `Trainer`. Build one with [`Trainer::builder`].
+pub struct Trainer {
+    config: TrainerConfig,
+    device: Device,
+    callbacks: Vec<Box<dyn Callback>>,
+    cx: Ctx,
+}
+
+/// Metrics of one evaluation loader, as `test` and `validate` return them.
+pub type EvalMetrics = BTreeMap<String, f64>;
+
+impl Trainer {
+    /// A builder with Lightning's defaults.
+    pub fn builder() -> TrainerBuilder {
+        TrainerBuilder::default()
+    }
+
+    pub(crate) fn new(config: TrainerConfig, device: Device, callbacks: Vec<Box<dyn Callback>>) -> Self {
+        let cx = Ctx::new(device, StopFlag::default());
+        Trainer { config, device, callbacks, cx }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// The device the module runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Epochs completed (after `fit`: the number of epochs trained).
+    pub fn current_epoch(&self) -> usize {
+        self.cx.current_epoch
+    }
+
+    /// Optimizer steps taken.
+    pub fn global_step(&self) -> usize {
+        self.cx.global_step
+    }
+
+    /// The latest value of every logged metric.
+    pub fn callback_metrics(&self) -> BTreeMap<String, f64> {
+        self.cx.callback_metrics()
+    }
+
+    /// The metrics sent to loggers.
+    pub fn logged_metrics(&self) -> BTreeMap<String, f64> {
+        self.cx.logged_metrics()
+    }
+
+    /// The metrics shown on the progress bar.
+    pub fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
+        self.cx.progress_bar_metrics()
+    }
+
+    /// A handle that stops training at the next batch boundary when requested (e.g. from a
+    /// Ctrl-C handler or another thread).
+    pub fn stop_handle(&self) -> StopFlag {
+        self.cx.stop.clone()
+    }
+
+    /// The callbacks.
+    pub fn callbacks(&self) -> &[Box<dyn Callback>] {
+        &self.callbacks
+    }
+
+    /// Trains `model` on `train` (or the module's `train_dataloader`), validating on `val` (or
+    /// its `val_dataloader`) as configured.
+    pub fn fit<'a, M: LightningModule>(
+        &mut self,
+        model: &mut M,
+        train: impl IntoLoaders<'a, M::TrainBatch>,
+        val: impl IntoLoaders<'a, M::ValBatch>,
+    ) -> Result<()> {
+        let (train, val) = (train.into_loaders(), val.into_loaders());
+        self.run(model, Stage::Fit, |run| run.fit(train, val))
+    }
+
+    /// Runs one validation epoch; returns the metrics of each loader.
+    pub fn validate<'a, M: LightningModule>(
+        &mut self,
+        model: &mut M,
+        val: impl IntoLoaders<'a, M::ValBatch>,
+    ) -> Result<Vec<EvalMetrics>> {
+        let val = val.into_loaders();
+        self.run(model, Stage::Validate, |run| {
+            let mut loaders =
+                run.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "validate")?;
+            run.eval::<eval::Validation>(&mut loaders, RunningStage::Validating)?;
+            Ok(run.cx.metrics.per_dataloader(loaders.len()))
+        })
+    }
+
+    /// Runs the test loop; returns the metrics of each loader, as Lightning prints them.
+    pub fn test<'a, M: LightningModule>(
+        &mut self,
+        model: &mut M,
+        test: impl IntoLoaders<'a, M::TestBatch>,
+    ) -> Result<Vec<EvalMetrics>> {
+        let test = test.into_loaders();
+        self.run(model, Stage::Test, |run| {
+            let mut loaders = run.loaders(test, "test", |m, cx| m.test_dataloader(cx), "test_dataloader", "test")?;
+            run.eval::<eval::Test>(&mut loaders, RunningStage::Testing)?;
+            Ok(run.cx.metrics.per_dataloader(loaders.len()))
+        })
+    }
+
+    /// Runs `predict_step` over every batch; returns the predictions in order (loader by loader).
+    pub fn predict<'a, M: LightningModule>(
+        &mut self,
+        model: &mut M,
+        data: impl IntoLoaders<'a, M::PredictBatch>,
+    ) -> Result<Vec<M::Prediction>> {
+        let data = data.into_loaders();
+        self.run(model, Stage::Predict, |run| {
+            let mut loaders =
+                run.loaders(data, "prediction", |m, cx| m.predict_dataloader(cx), "predict_dataloader", "predict")?;
+            run.predict(&mut loaders)
+        })
+    }
+
+    /// Common set-up and tear-down of every entry point.
+    fn run<M: LightningModule, T>(
+        &mut self,
+        model: &mut M,
+        stage: Stage,
+        body: impl FnOnce(&mut Run<'_, M>) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(seed) = self.config.seed {
+            tch::manual_seed(seed as i64);
+        }
+        self.cx.stage = stage;
+        self.cx.running = match stage {
+            Stage::Fit => RunningStage::Training,
+            Stage::Validate => RunningStage::Validating,
+            Stage::Test => RunningStage::Testing,
+            Stage::Predict => RunningStage::Predicting,
+        };
+        self.cx.metrics.reset();
+        self.cx.stop.clear();
+        self.cx.training = stage == Stage::Fit;
+        self.cx.grad_enabled = stage == Stage::Fit;
+        callback::merge(&mut self.callbacks, model.configure_callbacks());
+        let mut run = Run { model, callbacks: &mut self.callbacks, cx: &mut self.cx, config: &self.config };
+        let result = run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
+            run.teardown(stage)?;
+            Ok(out)
+        });
+        if let Err(error) = &result {
+            tracing::error!(target: "lit", stage = stage.as_str(), %error, "run failed");
+            for cb in run.callbacks.iter_mut() {
+                cb.on_exception(error, run.cx);
+            }
+        }
+        result
+    }
+}
+
+/// One run in progress: the module, the callbacks, the context and the configuration.
+pub(crate) struct Run<'t, M> {
+    model: &'t mut M,
+    callbacks: &'t mut Vec<Box<dyn Callback>>,
+    cx: &'t mut Ctx,
+    config: &'t TrainerConfig,
+}
+
+/// Calls a hook on every callback, then on the module, then surfaces `log` errors.
+macro_rules! hook {
+    ($run:expr, $name:ident($($arg:expr),*)) => {{
+        for cb in $run.callbacks.iter_mut() {
+            cb.$name($($arg,)* &mut *$run.cx)?;
+        }
+        $run.model.$name($($arg,)* &mut *$run.cx)?;
+        $run.cx.check()?;
+    }};
+}
+pub(crate) use hook;
+
+impl<M: LightningModule> Run<'_, M> {
+    fn setup(&mut self, stage: Stage) -> Result<()> {
+        self.model.prepare_data(self.cx)?;
+        hook!(self, setup(stage));
+        if self.model.var_store().device() != self.cx.device {
+            self.model.var_store_mut().set_device(self.cx.device);
+        }
+        self.model.on_post_move_to_device(self.cx)?;
+        Ok(())
+    }
+
+    fn teardown(&mut self, stage: Stage) -> Result<()> {
+        hook!(self, teardown(stage));
+        Ok(())
+    }
+
+    /// The loaders given to the entry point, or the module's.
+    fn loaders<'a, B>(
+        &mut self,
+        given: Option<LoaderVec<'a, B>>,
+        stage: &'static str,
+        hook: impl FnOnce(&mut M, &mut Ctx) -> Result<Vec<Box<dyn Loader<Batch = B>>>>,
+        hook_name: &'static str,
+        method: &'static str,
+    ) -> Result<LoaderVec<'a, B>> {
+        let loaders: LoaderVec<'a, B> = match given {
+            Some(loaders) => loaders,
+            None => hook(self.model, self.cx)?.into_iter().map(|l| l as Box<dyn Loader<Batch = B> + 'a>).collect(),
+        };
+        if loaders.is_empty() && method != "fit" {
+            return Err(crate::error::DataError::Missing { stage, method, hook: hook_name }.into());
+        }
+        Ok(loaders)
+    }
+
+    /// Moves a batch to the device through the three transfer hooks.
+    fn transfer<B: Batch>(&mut self, batch: B, dataloader_idx: usize) -> Result<B> {
+        let batch = self.model.on_before_batch_transfer(batch, dataloader_idx, self.cx)?;
+        let batch = self.model.transfer_batch_to_device(batch, self.cx.device, dataloader_idx, self.cx)?;
+        let batch = self.model.on_after_batch_transfer(batch, dataloader_idx, self.cx)?;
+        self.cx.batch_size = batch.batch_size().unwrap_or(1);
+        Ok(batch)
+    }
+}

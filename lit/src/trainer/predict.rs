@@ -1,0 +1,47 @@
+//! The prediction loop.
+
+use super::{LoaderVec, Run, hook};
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::module::LightningModule;
+
+impl<M: LightningModule> Run<'_, M> {
+    pub(super) fn predict(&mut self, loaders: &mut LoaderVec<'_, M::PredictBatch>) -> Result<Vec<M::Prediction>> {
+        if !M::HOOKS.predict_step {
+            return Err(Error::hook("predict_step", "the module does not implement it"));
+        }
+        self.model.on_predict_model_eval(self.cx)?;
+        self.cx.grad_enabled = false;
+        tch::no_grad(|| {
+            hook!(self, on_predict_start());
+            hook!(self, on_predict_epoch_start());
+            let mut predictions = Vec::new();
+            self.cx.num_dataloaders = loaders.len();
+            for (dl, loader) in loaders.iter_mut().enumerate() {
+                self.cx.dataloader_idx = dl;
+                let n = self.config.limit_predict_batches.of(loader.len(), "limit_predict_batches")?;
+                for (i, batch) in loader.iter(0)?.take(n).enumerate() {
+                    let batch = batch?;
+                    for cb in self.callbacks.iter_mut() {
+                        cb.on_predict_batch_start(i, dl, self.cx)?;
+                    }
+                    self.model.on_predict_batch_start(&batch, i, dl, self.cx)?;
+                    let batch = self.transfer(batch, dl)?;
+                    let held = batch.shallow_clone();
+                    let out = self.model.predict_step(batch, i, dl, self.cx)?;
+                    for cb in self.callbacks.iter_mut() {
+                        cb.on_predict_batch_end(i, dl, self.cx)?;
+                    }
+                    self.model.on_predict_batch_end(&out, &held, i, dl, self.cx)?;
+                    self.cx.check()?;
+                    predictions.push(out);
+                }
+            }
+            self.cx.dataloader_idx = 0;
+            self.cx.num_dataloaders = 1;
+            hook!(self, on_predict_epoch_end());
+            hook!(self, on_predict_end());
+            Ok(predictions)
+        })
+    }
+}
