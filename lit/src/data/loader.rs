@@ -27,6 +27,11 @@ pub trait Loader: Send {
     /// The number of batches per epoch, when known.
     fn len(&self) -> Option<usize>;
 
+    /// Whether the loader is known to yield no batch.
+    fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
     /// The batches of epoch `epoch` (the epoch seeds shuffling, so each epoch has its own order
     /// and a resumed run sees the same one).
     fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, Self::Batch>>;

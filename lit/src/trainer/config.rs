@@ -58,7 +58,7 @@ impl Limit {
         match (self, len) {
             (Limit::Batches(n), Some(len)) => Ok(n.min(len)),
             (Limit::Batches(n), None) => Ok(n),
-            (Limit::Fraction(f), _) if f == 1.0 => Ok(len.unwrap_or(usize::MAX)),
+            (Limit::Fraction(1.0), _) => Ok(len.unwrap_or(usize::MAX)),
             (Limit::Fraction(f), Some(len)) => Ok((len as f64 * f) as usize),
             (Limit::Fraction(f), None) => Err(ConfigError::invalid(
                 option,
@@ -143,14 +143,14 @@ impl TrainerConfig {
             )
             .into());
         }
-        if let (Some(min), Some(max)) = (self.min_epochs, self.max_epochs) {
-            if min > max {
-                return Err(ConfigError::invalid(
-                    "min_epochs",
-                    format!("min_epochs ({min}) is larger than max_epochs ({max})"),
-                )
-                .into());
-            }
+        if let (Some(min), Some(max)) = (self.min_epochs, self.max_epochs)
+            && min > max
+        {
+            return Err(ConfigError::invalid(
+                "min_epochs",
+                format!("min_epochs ({min}) is larger than max_epochs ({max})"),
+            )
+            .into());
         }
         self.limit_train_batches.check("limit_train_batches")?;
         self.limit_val_batches.check("limit_val_batches")?;
@@ -179,12 +179,12 @@ impl TrainerConfig {
             )
             .into());
         }
-        if let Some(v) = self.gradient_clip_val {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(
-                    ConfigError::invalid("gradient_clip_val", format!("must be a finite value ≥ 0, got {v}")).into()
-                );
-            }
+        if let Some(v) = self.gradient_clip_val
+            && !(v >= 0.0 && v.is_finite())
+        {
+            return Err(
+                ConfigError::invalid("gradient_clip_val", format!("must be a finite value ≥ 0, got {v}")).into()
+            );
         }
         if self.devices != 1 {
             return Err(ConfigError::invalid(

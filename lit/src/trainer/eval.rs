@@ -170,26 +170,22 @@ impl<M: LightningModule> Run<'_, M> {
     }
 
     /// An evaluation loop over every loader; `limit` overrides the configured batch limit (the
-    /// sanity check's). Autograd is off inside and the training flag is restored after.
+    /// sanity check's). Autograd is off inside, back on after `on_*_model_train`.
     pub(super) fn eval_limited<S: EvalStage<M>>(
         &mut self,
         loaders: &mut LoaderVec<'_, S::Batch>,
         running: RunningStage,
         limit: Option<Limit>,
     ) -> Result<()> {
-        let was_training = self.cx.training;
         self.cx.running = running;
         S::model_eval(self.model, self.cx)?;
         self.cx.grad_enabled = false;
-        let result = tch::no_grad(|| self.eval_epoch::<S>(loaders, limit));
-        self.cx.grad_enabled = self.cx.stage == crate::Stage::Fit;
-        result?;
-        S::model_train(self.model, self.cx)?;
-        if !was_training {
-            // Outside fit the module stays as it was before the loop.
-            self.cx.training = false;
-        }
-        Ok(())
+        let result = tch::no_grad(|| {
+            self.eval_epoch::<S>(loaders, limit)?;
+            S::model_train(self.model, self.cx)
+        });
+        self.cx.grad_enabled = true;
+        result
     }
 
     fn eval_epoch<S: EvalStage<M>>(

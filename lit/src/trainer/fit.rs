@@ -91,6 +91,7 @@ impl<M: LightningModule> Run<'_, M> {
         if val.is_empty() || steps == 0 {
             return Ok(());
         }
+        self.cx.running = RunningStage::SanityChecking;
         for cb in self.callbacks.iter_mut() {
             cb.on_sanity_check_start(self.cx)?;
         }
@@ -105,9 +106,9 @@ impl<M: LightningModule> Run<'_, M> {
     }
 
     fn val_schedule(&self, batches: usize, has_val: bool, epoch: usize) -> Result<ValSchedule> {
-        let enabled = has_val && (epoch + 1) % self.config.check_val_every_n_epoch == 0;
+        let enabled = has_val && (epoch + 1).is_multiple_of(self.config.check_val_every_n_epoch);
         let every = match self.config.val_check_interval {
-            Limit::Fraction(f) if f == 1.0 => None,
+            Limit::Fraction(1.0) => None,
             Limit::Fraction(f) if batches == usize::MAX => {
                 return Err(crate::error::ConfigError::invalid(
                     "val_check_interval",

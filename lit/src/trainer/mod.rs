@@ -202,7 +202,7 @@ impl Trainer {
         self.cx.metrics.reset();
         self.cx.stop.clear();
         self.cx.training = stage == Stage::Fit;
-        self.cx.grad_enabled = stage == Stage::Fit;
+        self.cx.grad_enabled = true;
         callback::merge(&mut self.callbacks, model.configure_callbacks());
         let mut run = Run { model, callbacks: &mut self.callbacks, cx: &mut self.cx, config: &self.config };
         let result = run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {

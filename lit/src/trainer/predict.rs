@@ -12,7 +12,7 @@ impl<M: LightningModule> Run<'_, M> {
         }
         self.model.on_predict_model_eval(self.cx)?;
         self.cx.grad_enabled = false;
-        tch::no_grad(|| {
+        let result = tch::no_grad(|| {
             hook!(self, on_predict_start());
             hook!(self, on_predict_epoch_start());
             let mut predictions = Vec::new();
@@ -42,6 +42,8 @@ impl<M: LightningModule> Run<'_, M> {
             hook!(self, on_predict_epoch_end());
             hook!(self, on_predict_end());
             Ok(predictions)
-        })
+        });
+        self.cx.grad_enabled = true;
+        result
     }
 }

@@ -1,0 +1,36 @@
+//! Helpers shared by the tests.
+
+use std::path::PathBuf;
+
+use lit::tch::{Device, Kind, Tensor};
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lit-tests-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+/// `n` batches of a linear regression problem: x `[4, 2]`, y `[4, 1]`.
+pub fn regression_batches(n: usize) -> Vec<(Tensor, Tensor)> {
+    (0..n)
+        .map(|i| {
+            let x = Tensor::from_slice(&[i as f32, 1.0, 2.0, -1.0, 0.5, 0.25, -2.0, 3.0]).view([4, 2]);
+            let y = x.sum_dim_intlist(-1, true, Kind::Float) * 0.5;
+            (x, y)
+        })
+        .collect()
+}
+
+/// Whether autograd is recording right now, observed (not reported): an operation on a tensor
+/// that requires grad yields one that requires grad only when autograd is on.
+pub fn grad_mode() -> bool {
+    let leaf = Tensor::ones([1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    (&leaf * 2.0).requires_grad()
+}
+
+/// The root of the repository (for the bundled data).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}

@@ -1,0 +1,95 @@
+//! The bundled MNIST files load, and a small MLP learns from a slice of them through the Trainer.
+
+use lit::data::{DataLoader, Mnist, TensorDataset};
+use lit::prelude::*;
+
+use crate::common::repo_root;
+
+#[test]
+fn bundled_mnist_has_the_standard_shapes() -> lit::Result<()> {
+    let dir = repo_root().join("data/mnist");
+    let train = Mnist::train(&dir)?;
+    let test = Mnist::test(&dir)?;
+    assert_eq!(train.images.size(), [60_000, 784]);
+    assert_eq!(train.labels.size(), [60_000]);
+    assert_eq!(test.images.size(), [10_000, 784]);
+    assert_eq!(train.labels.min().int64_value(&[]), 0);
+    assert_eq!(train.labels.max().int64_value(&[]), 9);
+    // The first training label of MNIST is a 5, the first test label a 7.
+    assert_eq!(train.labels.int64_value(&[0]), 5);
+    assert_eq!(test.labels.int64_value(&[0]), 7);
+    // Normalised pixels: mean about 0, standard deviation about 1.
+    let mean = train.images.mean(Kind::Float).double_value(&[]);
+    assert!(mean.abs() < 0.01, "mean {mean}");
+    Ok(())
+}
+
+struct Mlp {
+    vs: nn::VarStore,
+    l1: nn::Linear,
+    l2: nn::Linear,
+}
+
+impl Mlp {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let l1 = nn::linear(vs.root() / "l1", 784, 64, Default::default());
+        let l2 = nn::linear(vs.root() / "l2", 64, 10, Default::default());
+        Mlp { vs, l1, l2 }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.l2.forward(&self.l1.forward(x).relu())
+    }
+}
+
+impl LightningModule for Mlp {
+    type TrainBatch = (Tensor, Tensor);
+    type ValBatch = (Tensor, Tensor);
+    type TestBatch = (Tensor, Tensor);
+    type PredictBatch = Tensor;
+    type Prediction = Tensor;
+    const HOOKS: Hooks = Hooks { test_step: true, ..Hooks::TRAINING_ONLY };
+
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+    fn training_step(&mut self, (x, y): (Tensor, Tensor), _: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
+        let loss = self.forward(&x).cross_entropy_for_logits(&y);
+        cx.log("train_loss", &loss).on_epoch(true);
+        Ok(Some(loss.into()))
+    }
+    fn test_step(&mut self, (x, y): (Tensor, Tensor), _: usize, _: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
+        cx.log("test_acc", self.forward(&x).accuracy_for_logits(&y));
+        Ok(None)
+    }
+    fn configure_optimizers(&mut self, _: &mut Ctx) -> Result<Optimizers> {
+        Ok(Adam::new(1e-3).into())
+    }
+}
+
+#[test]
+fn an_mlp_learns_mnist_through_the_trainer() -> lit::Result<()> {
+    let dir = repo_root().join("data/mnist");
+    let train = Mnist::train(&dir)?;
+    let test = Mnist::test(&dir)?;
+    let train = TensorDataset::new((train.images.narrow(0, 0, 10_000), train.labels.narrow(0, 0, 10_000)))?;
+    let test = TensorDataset::new((test.images.narrow(0, 0, 2_000), test.labels.narrow(0, 0, 2_000)))?;
+
+    seed_everything(1);
+    let mut model = Mlp::new();
+    let mut trainer = Trainer::builder().accelerator("cpu").max_epochs(2).build()?;
+    trainer.fit(&mut model, DataLoader::new(train).batch_size(32).shuffle(true).num_workers(2), ())?;
+    assert_eq!(trainer.global_step(), 2 * 313);
+    let metrics = trainer.callback_metrics();
+    let (step, epoch) = (metrics["train_loss_step"], metrics["train_loss_epoch"]);
+    assert!(epoch < 0.5, "epoch-mean training loss {epoch}");
+    assert!(step.is_finite());
+
+    let result = trainer.test(&mut model, DataLoader::new(test).batch_size(500))?;
+    let acc = result[0]["test_acc"];
+    assert!(acc > 0.9, "test accuracy {acc} after two epochs on 10,000 images");
+    Ok(())
+}
