@@ -1,1 +1,1 @@
-//! Integration tests live in tests/.
+//! lit's integration tests live in `tests/it/`: one test binary, one module per area.

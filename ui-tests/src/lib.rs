@@ -1,1 +1,1 @@
-//! UI tests live in tests/.
+//! Compile-time (trybuild) tests of lit's macros live in `tests/`; they arrive with the macros.
