@@ -1,4 +1,42 @@
-//! Procedural macros for lit: `#[lightning_module]` and `#[hparams]`.
+//! Procedural macros for lit: `#[lightning_module]` and `#[hparams]`. Use them through `lit`
+//! (`use lit::prelude::*;`), which re-exports them.
 //!
-//! Not written yet: until they land, implement `lit::LightningModule` by hand (see the
-//! `mnist` example). This crate compiles so that the workspace has its final shape.
+//! Each entry point is one call: parse (`ast`) → validate (`check`) → generate (`expand`). Every
+//! mistake found is reported in one compile, each on the narrowest token.
+
+mod ast;
+mod attr;
+mod check;
+mod errors;
+mod expand;
+mod hooks;
+
+use proc_macro::TokenStream;
+
+/// Turns a struct and its impl block into a `lit::LightningModule`.
+///
+/// On the struct: finds the `nn::VarStore` field (by type, or marked `#[var_store]`), the
+/// `#[hparams]` field and an `#[example_input]` field, and generates `hparams()`, `device()`,
+/// `freeze()`, `unfreeze()`, `model_size()`, `example_input_array()` and
+/// `load_from_checkpoint(path)`.
+///
+/// On the impl block: methods named as hooks (`training_step`, `validation_step`,
+/// `configure_optimizers`, `on_train_epoch_end`, …) become the hook table; every other method
+/// stays a plain method. Hooks may leave out parameters they do not use (`batch_idx`, `cx`,
+/// `dataloader_idx`, …) and return the simplest type that says what they mean (a `Tensor` loss,
+/// `()`, `Option<_>`, `lit::Result<_>`). Options: `truncated_bptt_steps = N`,
+/// `automatic_optimization = false`, `crate = "path::to::lit"`.
+///
+/// Set `LIT_MACROS_DEBUG=1` while compiling to print the generated code.
+#[proc_macro_attribute]
+pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand::lightning_module(args.into(), input.into()).into()
+}
+
+/// Makes a struct a hyper-parameter set: derives `Clone`, `Debug`, `Serialize`, `Deserialize`
+/// and `lit::Hparams`; `#[hparams(default = expr)]` on a field gives it a default when a saved
+/// config lacks it.
+#[proc_macro_attribute]
+pub fn hparams(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand::hparams(args.into(), input.into()).into()
+}

@@ -84,6 +84,7 @@ pub struct Ctx {
     pub(crate) metrics: MetricStore,
     pub(crate) stop: StopFlag,
     pub(crate) error: Option<Error>,
+    pub(crate) hiddens: Option<Vec<Tensor>>,
 }
 
 impl Ctx {
@@ -103,6 +104,7 @@ impl Ctx {
             metrics: MetricStore::default(),
             stop,
             error: None,
+            hiddens: None,
         }
     }
 
@@ -225,6 +227,12 @@ impl Ctx {
     /// The metrics shown on the progress bar.
     pub fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
         self.metrics.progress_bar_metrics()
+    }
+
+    /// Truncated BPTT: the detached hiddens the previous chunk returned (`None` for the first
+    /// chunk of a batch).
+    pub fn take_hiddens(&mut self) -> Option<Vec<Tensor>> {
+        self.hiddens.take()
     }
 
     /// Takes an error recorded by a `log` call (which cannot return one itself).

@@ -34,6 +34,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A checkpoint cannot be written or read, or does not fit the module.
+    #[error("checkpoint {}: {problem}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// Anything a user's hook reports with `?` on their own error types.
     #[error(transparent)]
     User(Box<dyn std::error::Error + Send + Sync + 'static>),

@@ -6,7 +6,11 @@
 //! and logging. The order of hooks is documented once, on [`LightningModule`].
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 mod callback;
+pub mod checkpoint;
 mod ctx;
 pub mod data;
 mod error;
@@ -22,6 +26,16 @@ pub use metrics::{LogOptions, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
 pub use trainer::{EvalMetrics, IntoLoaders, Limit, Trainer, TrainerBuilder, TrainerConfig};
 
+/// Re-exported macros: `#[lightning_module]` on a struct and its impl block, `#[hparams]` on a
+/// config struct.
+pub use lit_macros::{hparams, lightning_module};
+
+/// A module's hyper-parameters: what `#[hparams]` derives. They go into every checkpoint and
+/// reach the loggers (Lightning's `save_hyperparameters`, done for you).
+pub trait Hparams: serde::Serialize + serde::de::DeserializeOwned + Clone + std::fmt::Debug {}
+
+impl Hparams for () {}
+
 /// tch, re-exported so that user code and lit agree on one version.
 pub use tch;
 
@@ -35,7 +49,8 @@ pub mod prelude {
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
     pub use crate::optim::{Adam, AdamW, Optimizer, Optimizers, RmsProp, Sgd};
     pub use crate::{
-        Callback, Ctx, Hooks, LightningModule, Reduce, Result, Stage, StepOutput, Trainer, seed_everything,
+        Callback, Ctx, Hooks, Hparams, LightningModule, Reduce, Result, Stage, StepOutput, Trainer, hparams,
+        lightning_module, seed_everything,
     };
     pub use tch::nn::{self, Module, ModuleT};
     pub use tch::{Device, Kind, Tensor};

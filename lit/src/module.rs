@@ -18,12 +18,14 @@ pub struct StepOutput {
     pub loss: Option<Tensor>,
     /// Anything else the step wants to hand on, by name.
     pub extras: BTreeMap<String, Tensor>,
+    /// Truncated BPTT: the recurrent state to hand to the next chunk (detached by the Trainer).
+    pub hiddens: Option<Vec<Tensor>>,
 }
 
 impl StepOutput {
     /// An output with only a loss.
     pub fn loss(loss: Tensor) -> Self {
-        StepOutput { loss: Some(loss), extras: BTreeMap::new() }
+        StepOutput { loss: Some(loss), extras: BTreeMap::new(), hiddens: None }
     }
 
     /// Adds an extra tensor.
@@ -37,6 +39,7 @@ impl StepOutput {
         StepOutput {
             loss: self.loss.as_ref().map(Tensor::detach),
             extras: self.extras.iter().map(|(k, v)| (k.clone(), v.detach())).collect(),
+            hiddens: self.hiddens.as_ref().map(|h| h.iter().map(Tensor::detach).collect()),
         }
     }
 }
@@ -206,6 +209,22 @@ pub trait LightningModule {
     /// Which optional hooks exist.
     const HOOKS: Hooks = Hooks::TRAINING_ONLY;
 
+    /// Truncated back-propagation through time: split each training batch into chunks of this
+    /// many time steps (dim 1) with [`LightningModule::tbptt_split_batch`], run
+    /// `training_step` and an optimizer step per chunk, and hand each chunk the detached
+    /// `hiddens` of the previous one (`cx.take_hiddens()`; the step returns them in
+    /// [`StepOutput::hiddens`]).
+    const TRUNCATED_BPTT_STEPS: Option<usize> = None;
+
+    /// Whether the Trainer steps the optimizers (Lightning's `automatic_optimization`).
+    const AUTOMATIC_OPTIMIZATION: bool = true;
+
+    /// The module's hyper-parameters as JSON, stored in checkpoints and sent to loggers
+    /// (`#[hparams]` fields provide it).
+    fn hparams_json(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// The module's variables.
     fn var_store(&self) -> &nn::VarStore;
     /// The module's variables, mutably (to move them to a device).
@@ -280,6 +299,21 @@ pub trait LightningModule {
     /// One training step: returns the loss (or an output holding it), or `None` to skip the
     /// batch.
     fn training_step(&mut self, batch: Self::TrainBatch, batch_idx: usize, cx: &mut Ctx) -> Result<Option<StepOutput>>;
+    /// Splits a training batch into chunks of `split_size` time steps for truncated BPTT.
+    /// `#[lightning_module(truncated_bptt_steps = N)]` generates one that splits every tensor
+    /// along dim 1.
+    fn tbptt_split_batch(
+        &mut self,
+        batch: Self::TrainBatch,
+        split_size: usize,
+        cx: &mut Ctx,
+    ) -> Result<Vec<Self::TrainBatch>> {
+        let _ = (batch, split_size);
+        Err(crate::Error::hook(
+            "tbptt_split_batch",
+            "truncated_bptt_steps is set but the module does not implement `tbptt_split_batch`",
+        ))
+    }
     /// Post-processes a training step's output.
     fn training_step_end(&mut self, output: StepOutput, cx: &mut Ctx) -> Result<StepOutput> {
         Ok(output)

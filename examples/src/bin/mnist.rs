@@ -1,5 +1,5 @@
-//! Trains a one-hidden-layer MLP on MNIST (the bundled files in `data/mnist`) and prints the
-//! test accuracy and the wall time.
+//! Trains a one-hidden-layer MLP on MNIST (the bundled files in `data/mnist`), prints the test
+//! accuracy and the wall time, and checks that the saved checkpoint reloads.
 //!
 //! ```text
 //! scripts/with-torch cargo run --release -p lit-examples --bin mnist [-- DATA_DIR]
@@ -10,19 +10,32 @@ use std::time::Instant;
 use lit::data::{Mnist, random_split};
 use lit::prelude::*;
 
-struct LitMnist {
+#[hparams]
+pub struct Config {
+    #[hparams(default = 256)]
+    pub hidden: i64,
+    #[hparams(default = 1e-3)]
+    pub lr: f64,
+}
+
+#[lightning_module]
+pub struct LitMnist {
     vs: nn::VarStore,
     l1: nn::Linear,
     l2: nn::Linear,
-    lr: f64,
+    #[hparams]
+    cfg: Config,
 }
 
+type Batch = (Tensor, Tensor);
+
+#[lightning_module]
 impl LitMnist {
-    fn new(hidden: i64, lr: f64) -> Self {
+    fn new(cfg: Config) -> Self {
         let vs = nn::VarStore::new(Device::Cpu);
-        let l1 = nn::linear(vs.root() / "l1", 784, hidden, Default::default());
-        let l2 = nn::linear(vs.root() / "l2", hidden, 10, Default::default());
-        LitMnist { vs, l1, l2, lr }
+        let l1 = nn::linear(vs.root() / "l1", 784, cfg.hidden, Default::default());
+        let l2 = nn::linear(vs.root() / "l2", cfg.hidden, 10, Default::default());
+        LitMnist { vs, l1, l2, cfg }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -30,56 +43,35 @@ impl LitMnist {
     }
 
     /// Loss and accuracy of one batch.
-    fn evaluate(&self, (x, y): (Tensor, Tensor)) -> (Tensor, Tensor) {
+    fn evaluate(&self, (x, y): Batch) -> (Tensor, Tensor) {
         let logits = self.forward(&x);
         (logits.cross_entropy_for_logits(&y), logits.accuracy_for_logits(&y))
     }
-}
 
-type Batch = (Tensor, Tensor);
-
-impl LightningModule for LitMnist {
-    type TrainBatch = Batch;
-    type ValBatch = Batch;
-    type TestBatch = Batch;
-    type PredictBatch = Tensor;
-    type Prediction = Tensor;
-
-    const HOOKS: Hooks = Hooks { validation_step: true, test_step: true, predict_step: true, ..Hooks::TRAINING_ONLY };
-
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-    fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-
-    fn training_step(&mut self, (x, y): Batch, _batch_idx: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
+    fn training_step(&mut self, (x, y): Batch, cx: &mut Ctx) -> Tensor {
         let loss = self.forward(&x).cross_entropy_for_logits(&y);
         cx.log("train_loss", &loss).prog_bar(true);
-        Ok(Some(loss.into()))
+        loss
     }
 
-    fn validation_step(&mut self, batch: Batch, _: usize, _: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
+    fn validation_step(&mut self, batch: Batch, cx: &mut Ctx) {
         let (loss, acc) = self.evaluate(batch);
         cx.log("val_loss", &loss).prog_bar(true);
         cx.log("val_acc", &acc).prog_bar(true);
-        Ok(None)
     }
 
-    fn test_step(&mut self, batch: Batch, _: usize, _: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
+    fn test_step(&mut self, batch: Batch, cx: &mut Ctx) {
         let (loss, acc) = self.evaluate(batch);
         cx.log("test_loss", &loss);
         cx.log("test_acc", &acc);
-        Ok(None)
     }
 
-    fn predict_step(&mut self, x: Tensor, _: usize, _: usize, _cx: &mut Ctx) -> Result<Tensor> {
-        Ok(self.forward(&x).argmax(-1, false))
+    fn predict_step(&mut self, x: Tensor) -> Tensor {
+        self.forward(&x).argmax(-1, false)
     }
 
-    fn configure_optimizers(&mut self, _cx: &mut Ctx) -> Result<Optimizers> {
-        Ok(Adam::new(self.lr).into())
+    fn configure_optimizers(&self) -> Optimizers {
+        Adam::new(self.cfg.lr).into()
     }
 }
 
@@ -94,22 +86,31 @@ fn main() -> lit::Result<()> {
     let full = Mnist::train(&dir)?.into_dataset()?;
     let mut parts = random_split(full, &[55_000, 5_000], 42)?.into_iter();
     let (train, val) = (parts.next().expect("two parts"), parts.next().expect("two parts"));
-    let test = Mnist::test(&dir)?.into_dataset()?;
+    let test = Mnist::test(&dir)?;
+    let test_images = test.images.narrow(0, 0, 100);
 
     let train = DataLoader::new(train).batch_size(64).shuffle(true).seed(42).num_workers(1);
     let val = DataLoader::new(val).batch_size(1000);
-    let mut test = DataLoader::new(test).batch_size(1000);
+    let mut test = DataLoader::new(test.into_dataset()?).batch_size(1000);
 
-    let mut model = LitMnist::new(256, 1e-3);
+    let mut model = LitMnist::new(Config::default());
     let mut trainer = Trainer::builder().max_epochs(3).accelerator("auto").build()?;
     trainer.fit(&mut model, train, val)?;
     let metrics = trainer.test(&mut model, &mut test)?;
     let accuracy = metrics[0]["test_acc"];
-
     println!("test accuracy: {:.2}%", accuracy * 100.0);
     println!("wall time: {:.1} s", start.elapsed().as_secs_f64());
-    if accuracy < 0.97 {
-        return Err(lit::Error::msg(format!("test accuracy {accuracy:.4} is below 0.97")));
+
+    // The checkpoint rebuilds the same model: same hparams, same predictions.
+    let path = std::env::temp_dir().join("lit-mnist-example.ckpt");
+    trainer.save_checkpoint(&path, &model)?;
+    let mut restored = LitMnist::load_from_checkpoint(&path)?;
+    let before = trainer.predict(&mut model, Batches::new(vec![test_images.shallow_clone()]))?;
+    let after = trainer.predict(&mut restored, Batches::new(vec![test_images]))?;
+    let same = before[0].equal(&after[0]);
+    println!("checkpoint {}: {} MB, reloaded predictions identical: {same}", path.display(), restored.model_size());
+    if accuracy < 0.97 || !same {
+        return Err(lit::Error::msg(format!("test accuracy {accuracy:.4} is below 0.97, or the reload differs")));
     }
     Ok(())
 }

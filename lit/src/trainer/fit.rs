@@ -23,6 +23,12 @@ impl<M: LightningModule> Run<'_, M> {
         train: Option<LoaderVec<'a, M::TrainBatch>>,
         val: Option<LoaderVec<'a, M::ValBatch>>,
     ) -> Result<()> {
+        if !M::AUTOMATIC_OPTIMIZATION {
+            return Err(Error::hook(
+                "fit",
+                "manual optimization (`automatic_optimization = false`) is not supported by this version of lit",
+            ));
+        }
         let optimizers = self.model.configure_optimizers(self.cx)?;
         if optimizers.is_empty() {
             return Err(Error::hook("configure_optimizers", "returned no optimizer; training needs one"));
@@ -144,8 +150,8 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.in_step = true;
             let out = self.train_batch(epoch, batch, batch_idx, optimizers)?;
             self.cx.in_step = false;
-            if keep_outputs {
-                outputs.extend(out);
+            if keep_outputs && let Some(out) = out {
+                outputs.push(out.detach());
             }
             let validate = schedule.enabled
                 && match schedule.every {
@@ -175,7 +181,7 @@ impl<M: LightningModule> Run<'_, M> {
         Ok(())
     }
 
-    /// One training batch; returns its (detached) output for `training_epoch_end`.
+    /// One training batch; returns its output.
     fn train_batch(
         &mut self,
         epoch: usize,
@@ -189,23 +195,68 @@ impl<M: LightningModule> Run<'_, M> {
         self.model.on_train_batch_start(&batch, batch_idx, self.cx)?;
         let batch = self.transfer(batch, 0)?;
         let kept = batch.shallow_clone();
-        let out = tch::with_grad(|| -> Result<Option<StepOutput>> {
-            let Some(out) = self.model.training_step(batch, batch_idx, self.cx)? else {
-                return Ok(None);
-            };
-            self.cx.check()?;
-            let out = self.model.training_step_end(out, self.cx)?;
-            if let Some(loss) = &out.loss {
-                self.optimize(epoch, batch_idx, loss, optimizers)?;
-            }
-            Ok(Some(out))
+        let out = tch::with_grad(|| match M::TRUNCATED_BPTT_STEPS {
+            None => self.step(epoch, batch, batch_idx, optimizers),
+            Some(steps) => self.tbptt_steps(epoch, batch, batch_idx, steps, optimizers),
         })?;
         for cb in self.callbacks.iter_mut() {
             cb.on_train_batch_end(out.as_ref(), batch_idx, self.cx)?;
         }
         self.model.on_train_batch_end(out.as_ref(), &kept, batch_idx, self.cx)?;
         self.cx.check()?;
-        Ok(out.map(|o| o.detach()))
+        Ok(out)
+    }
+
+    /// `training_step`, `training_step_end` and, when there is a loss, the optimizer step.
+    fn step(
+        &mut self,
+        epoch: usize,
+        batch: M::TrainBatch,
+        batch_idx: usize,
+        optimizers: &mut [Box<dyn Optimizer>],
+    ) -> Result<Option<StepOutput>> {
+        let Some(out) = self.model.training_step(batch, batch_idx, self.cx)? else {
+            self.cx.check()?;
+            return Ok(None);
+        };
+        self.cx.check()?;
+        let out = self.model.training_step_end(out, self.cx)?;
+        if let Some(loss) = &out.loss {
+            self.optimize(epoch, batch_idx, loss, optimizers)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Truncated BPTT: one step (and optimizer step) per chunk of `steps` time steps, each chunk
+    /// receiving the previous chunk's hiddens, detached. Returns the last chunk's output.
+    fn tbptt_steps(
+        &mut self,
+        epoch: usize,
+        batch: M::TrainBatch,
+        batch_idx: usize,
+        steps: usize,
+        optimizers: &mut [Box<dyn Optimizer>],
+    ) -> Result<Option<StepOutput>> {
+        let chunks = self.model.tbptt_split_batch(batch, steps, self.cx)?;
+        let mut last = None;
+        self.cx.hiddens = None;
+        for chunk in chunks {
+            let out = self.step(epoch, chunk, batch_idx, optimizers);
+            let out = match out {
+                Ok(out) => out,
+                Err(e) => {
+                    self.cx.hiddens = None;
+                    return Err(e);
+                }
+            };
+            self.cx.hiddens =
+                out.as_ref().and_then(|o| o.hiddens.as_ref()).map(|h| h.iter().map(tch::Tensor::detach).collect());
+            if out.is_some() {
+                last = out;
+            }
+        }
+        self.cx.hiddens = None;
+        Ok(last)
     }
 
     /// Zero-grad, backward and step for each optimizer, with their hooks.

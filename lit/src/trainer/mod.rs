@@ -127,6 +127,14 @@ impl Trainer {
         &self.callbacks
     }
 
+    /// Saves `model`'s variables, hyper-parameters and the run's position to `path`
+    /// (atomically); `Model::load_from_checkpoint(path)` rebuilds the model from it.
+    pub fn save_checkpoint<M: LightningModule>(&self, path: impl AsRef<std::path::Path>, model: &M) -> Result<()> {
+        let meta =
+            crate::checkpoint::CheckpointMeta::new(model.hparams_json(), self.cx.current_epoch, self.cx.global_step);
+        crate::checkpoint::save(path, model.var_store(), &meta)
+    }
+
     /// Trains `model` on `train` (or the module's `train_dataloader`), validating on `val` (or
     /// its `val_dataloader`) as configured.
     pub fn fit<'a, M: LightningModule>(

@@ -1,0 +1,514 @@
+//! Code generation, and the entry points' plumbing (parse → check → expand, errors reported
+//! once next to the user's item and stub impls that keep follow-on errors quiet).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, Item, Type};
+
+use crate::ast::{HookFn, ModuleImpl, ModuleStruct, Role, take_attr};
+use crate::attr::{FieldOptions, HparamsOptions, ModuleOptions};
+use crate::check;
+use crate::errors::Errors;
+use crate::hooks::{Ret, Stage};
+
+fn debug_print(name: &str, tokens: &TokenStream) {
+    if std::env::var_os("LIT_MACROS_DEBUG").is_some_and(|v| v != "0") {
+        eprintln!("// #[{name}] expansion:\n{tokens}\n");
+    }
+}
+
+pub(crate) fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
+    let out = match syn::parse2::<Item>(input.clone()) {
+        Ok(Item::Struct(item)) => module_struct(args, item),
+        Ok(Item::Impl(item)) => module_impl(args, item),
+        Ok(Item::Enum(item)) => {
+            let e = syn::Error::new_spanned(
+                item.enum_token,
+                "`#[lightning_module]` goes on a struct and on its impl block, not on an enum",
+            );
+            let e = e.to_compile_error();
+            quote!(#item #e)
+        }
+        Ok(other) => {
+            let e = syn::Error::new(other.span(), "`#[lightning_module]` goes on a struct and on its impl block")
+                .to_compile_error();
+            quote!(#other #e)
+        }
+        Err(e) => {
+            let e = e.to_compile_error();
+            quote!(#input #e)
+        }
+    };
+    debug_print("lightning_module", &out);
+    out
+}
+
+fn options(args: TokenStream, errors: &mut Errors) -> ModuleOptions {
+    ModuleOptions::parse(args).unwrap_or_else(|e| {
+        errors.add(e);
+        ModuleOptions::default()
+    })
+}
+
+// ----- the struct -----
+
+fn module_struct(args: TokenStream, item: syn::ItemStruct) -> TokenStream {
+    let mut errors = Errors::default();
+    let opts = options(args, &mut errors);
+    if let Some(steps) = &opts.truncated_bptt_steps {
+        errors.push(
+            steps,
+            "`truncated_bptt_steps` goes on the impl block's `#[lightning_module(...)]`, not the struct's",
+        );
+    }
+    if opts.automatic_optimization.is_some() {
+        errors.push_span(
+            Span::call_site(),
+            "`automatic_optimization` goes on the impl block's `#[lightning_module(...)]`, not the struct's",
+        );
+    }
+    let lit = opts.lit();
+    let module = ModuleStruct::from_syn(item, &mut errors);
+    let item = &module.item;
+    let (Some(vs), true) = (&module.var_store, errors.is_empty()) else {
+        let errors = errors.to_compile_errors();
+        return quote!(#item #errors);
+    };
+    let ident = &item.ident;
+    let tch = quote!(#lit::__private::tch);
+    let (hparams_ty, hparams_some, hparams_fn) = match &module.hparams {
+        Some((field, ty)) => (
+            quote!(#ty),
+            quote!(::core::option::Option::Some(&self.#field)),
+            quote! {
+                /// The hyper-parameters (the `#[hparams]` field), as saved in checkpoints.
+                pub fn hparams(&self) -> &#ty {
+                    &self.#field
+                }
+            },
+        ),
+        None => (quote!(()), quote!(::core::option::Option::None), quote!()),
+    };
+    let example = module.example_input.as_ref().map(|field| {
+        quote! {
+            /// The example input (the `#[example_input]` field), used to trace the model.
+            pub fn example_input_array(&self) -> ::core::option::Option<#tch::Tensor> {
+                ::core::option::Option::Some(self.#field.shallow_clone())
+            }
+        }
+    });
+    quote! {
+        #item
+
+        const _: () = {
+            #[automatically_derived]
+            impl #lit::__private::ModelParts for #ident {
+                type Hparams = #hparams_ty;
+                fn var_store(&self) -> &#tch::nn::VarStore {
+                    &self.#vs
+                }
+                fn var_store_mut(&mut self) -> &mut #tch::nn::VarStore {
+                    &mut self.#vs
+                }
+                fn hparams(&self) -> ::core::option::Option<&Self::Hparams> {
+                    #hparams_some
+                }
+            }
+        };
+
+        #[automatically_derived]
+        impl #ident {
+            #hparams_fn
+
+            /// The device the module's variables are on.
+            pub fn device(&self) -> #tch::Device {
+                self.#vs.device()
+            }
+
+            /// Makes no parameter require grad (for inference or as a frozen backbone).
+            pub fn freeze(&mut self) {
+                #lit::__private::freeze(&mut self.#vs)
+            }
+
+            /// Makes exactly the parameters that were trainable before `freeze` trainable again.
+            pub fn unfreeze(&mut self) {
+                #lit::__private::unfreeze(&mut self.#vs)
+            }
+
+            /// Megabytes of parameters and buffers.
+            pub fn model_size(&self) -> f64 {
+                #lit::__private::model_size(&self.#vs)
+            }
+
+            #example
+        }
+    }
+}
+
+// ----- the impl block -----
+
+fn module_impl(args: TokenStream, item: syn::ItemImpl) -> TokenStream {
+    let mut errors = Errors::default();
+    let opts = options(args, &mut errors);
+    let module = ModuleImpl::from_syn(item, &mut errors);
+    check::module_impl(&opts, &module, &mut errors);
+    let item = &module.item;
+    if !errors.is_empty() {
+        let errors = errors.to_compile_errors();
+        let stub = stub(&opts.lit(), &item.self_ty);
+        return quote!(#item #errors #stub);
+    }
+    let generated = expand_impl(&opts, &module);
+    quote!(#item #generated)
+}
+
+/// An impl of the hook table with no behaviour, emitted next to errors so that code using the
+/// module reports nothing more.
+fn stub(lit: &TokenStream, self_ty: &Type) -> TokenStream {
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #lit::LightningModule for #self_ty {
+                type TrainBatch = ();
+                type ValBatch = ();
+                type TestBatch = ();
+                type PredictBatch = ();
+                type Prediction = ();
+                fn var_store(&self) -> &#lit::__private::tch::nn::VarStore {
+                    ::core::unreachable!()
+                }
+                fn var_store_mut(&mut self) -> &mut #lit::__private::tch::nn::VarStore {
+                    ::core::unreachable!()
+                }
+                fn training_step(
+                    &mut self, _: (), _: usize, _: &mut #lit::Ctx,
+                ) -> #lit::Result<::core::option::Option<#lit::StepOutput>> {
+                    ::core::unreachable!()
+                }
+            }
+        };
+    }
+}
+
+fn parse_type(ty: &str, lit: &TokenStream) -> TokenStream {
+    let text = ty.replace("LIT", &lit.to_string());
+    syn::parse_str::<Type>(&text).map(|t| quote!(#t)).unwrap_or_else(|e| e.to_compile_error())
+}
+
+/// The value type inside `Result<T>` (or `T` itself).
+fn ok_type(output: &syn::ReturnType) -> TokenStream {
+    match output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => {
+            if let Type::Path(p) = &**ty
+                && let Some(last) = p.path.segments.last()
+                && last.ident == "Result"
+                && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+                && let Some(syn::GenericArgument::Type(inner)) = args.args.first()
+            {
+                return quote!(#inner);
+            }
+            quote!(#ty)
+        }
+    }
+}
+
+fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
+    let lit = opts.lit();
+    let self_ty = &module.item.self_ty;
+    let stage_type = |stage: Stage| -> TokenStream {
+        let step = module.hooks.iter().find(|h| h.hook.step == Some(stage));
+        match step.and_then(|h| h.arg_type("batch")) {
+            Some(ty) => quote_spanned!(ty.span()=> #ty),
+            None => quote!(()),
+        }
+    };
+    let (train, val, test, predict) =
+        (stage_type(Stage::Train), stage_type(Stage::Val), stage_type(Stage::Test), stage_type(Stage::Predict));
+    let prediction = module.hook("predict_step").map_or(quote!(()), |h| ok_type(&h.output));
+    let has = |name: &str| module.hook(name).is_some();
+    let flags = [
+        "validation_step",
+        "test_step",
+        "predict_step",
+        "training_epoch_end",
+        "validation_epoch_end",
+        "test_epoch_end",
+    ]
+    .map(|name| {
+        let field = format_ident!("{name}");
+        let value = has(name);
+        quote!(#field: #value)
+    });
+    let tbptt = match &opts.truncated_bptt_steps {
+        Some(n) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
+    let automatic = opts.automatic_optimization.unwrap_or(true);
+    let methods = module.hooks.iter().map(|h| hook_method(&lit, self_ty, h));
+    let missing_training = (!has("training_step")).then(|| {
+        let message = format!("`{}` has no `training_step`, so it cannot be trained", quote!(#self_ty));
+        quote! {
+            fn training_step(
+                &mut self, _batch: (), _batch_idx: usize, _cx: &mut #lit::Ctx,
+            ) -> #lit::Result<::core::option::Option<#lit::StepOutput>> {
+                ::core::result::Result::Err(#lit::Error::msg(#message))
+            }
+        }
+    });
+    let default_split = (opts.truncated_bptt_steps.is_some() && !has("tbptt_split_batch")).then(|| {
+        let span =
+            module.hook("training_step").and_then(|h| h.arg_type("batch")).map_or(Span::call_site(), Spanned::span);
+        let split = quote_spanned!(span=> #lit::__private::TbpttSplit::tbptt_split(batch, split_size));
+        quote! {
+            fn tbptt_split_batch(
+                &mut self, batch: Self::TrainBatch, split_size: usize, _cx: &mut #lit::Ctx,
+            ) -> #lit::Result<::std::vec::Vec<Self::TrainBatch>> {
+                #split
+            }
+        }
+    });
+    let init = module.init.as_ref().map(|init| {
+        let ident = &init.ident;
+        let call = if init.takes_hparams { quote!(<#self_ty>::#ident(hparams)) } else { quote!({ let _ = hparams; <#self_ty>::#ident() }) };
+        let span = match &init.output {
+            syn::ReturnType::Type(_, ty) => ty.span(),
+            syn::ReturnType::Default => ident.span(),
+        };
+        let convert = quote_spanned!(span=> #lit::__private::IntoHookResult::<Self>::into_hook_result(#call));
+        quote! {
+            #[automatically_derived]
+            impl #lit::__private::Init for #self_ty {
+                fn init(hparams: <Self as #lit::__private::ModelParts>::Hparams) -> #lit::Result<Self> {
+                    #convert
+                }
+            }
+
+            #[automatically_derived]
+            impl #self_ty {
+                /// Rebuilds the module from a checkpoint: its saved hyper-parameters go through
+                /// the constructor, then the saved weights are loaded (every variable must match).
+                pub fn load_from_checkpoint(path: impl ::core::convert::AsRef<::std::path::Path>) -> #lit::Result<Self> {
+                    #lit::__private::load_from_checkpoint::<Self>(path.as_ref())
+                }
+            }
+        }
+    });
+    let example = module.example_input.as_ref().map(|m| {
+        quote! {
+            #[automatically_derived]
+            impl #self_ty {
+                /// The example input (from the `#[example_input]` method), used to trace the model.
+                pub fn example_input_array(&self) -> ::core::option::Option<#lit::__private::tch::Tensor> {
+                    ::core::option::Option::Some(self.#m())
+                }
+            }
+        }
+    });
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #lit::LightningModule for #self_ty {
+                type TrainBatch = #train;
+                type ValBatch = #val;
+                type TestBatch = #test;
+                type PredictBatch = #predict;
+                type Prediction = #prediction;
+
+                const HOOKS: #lit::Hooks = #lit::Hooks { #(#flags),* };
+                const TRUNCATED_BPTT_STEPS: ::core::option::Option<usize> = #tbptt;
+                const AUTOMATIC_OPTIMIZATION: bool = #automatic;
+
+                fn var_store(&self) -> &#lit::__private::tch::nn::VarStore {
+                    #lit::__private::ModelParts::var_store(self)
+                }
+                fn var_store_mut(&mut self) -> &mut #lit::__private::tch::nn::VarStore {
+                    #lit::__private::ModelParts::var_store_mut(self)
+                }
+                fn hparams_json(&self) -> ::core::option::Option<#lit::__private::serde_json::Value> {
+                    #lit::__private::hparams_json(self)
+                }
+
+                #missing_training
+                #default_split
+                #(#methods)*
+            }
+
+            #init
+        };
+        #example
+    }
+}
+
+/// The table's method for one user hook: the full signature, calling the user's method with
+/// the parameters it declared and converting what it returns.
+fn hook_method(lit: &TokenStream, self_ty: &Type, h: &HookFn) -> TokenStream {
+    let hook = h.hook;
+    let name = &h.ident;
+    let names: Vec<Ident> = hook.params.iter().map(|p| format_ident!("_{}", p.name)).collect();
+    let types = hook.params.iter().map(|p| parse_type(p.ty, lit));
+    let params = names.iter().zip(types).map(|(n, t)| quote!(#n: #t));
+    let generics = hook.generic.then(|| quote!(<B: #lit::data::Batch>));
+    let cx = names.iter().zip(hook.params).find(|(_, p)| p.name == "cx").map(|(n, _)| n);
+    let mut prelude = quote!();
+    let args = h.args.iter().map(|a| match a.role {
+        Role::Table(k) => {
+            let n = &names[k];
+            quote_spanned!(a.ty.span()=> #n)
+        }
+        Role::Hiddens => {
+            prelude = quote!(let __lit_hiddens = #lit::__private::take_hiddens(#cx)?;);
+            quote!(__lit_hiddens)
+        }
+    });
+    let args: Vec<TokenStream> = args.collect();
+    let call = quote!(<#self_ty>::#name(self, #(#args),*));
+    let span = match &h.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => name.span(),
+    };
+    let (ret, body) = match hook.ret {
+        Ret::TrainStep => (
+            quote!(#lit::Result<::core::option::Option<#lit::StepOutput>>),
+            quote_spanned!(span=> #lit::__private::IntoTrainStep::into_train_step(#call)),
+        ),
+        Ret::EvalStep => (
+            quote!(#lit::Result<::core::option::Option<#lit::StepOutput>>),
+            quote_spanned!(span=> #lit::__private::IntoEvalStep::into_eval_step(#call)),
+        ),
+        Ret::Predict => (
+            quote!(#lit::Result<Self::Prediction>),
+            quote_spanned!(span=> #lit::__private::IntoHookResult::<Self::Prediction>::into_hook_result(#call)),
+        ),
+        Ret::Value(ty) => {
+            let ty = parse_type(ty, lit);
+            (
+                quote!(#lit::Result<#ty>),
+                quote_spanned!(span=> #lit::__private::IntoHookResult::<#ty>::into_hook_result(#call)),
+            )
+        }
+        Ret::Exact(ty) => (parse_type(ty, lit), call),
+        Ret::TrainLoader => (
+            quote!(#lit::Result<::core::option::Option<::std::boxed::Box<dyn #lit::data::Loader<Batch = Self::TrainBatch>>>>),
+            quote_spanned!(span=> #lit::__private::IntoTrainLoader::<Self::TrainBatch>::into_train_loader(#call)),
+        ),
+        Ret::EvalLoaders(batch) => {
+            let batch = parse_type(batch, lit);
+            (
+                quote!(#lit::Result<#lit::Loaders<#batch>>),
+                quote_spanned!(span=> #lit::__private::IntoEvalLoaders::<#batch>::into_eval_loaders(#call)),
+            )
+        }
+    };
+    quote! {
+        #[allow(clippy::needless_question_mark, clippy::unit_arg)]
+        fn #name #generics(&mut self, #(#params),*) -> #ret {
+            #prelude
+            #body
+        }
+    }
+}
+
+// ----- #[hparams] -----
+
+pub(crate) fn hparams(args: TokenStream, input: TokenStream) -> TokenStream {
+    let out = match syn::parse2::<syn::ItemStruct>(input.clone()) {
+        Ok(item) => hparams_struct(args, item),
+        Err(_) => {
+            let e = syn::Error::new(Span::call_site(), "`#[hparams]` goes on a struct with named fields")
+                .to_compile_error();
+            quote!(#input #e)
+        }
+    };
+    debug_print("hparams", &out);
+    out
+}
+
+fn hparams_struct(args: TokenStream, mut item: syn::ItemStruct) -> TokenStream {
+    let mut errors = Errors::default();
+    let opts = HparamsOptions::parse(args).unwrap_or_else(|e| {
+        errors.add(e);
+        HparamsOptions::default()
+    });
+    let lit = opts.krate.as_ref().map_or(quote!(::lit), |p| quote!(#p));
+    let serde_path = format!("{}::__private::serde", lit.to_string().replace(' ', ""));
+    let ident = item.ident.clone();
+    let mut defaults = Vec::new();
+    let mut all_default = true;
+    match &mut item.fields {
+        syn::Fields::Named(fields) => {
+            for field in fields.named.iter_mut() {
+                let field_ident = field.ident.clone().expect("named field");
+                let Some(attr) = take_attr(&mut field.attrs, "hparams") else {
+                    all_default = false;
+                    continue;
+                };
+                let parsed = match &attr.meta {
+                    syn::Meta::List(list) => darling::ast::NestedMeta::parse_meta_list(list.tokens.clone())
+                        .map_err(darling::Error::from)
+                        .and_then(|items| <FieldOptions as darling::FromMeta>::from_list(&items)),
+                    _ => Err(darling::Error::custom("write `#[hparams(default = value)]`").with_span(&attr)),
+                };
+                match parsed {
+                    Ok(FieldOptions { default: Some(expr) }) => {
+                        let f = format_ident!("__lit_hparams_default_{}_{}", ident, field_ident);
+                        let f_name = f.to_string();
+                        let ty = &field.ty;
+                        field.attrs.push(syn::parse_quote!(#[serde(default = #f_name)]));
+                        defaults.push((
+                            field_ident,
+                            f.clone(),
+                            quote! {
+                                #[doc(hidden)]
+                                #[allow(non_snake_case)]
+                                fn #f() -> #ty {
+                                    #expr
+                                }
+                            },
+                        ));
+                    }
+                    Ok(FieldOptions { default: None }) => {
+                        all_default = false;
+                        errors.push(&attr, "write `#[hparams(default = value)]`");
+                    }
+                    Err(e) => {
+                        all_default = false;
+                        errors.add(syn::Error::new(
+                            e.span(),
+                            e.to_string().replace("Unknown field", "unknown `hparams` field option"),
+                        ));
+                    }
+                }
+            }
+        }
+        _ => errors.push(&item.ident, "`#[hparams]` needs a struct with named fields"),
+    }
+    if !errors.is_empty() {
+        let errors = errors.to_compile_errors();
+        return quote!(#item #errors);
+    }
+    let default_fns = defaults.iter().map(|(_, _, f)| f);
+    let default_impl = (all_default && !defaults.is_empty()).then(|| {
+        let fields = defaults.iter().map(|(field, f, _)| quote!(#field: #f()));
+        quote! {
+            #[automatically_derived]
+            impl ::core::default::Default for #ident {
+                fn default() -> Self {
+                    #ident { #(#fields),* }
+                }
+            }
+        }
+    });
+    quote! {
+        #[derive(::core::clone::Clone, ::core::fmt::Debug, #lit::__private::serde::Serialize, #lit::__private::serde::Deserialize)]
+        #[serde(crate = #serde_path)]
+        #item
+
+        #(#default_fns)*
+        #default_impl
+
+        #[automatically_derived]
+        impl #lit::Hparams for #ident {}
+    }
+}

@@ -1,0 +1,248 @@
+//! Checkpoints: one safetensors file holding the module's variables (named as in the
+//! `VarStore`, so PyTorch's `safetensors` package reads them) and, in its metadata, lit's JSON
+//! record of the run (format version, versions, hparams, epoch, global step).
+//!
+//! Writes are atomic: a temporary file in the same directory, synced, then renamed. Reads check
+//! everything and name what is wrong.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::error::{Error, Result};
+
+/// The version of the checkpoint layout this lit writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The metadata key under which lit's record is stored.
+const META_KEY: &str = "lit";
+
+/// lit's record of a run, stored in the checkpoint's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// The layout version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The lit version that wrote it.
+    pub lit_version: String,
+    /// The module's hyper-parameters, as JSON.
+    pub hparams: Option<serde_json::Value>,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub global_step: usize,
+}
+
+impl CheckpointMeta {
+    /// A record for the current run.
+    pub fn new(hparams: Option<serde_json::Value>, epoch: usize, global_step: usize) -> Self {
+        CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            lit_version: env!("CARGO_PKG_VERSION").into(),
+            hparams,
+            epoch,
+            global_step,
+        }
+    }
+}
+
+/// A checkpoint read from disk.
+pub struct Checkpoint {
+    path: PathBuf,
+    /// lit's record.
+    pub meta: CheckpointMeta,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+fn error(path: &Path, problem: impl std::fmt::Display) -> Error {
+    Error::Checkpoint { path: path.to_path_buf(), problem: problem.to_string() }
+}
+
+fn dtype(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int8 => Dtype::I8,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        _ => return None,
+    })
+}
+
+fn kind(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I8 => Kind::Int8,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// A tensor's bytes, ready for safetensors.
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn raw(name: &str, t: &Tensor, path: &Path) -> Result<Raw> {
+    let dtype =
+        dtype(t.kind()).ok_or_else(|| error(path, format!("variable `{name}` has unsupported kind {:?}", t.kind())))?;
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut bytes, numel)?;
+    Ok(Raw { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
+}
+
+/// Writes `vs`'s variables and `meta` to `path` atomically.
+pub fn save(path: impl AsRef<Path>, vs: &nn::VarStore, meta: &CheckpointMeta) -> Result<()> {
+    let path = path.as_ref();
+    let variables = vs.variables();
+    let mut raws = BTreeMap::new();
+    for (name, t) in &variables {
+        raws.insert(name.clone(), raw(name, t, path)?);
+    }
+    let meta_json = serde_json::to_string(meta).map_err(|e| error(path, format!("cannot encode metadata: {e}")))?;
+    let bytes = safetensors::serialize(
+        raws.iter().map(|(k, v)| (k.as_str(), v)),
+        Some(HashMap::from([(META_KEY.to_string(), meta_json)])),
+    )
+    .map_err(|e| error(path, e))?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so a
+/// reader sees the old file or the new one, never half of one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+impl Checkpoint {
+    /// Reads and checks a checkpoint.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| error(path, format!("not a valid safetensors file ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| error(path, e))?;
+        let meta_json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .ok_or_else(|| error(path, "no lit metadata: this safetensors file was not written by lit"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(meta_json).map_err(|e| error(path, format!("metadata is not valid JSON ({e})")))?;
+        let version = value.get("format_version").and_then(serde_json::Value::as_u64);
+        if version != Some(FORMAT_VERSION as u64) {
+            return Err(error(
+                path,
+                format!("unknown format version {version:?}; this lit reads version {FORMAT_VERSION}"),
+            ));
+        }
+        let meta: CheckpointMeta =
+            serde_json::from_value(value).map_err(|e| error(path, format!("metadata is incomplete ({e})")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let kind = kind(view.dtype())
+                .ok_or_else(|| error(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            tensors.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+        }
+        Ok(Checkpoint { path: path.to_path_buf(), meta, tensors })
+    }
+
+    /// The stored tensors by name.
+    pub fn tensors(&self) -> &BTreeMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// The stored hyper-parameters, deserialised.
+    pub fn hparams<H: serde::de::DeserializeOwned>(&self) -> Result<H> {
+        let value = self.meta.hparams.clone().unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(value).map_err(|e| error(&self.path, format!("hparams no longer deserialise ({e})")))
+    }
+
+    /// Copies the stored variables into `vs`. Every variable of `vs` must be stored with the same
+    /// shape, and nothing else may be stored; otherwise nothing is copied and the error names the
+    /// variables.
+    pub fn load_into(&self, vs: &mut nn::VarStore) -> Result<()> {
+        let variables = vs.variables();
+        let missing: Vec<&String> = variables.keys().filter(|k| !self.tensors.contains_key(*k)).collect();
+        let unexpected: Vec<&String> = self.tensors.keys().filter(|k| !variables.contains_key(*k)).collect();
+        let mismatched: Vec<String> = variables
+            .iter()
+            .filter_map(|(k, v)| {
+                let stored = self.tensors.get(k)?;
+                (stored.size() != v.size())
+                    .then(|| format!("`{k}` (stored {:?}, expected {:?})", stored.size(), v.size()))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        if !missing.is_empty() {
+            problems.push(format!("missing variables {missing:?}"));
+        }
+        if !unexpected.is_empty() {
+            problems.push(format!("unexpected variables {unexpected:?}"));
+        }
+        if !mismatched.is_empty() {
+            problems.push(format!("wrong shapes: {}", mismatched.join(", ")));
+        }
+        if !problems.is_empty() {
+            return Err(error(&self.path, format!("does not fit the module: {}", problems.join("; "))));
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in &variables {
+                let mut var = var.shallow_clone();
+                var.f_copy_(&self.tensors[name].to_kind(var.kind()))?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,336 @@
+//! Support for the code `#[lightning_module]` and `#[hparams]` generate. Not a public API: names
+//! here may change in any release.
+
+use tch::{Tensor, nn};
+
+use crate::data::{Batch, Loader};
+use crate::error::{Error, Result};
+use crate::module::StepOutput;
+
+pub use serde;
+pub use serde_json;
+pub use tch;
+
+/// What `#[lightning_module]` on a struct knows: where the variables and hyper-parameters are.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `#[lightning_module]` on its struct definition",
+    label = "the impl block's hooks need the struct's `VarStore`",
+    note = "put `#[lightning_module]` on the struct as well as on its impl block"
+)]
+pub trait ModelParts {
+    /// The `#[hparams]` field's type, or `()`.
+    type Hparams: serde::Serialize + serde::de::DeserializeOwned;
+    /// The `VarStore` field.
+    fn var_store(&self) -> &nn::VarStore;
+    /// The `VarStore` field, mutably.
+    fn var_store_mut(&mut self) -> &mut nn::VarStore;
+    /// The `#[hparams]` field, if any.
+    fn hparams(&self) -> Option<&Self::Hparams>;
+}
+
+/// The constructor `load_from_checkpoint` calls: `new(hparams)` or the `#[init]` method.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no constructor that `load_from_checkpoint` can call",
+    note = "write `fn new(hparams: YourHparams) -> Self` (or mark your constructor `#[init]`) in the `#[lightning_module]` impl block"
+)]
+pub trait Init: ModelParts + Sized {
+    /// Builds the module from its hyper-parameters.
+    fn init(hparams: Self::Hparams) -> Result<Self>;
+}
+
+/// The hparams JSON of a module, for checkpoints and loggers.
+pub fn hparams_json<M: ModelParts>(m: &M) -> Option<serde_json::Value> {
+    m.hparams().and_then(|h| serde_json::to_value(h).ok())
+}
+
+/// What a `training_step` may return.
+#[diagnostic::on_unimplemented(
+    message = "`training_step` cannot return `{Self}`",
+    label = "return a `Tensor` (the loss), a `StepOutput`, `Option<_>` of those (None skips the batch), or `lit::Result<_>` of any of them"
+)]
+pub trait IntoTrainStep {
+    /// The table's form.
+    fn into_train_step(self) -> Result<Option<StepOutput>>;
+}
+
+impl IntoTrainStep for Tensor {
+    fn into_train_step(self) -> Result<Option<StepOutput>> {
+        Ok(Some(StepOutput::loss(self)))
+    }
+}
+impl IntoTrainStep for StepOutput {
+    fn into_train_step(self) -> Result<Option<StepOutput>> {
+        Ok(Some(self))
+    }
+}
+impl<T: IntoTrainStep> IntoTrainStep for Option<T> {
+    fn into_train_step(self) -> Result<Option<StepOutput>> {
+        self.map_or(Ok(None), T::into_train_step)
+    }
+}
+impl<T: IntoTrainStep> IntoTrainStep for Result<T> {
+    fn into_train_step(self) -> Result<Option<StepOutput>> {
+        self.and_then(T::into_train_step)
+    }
+}
+/// `(loss, hiddens)`, for truncated back-propagation through time.
+impl<H: Hiddens> IntoTrainStep for (Tensor, H) {
+    fn into_train_step(self) -> Result<Option<StepOutput>> {
+        let mut out = StepOutput::loss(self.0);
+        out.hiddens = Some(self.1.into_tensors());
+        Ok(Some(out))
+    }
+}
+
+/// What a `validation_step` or `test_step` may return.
+#[diagnostic::on_unimplemented(
+    message = "an evaluation step cannot return `{Self}`",
+    label = "return `()`, a `Tensor`, a `StepOutput`, `Option<_>` of those, or `lit::Result<_>` of any of them"
+)]
+pub trait IntoEvalStep {
+    /// The table's form.
+    fn into_eval_step(self) -> Result<Option<StepOutput>>;
+}
+
+impl IntoEvalStep for () {
+    fn into_eval_step(self) -> Result<Option<StepOutput>> {
+        Ok(None)
+    }
+}
+impl IntoEvalStep for Tensor {
+    fn into_eval_step(self) -> Result<Option<StepOutput>> {
+        Ok(Some(StepOutput::loss(self)))
+    }
+}
+impl IntoEvalStep for StepOutput {
+    fn into_eval_step(self) -> Result<Option<StepOutput>> {
+        Ok(Some(self))
+    }
+}
+impl<T: IntoEvalStep> IntoEvalStep for Option<T> {
+    fn into_eval_step(self) -> Result<Option<StepOutput>> {
+        self.map_or(Ok(None), T::into_eval_step)
+    }
+}
+impl<T: IntoEvalStep> IntoEvalStep for Result<T> {
+    fn into_eval_step(self) -> Result<Option<StepOutput>> {
+        self.and_then(T::into_eval_step)
+    }
+}
+
+/// A hook's return value as the table wants it: `T` itself or `lit::Result<T>`.
+#[diagnostic::on_unimplemented(
+    message = "this hook cannot return `{Self}`",
+    label = "return `{T}` or `lit::Result<{T}>`"
+)]
+pub trait IntoHookResult<T> {
+    /// The table's form.
+    fn into_hook_result(self) -> Result<T>;
+}
+
+impl<T> IntoHookResult<T> for T {
+    fn into_hook_result(self) -> Result<T> {
+        Ok(self)
+    }
+}
+impl<T> IntoHookResult<T> for Result<T> {
+    fn into_hook_result(self) -> Result<T> {
+        self
+    }
+}
+
+/// What `train_dataloader` may return: a loader, `Option`/`Result` of one.
+#[diagnostic::on_unimplemented(
+    message = "`train_dataloader` cannot return `{Self}`",
+    label = "return a loader of the training batch type (e.g. a `DataLoader`), `Option<_>` of one, or `lit::Result<_>`"
+)]
+pub trait IntoTrainLoader<B> {
+    /// The table's form.
+    fn into_train_loader(self) -> Result<Option<Box<dyn Loader<Batch = B>>>>;
+}
+
+impl<B: Batch, L: Loader<Batch = B> + 'static> IntoTrainLoader<B> for L {
+    fn into_train_loader(self) -> Result<Option<Box<dyn Loader<Batch = B>>>> {
+        Ok(Some(Box::new(self)))
+    }
+}
+impl<B: Batch, L: Loader<Batch = B> + 'static> IntoTrainLoader<B> for Option<L> {
+    fn into_train_loader(self) -> Result<Option<Box<dyn Loader<Batch = B>>>> {
+        Ok(self.map(|l| Box::new(l) as Box<dyn Loader<Batch = B>>))
+    }
+}
+impl<B, T: IntoTrainLoader<B>> IntoTrainLoader<B> for Result<T> {
+    fn into_train_loader(self) -> Result<Option<Box<dyn Loader<Batch = B>>>> {
+        self.and_then(T::into_train_loader)
+    }
+}
+
+/// What `val_dataloader`, `test_dataloader` and `predict_dataloader` may return: a loader, a
+/// `Vec` of loaders, or `Result` of those.
+#[diagnostic::on_unimplemented(
+    message = "an evaluation data hook cannot return `{Self}`",
+    label = "return a loader of the stage's batch type, a `Vec` of them, or `lit::Result<_>`"
+)]
+pub trait IntoEvalLoaders<B> {
+    /// The table's form.
+    fn into_eval_loaders(self) -> Result<crate::Loaders<B>>;
+}
+
+impl<B: Batch, L: Loader<Batch = B> + 'static> IntoEvalLoaders<B> for L {
+    fn into_eval_loaders(self) -> Result<crate::Loaders<B>> {
+        Ok(vec![Box::new(self)])
+    }
+}
+impl<B: Batch, L: Loader<Batch = B> + 'static> IntoEvalLoaders<B> for Vec<L> {
+    fn into_eval_loaders(self) -> Result<crate::Loaders<B>> {
+        Ok(self.into_iter().map(|l| Box::new(l) as Box<dyn Loader<Batch = B>>).collect())
+    }
+}
+impl<B, T: IntoEvalLoaders<B>> IntoEvalLoaders<B> for Result<T> {
+    fn into_eval_loaders(self) -> Result<crate::Loaders<B>> {
+        self.and_then(T::into_eval_loaders)
+    }
+}
+
+/// Recurrent state carried between truncated-BPTT chunks: a tensor, a tuple of tensors, or a
+/// `Vec` of them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be carried as `hiddens`",
+    label = "use a `Tensor`, a tuple of tensors such as `(h, c)`, or `Vec<Tensor>`"
+)]
+pub trait Hiddens: Sized {
+    /// The tensors, in order.
+    fn into_tensors(self) -> Vec<Tensor>;
+    /// Back from the tensors.
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self>;
+}
+
+impl Hiddens for Tensor {
+    fn into_tensors(self) -> Vec<Tensor> {
+        vec![self]
+    }
+    fn from_tensors(mut tensors: Vec<Tensor>) -> Result<Self> {
+        match tensors.len() {
+            1 => Ok(tensors.remove(0)),
+            n => Err(Error::hook("training_step", format!("expected 1 hiddens tensor, got {n}"))),
+        }
+    }
+}
+impl Hiddens for Vec<Tensor> {
+    fn into_tensors(self) -> Vec<Tensor> {
+        self
+    }
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self> {
+        Ok(tensors)
+    }
+}
+impl Hiddens for (Tensor, Tensor) {
+    fn into_tensors(self) -> Vec<Tensor> {
+        vec![self.0, self.1]
+    }
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self> {
+        let n = tensors.len();
+        let mut it = tensors.into_iter();
+        match (it.next(), it.next(), it.next()) {
+            (Some(a), Some(b), None) => Ok((a, b)),
+            _ => Err(Error::hook("training_step", format!("expected 2 hiddens tensors, got {n}"))),
+        }
+    }
+}
+
+/// The hiddens a TBPTT chunk receives: the previous chunk's, converted to the user's type.
+pub fn take_hiddens<H: Hiddens>(cx: &mut crate::Ctx) -> Result<Option<H>> {
+    cx.hiddens.take().map(H::from_tensors).transpose()
+}
+
+/// A batch that truncated BPTT can split along the time dimension (dim 1).
+#[diagnostic::on_unimplemented(
+    message = "the training batch `{Self}` cannot be split for truncated BPTT",
+    label = "the default split handles a `Tensor` or a tuple of tensors; write `tbptt_split_batch` for other batches"
+)]
+pub trait TbpttSplit: Sized {
+    /// Chunks of at most `size` time steps.
+    fn tbptt_split(self, size: usize) -> Result<Vec<Self>>;
+}
+
+impl TbpttSplit for Tensor {
+    fn tbptt_split(self, size: usize) -> Result<Vec<Self>> {
+        if self.dim() < 2 {
+            return Err(Error::hook(
+                "tbptt_split_batch",
+                format!("a batch tensor of shape {:?} has no time dimension (dim 1) to split", self.size()),
+            ));
+        }
+        Ok(self.f_split(size as i64, 1)?)
+    }
+}
+
+macro_rules! tuple_split {
+    ($($name:ident $idx:tt),+) => {
+        impl<$($name: TbpttSplit),+> TbpttSplit for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn tbptt_split(self, size: usize) -> Result<Vec<Self>> {
+                $(let $name = self.$idx.tbptt_split(size)?;)+
+                let lens = [$($name.len()),+];
+                if lens.iter().any(|&l| l != lens[0]) {
+                    return Err(Error::hook("tbptt_split_batch", format!(
+                        "the tensors of the batch split into different numbers of chunks: {lens:?}; they need the same length along dim 1"
+                    )));
+                }
+                $(let mut $name = $name.into_iter();)+
+                Ok((0..lens[0]).map(|_| ($($name.next().expect("checked length"),)+)).collect())
+            }
+        }
+    };
+}
+tuple_split!(A 0);
+tuple_split!(A 0, B 1);
+tuple_split!(A 0, B 1, C 2);
+tuple_split!(A 0, B 1, C 2, D 3);
+
+/// Makes no parameter require grad, remembering which did (for `unfreeze`).
+pub fn freeze(vs: &mut nn::VarStore) {
+    let key = std::sync::Arc::as_ptr(&vs.variables_) as usize;
+    let mut trainable = Vec::new();
+    for (name, t) in vs.variables() {
+        if t.requires_grad() {
+            trainable.push(name);
+            let _ = t.set_requires_grad(false);
+        }
+    }
+    let mut frozen = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Freezing twice keeps the first record: the second saw nothing trainable.
+    frozen.entry(key).or_insert(trainable);
+}
+
+/// Makes exactly the parameters that were trainable before `freeze` trainable again.
+pub fn unfreeze(vs: &mut nn::VarStore) {
+    let key = std::sync::Arc::as_ptr(&vs.variables_) as usize;
+    let Some(names) = FROZEN.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) else {
+        return;
+    };
+    let variables = vs.variables();
+    for name in names {
+        if let Some(t) = variables.get(&name) {
+            let _ = t.set_requires_grad(true);
+        }
+    }
+}
+
+static FROZEN: std::sync::Mutex<std::collections::BTreeMap<usize, Vec<String>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Megabytes of parameters and buffers.
+pub fn model_size(vs: &nn::VarStore) -> f64 {
+    let bytes: usize = vs.variables().values().map(|t| t.numel() * t.kind().elt_size_in_bytes()).sum();
+    bytes as f64 / 1e6
+}
+
+/// Rebuilds a module from a checkpoint: hparams, constructor, weights.
+pub fn load_from_checkpoint<M: Init>(path: &std::path::Path) -> Result<M> {
+    let ckpt = crate::checkpoint::Checkpoint::load(path)?;
+    let hparams = ckpt.hparams::<M::Hparams>()?;
+    let mut model = M::init(hparams)?;
+    ckpt.load_into(model.var_store_mut())?;
+    Ok(model)
+}
