@@ -52,6 +52,6 @@ pub mod prelude {
         Callback, Ctx, Hooks, Hparams, LightningModule, Reduce, Result, Stage, StepOutput, Trainer, hparams,
         lightning_module, seed_everything,
     };
-    pub use tch::nn::{self, Module, ModuleT};
+    pub use tch::nn::{self, Module, ModuleT, RNN};
     pub use tch::{Device, Kind, Tensor};
 }

@@ -10,18 +10,23 @@ use lit::{Loaders, RunningStage};
 
 use crate::common::{grad_mode, regression_batches};
 
-type B = (Tensor, Tensor);
+pub(crate) type B = (Tensor, Tensor);
 
 /// One recorded call: the hook (with indices for batch hooks), the training flag the context
 /// reported and the autograd mode observed.
 #[derive(Debug, Clone, PartialEq)]
-struct Call {
-    hook: String,
-    training: bool,
-    grad: bool,
+pub(crate) struct Call {
+    pub(crate) hook: String,
+    pub(crate) training: bool,
+    pub(crate) grad: bool,
 }
 
-type Journal = Arc<Mutex<Vec<Call>>>;
+pub(crate) type Journal = Arc<Mutex<Vec<Call>>>;
+
+/// Records a call with the mode the context reports and the autograd mode observed.
+pub(crate) fn record(calls: &Journal, hook: impl Into<String>, cx: &Ctx) {
+    calls.lock().unwrap().push(Call { hook: hook.into(), training: cx.training(), grad: grad_mode() });
+}
 
 struct Recorder {
     vs: nn::VarStore,
@@ -39,7 +44,7 @@ impl Recorder {
     }
 
     fn rec(&self, hook: impl Into<String>, cx: &Ctx) {
-        self.calls.lock().unwrap().push(Call { hook: hook.into(), training: cx.training(), grad: grad_mode() });
+        record(&self.calls, hook, cx);
     }
 
     fn loss(&self, (x, y): B) -> Tensor {
@@ -403,6 +408,28 @@ fn assert_journal(calls: &Journal, expected: &Expect) {
         "number of calls; got {:#?}",
         got.iter().map(|c| &c.hook).collect::<Vec<_>>()
     );
+}
+
+/// The fit scenario of `fit_runs_hooks_in_lightning_order`, for any module.
+pub(crate) fn fit_scenario<M: LightningModule<TrainBatch = B, ValBatch = B>>(model: &mut M) -> lit::Result<Trainer> {
+    let mut trainer = Trainer::builder()
+        .accelerator("cpu")
+        .max_epochs(2)
+        .max_steps(9)
+        .limit_train_batches(6)
+        .limit_val_batches(2)
+        .val_check_interval(3)
+        .build()?;
+    trainer.fit(model, Batches::new(regression_batches(10)), Batches::new(regression_batches(3)))?;
+    Ok(trainer)
+}
+
+/// The journal of the hand-written recorder in the fit scenario.
+pub(crate) fn hand_written_fit_journal() -> lit::Result<Vec<Call>> {
+    let (calls, mut model) = journal();
+    fit_scenario(&mut model)?;
+    let calls = calls.lock().unwrap().clone();
+    Ok(calls)
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! lit's integration tests, through the public API only. One binary, one module per area.
 
+mod checkpoint;
 mod common;
 mod data;
 mod hooks;
 mod idx;
+mod macros;
 mod mnist;
 mod trainer;

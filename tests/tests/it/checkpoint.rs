@@ -1,0 +1,130 @@
+//! Checkpoint files: atomic writes, and clear errors for files that do not fit.
+
+use lit::checkpoint::Checkpoint;
+use lit::prelude::*;
+
+use crate::common::temp_dir;
+
+#[hparams]
+pub struct SmallConfig {
+    pub width: i64,
+}
+
+#[lightning_module]
+struct Small {
+    vs: nn::VarStore,
+    layer: nn::Linear,
+    #[hparams]
+    cfg: SmallConfig,
+}
+
+#[lightning_module]
+impl Small {
+    fn new(cfg: SmallConfig) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = nn::linear(vs.root() / "layer", 2, cfg.width, Default::default());
+        Small { vs, layer, cfg }
+    }
+    fn training_step(&mut self, (x, _y): (Tensor, Tensor)) -> Tensor {
+        self.layer.forward(&x).sum(Kind::Float)
+    }
+}
+
+#[hparams]
+pub struct OtherConfig {
+    pub width: i64,
+    pub depth: i64,
+}
+
+#[lightning_module]
+struct Other {
+    vs: nn::VarStore,
+    #[hparams]
+    cfg: OtherConfig,
+}
+
+#[lightning_module]
+impl Other {
+    fn new(cfg: OtherConfig) -> Self {
+        Other { vs: nn::VarStore::new(Device::Cpu), cfg }
+    }
+}
+
+fn saved(name: &str, width: i64) -> std::path::PathBuf {
+    let dir = temp_dir(name);
+    let path = dir.join("small.ckpt");
+    let trainer = Trainer::builder().accelerator("cpu").build().unwrap();
+    trainer.save_checkpoint(&path, &Small::new(SmallConfig { width })).unwrap();
+    path
+}
+
+fn load_error<T>(result: lit::Result<T>) -> String {
+    match result {
+        Err(e @ lit::Error::Checkpoint { .. }) => e.to_string(),
+        Err(other) => panic!("expected a checkpoint error, got {other:?}"),
+        Ok(_) => panic!("expected a checkpoint error"),
+    }
+}
+
+#[test]
+fn writes_are_atomic_and_readable() {
+    let path = saved("ckpt-atomic", 3);
+    // Overwriting leaves one complete file and no temporary files behind.
+    let trainer = Trainer::builder().accelerator("cpu").build().unwrap();
+    trainer.save_checkpoint(&path, &Small::new(SmallConfig { width: 3 })).unwrap();
+    let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["small.ckpt"]);
+    let ckpt = Checkpoint::load(&path).unwrap();
+    assert_eq!(ckpt.meta.format_version, lit::checkpoint::FORMAT_VERSION);
+    assert_eq!(ckpt.meta.hparams, Some(serde_json::json!({"width": 3})));
+    let names: Vec<&String> = ckpt.tensors().keys().collect();
+    assert_eq!(names, ["layer.bias", "layer.weight"], "tensors are named as in the VarStore");
+}
+
+#[test]
+fn a_checkpoint_of_another_shape_names_the_variables() {
+    let path = saved("ckpt-shape", 3);
+    // Same hparams type, but the saved weights are forced into a wider module.
+    let ckpt = Checkpoint::load(&path).unwrap();
+    let mut wide = Small::new(SmallConfig { width: 5 });
+    let e = load_error(ckpt.load_into(&mut wide.vs));
+    assert!(e.contains("wrong shapes") && e.contains("`layer.weight` (stored [3, 2], expected [5, 2])"), "{e}");
+    let mut empty = Other::new(OtherConfig { width: 1, depth: 1 });
+    let e = load_error(ckpt.load_into(&mut empty.vs));
+    assert!(e.contains("unexpected variables [\"layer.bias\", \"layer.weight\"]"), "{e}");
+}
+
+#[test]
+fn hparams_that_no_longer_deserialise_are_an_error() {
+    let path = saved("ckpt-hparams", 3);
+    let e = load_error(Other::load_from_checkpoint(&path));
+    assert!(e.contains("hparams no longer deserialise") && e.contains("missing field `depth`"), "{e}");
+}
+
+#[test]
+fn broken_files_are_errors() {
+    let path = saved("ckpt-broken", 3);
+    let bytes = std::fs::read(&path).unwrap();
+
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    let e = load_error(Small::load_from_checkpoint(&path));
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+
+    std::fs::write(&path, b"hello").unwrap();
+    let e = load_error(Small::load_from_checkpoint(&path));
+    assert!(e.contains("small.ckpt") && e.contains("not a valid safetensors file"), "{e}");
+
+    let key = b"\\\"format_version\\\":1";
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("the metadata holds the format version");
+    let mut patched = bytes.clone();
+    patched[at + key.len() - 1] = b'7';
+    std::fs::write(&path, &patched).unwrap();
+    let e = load_error(Small::load_from_checkpoint(&path));
+    assert!(e.contains("unknown format version Some(7)"), "{e}");
+
+    let e = Small::load_from_checkpoint(path.with_file_name("absent.ckpt")).err().expect("an error");
+    assert!(matches!(e, lit::Error::Io { .. }) && e.to_string().contains("absent.ckpt"), "{e}");
+}
