@@ -284,14 +284,16 @@ fn a_trained_model_reloads_from_its_checkpoint() -> lit::Result<()> {
     Ok(())
 }
 
+/// What one TBPTT chunk saw: its shape, the hiddens it received and the ones it returned.
+type Chunk = (Vec<i64>, Option<(Tensor, Tensor)>, (Tensor, Tensor));
+
 /// A toy recurrent task for truncated BPTT: predict the running mean of the input.
 #[lightning_module]
 struct Seq {
     vs: nn::VarStore,
     lstm: nn::LSTM,
     head: nn::Linear,
-    /// Per chunk: the chunk's shape, the hiddens received, the hiddens returned.
-    seen: Vec<(Vec<i64>, Option<(Tensor, Tensor)>, (Tensor, Tensor))>,
+    seen: Vec<Chunk>,
 }
 
 #[lightning_module(truncated_bptt_steps = 4)]
