@@ -286,7 +286,8 @@ impl ModuleImpl {
         }
         let mut hooks: Vec<HookFn> = Vec::new();
         let (mut init, mut marked_init, mut example_input) = (None, None, None);
-        for impl_item in item.items.iter_mut() {
+        let mut duplicates = Vec::new();
+        for (index, impl_item) in item.items.iter_mut().enumerate() {
             let ImplItem::Fn(f) = impl_item else { continue };
             let name = f.sig.ident.to_string();
             let init_attr = take_attr(&mut f.attrs, "init");
@@ -319,6 +320,8 @@ impl ModuleImpl {
                         let mut e = syn::Error::new(f.sig.ident.span(), format!("hook `{name}` is defined twice"));
                         e.combine(syn::Error::new(first.ident.span(), "first defined here"));
                         errors.add(e);
+                        // Dropped from the output so that rustc does not report it again.
+                        duplicates.push(index);
                     } else {
                         hooks.push(HookFn::from_syn(hook, f, errors));
                     }
@@ -334,6 +337,9 @@ impl ModuleImpl {
                 }
                 None => {}
             }
+        }
+        for index in duplicates.into_iter().rev() {
+            item.items.remove(index);
         }
         ModuleImpl { item, hooks, init: marked_init.or(init), example_input }
     }

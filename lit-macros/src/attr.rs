@@ -21,7 +21,10 @@ impl ModuleOptions {
     pub(crate) fn parse(args: TokenStream) -> syn::Result<Self> {
         let items = NestedMeta::parse_meta_list(args)?;
         Self::from_list(&items).map_err(|e| {
-            let message = e.to_string().replace("Unknown field", "unknown `lightning_module` option");
+            let message = e
+                .to_string()
+                .replace("Unknown field", "unknown `lightning_module` option")
+                .replace("Duplicate field", "duplicate `lightning_module` option");
             syn::Error::new(e.span(), message)
         })
     }
@@ -54,7 +57,10 @@ impl HparamsOptions {
     pub(crate) fn parse(args: TokenStream) -> syn::Result<Self> {
         let items = NestedMeta::parse_meta_list(args)?;
         Self::from_list(&items).map_err(|e| {
-            let message = e.to_string().replace("Unknown field", "unknown `hparams` option");
+            let message = e
+                .to_string()
+                .replace("Unknown field", "unknown `hparams` option")
+                .replace("Duplicate field", "duplicate `hparams` option");
             syn::Error::new(e.span(), message)
         })
     }

@@ -1,7 +1,7 @@
 //! Code generation, and the entry points' plumbing (parse → check → expand, errors reported
 //! once next to the user's item and stub impls that keep follow-on errors quiet).
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Item, Type};
@@ -191,6 +191,26 @@ fn stub(lit: &TokenStream, self_ty: &Type) -> TokenStream {
     }
 }
 
+/// `tokens` with every span set to `span`, so that an error about the expression they form
+/// points at the user's code (e.g. a return type) rather than at the attribute.
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut tt| {
+            match &mut tt {
+                TokenTree::Group(g) => {
+                    let mut group = Group::new(g.delimiter(), respan(&g.stream(), span));
+                    group.set_span(span);
+                    *g = group;
+                }
+                other => other.set_span(span),
+            }
+            tt
+        })
+        .collect()
+}
+
 fn parse_type(ty: &str, lit: &TokenStream) -> TokenStream {
     let text = ty.replace("LIT", &lit.to_string());
     syn::parse_str::<Type>(&text).map(|t| quote!(#t)).unwrap_or_else(|e| e.to_compile_error())
@@ -260,7 +280,8 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
     let default_split = (opts.truncated_bptt_steps.is_some() && !has("tbptt_split_batch")).then(|| {
         let span =
             module.hook("training_step").and_then(|h| h.arg_type("batch")).map_or(Span::call_site(), Spanned::span);
-        let split = quote_spanned!(span=> #lit::__private::TbpttSplit::tbptt_split(batch, split_size));
+        let lit_r = respan(&lit, span);
+        let split = quote_spanned!(span=> #lit_r::__private::TbpttSplit::tbptt_split(batch, split_size));
         quote! {
             fn tbptt_split_batch(
                 &mut self, batch: Self::TrainBatch, split_size: usize, _cx: &mut #lit::Ctx,
@@ -276,7 +297,8 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
             syn::ReturnType::Type(_, ty) => ty.span(),
             syn::ReturnType::Default => ident.span(),
         };
-        let convert = quote_spanned!(span=> #lit::__private::IntoHookResult::<Self>::into_hook_result(#call));
+        let lit_r = respan(&lit, span);
+        let convert = quote_spanned!(span=> #lit_r::__private::IntoHookResult::<Self>::into_hook_result(#call));
         quote! {
             #[automatically_derived]
             impl #lit::__private::Init for #self_ty {
@@ -363,41 +385,47 @@ fn hook_method(lit: &TokenStream, self_ty: &Type, h: &HookFn) -> TokenStream {
         }
     });
     let args: Vec<TokenStream> = args.collect();
-    let call = quote!(<#self_ty>::#name(self, #(#args),*));
     let span = match &h.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => name.span(),
     };
+    // The call carries the return type's span (so a return type the hook cannot return is
+    // reported there); its arguments keep the spans of the user's parameters.
+    let callee = respan(&quote!(<#self_ty>::#name), span);
+    let mut arguments = Group::new(proc_macro2::Delimiter::Parenthesis, quote!(self, #(#args),*));
+    arguments.set_span(span);
+    let call = quote!(#callee #arguments);
+    let lit_r = respan(lit, span);
     let (ret, body) = match hook.ret {
         Ret::TrainStep => (
             quote!(#lit::Result<::core::option::Option<#lit::StepOutput>>),
-            quote_spanned!(span=> #lit::__private::IntoTrainStep::into_train_step(#call)),
+            quote_spanned!(span=> #lit_r::__private::IntoTrainStep::into_train_step(#call)),
         ),
         Ret::EvalStep => (
             quote!(#lit::Result<::core::option::Option<#lit::StepOutput>>),
-            quote_spanned!(span=> #lit::__private::IntoEvalStep::into_eval_step(#call)),
+            quote_spanned!(span=> #lit_r::__private::IntoEvalStep::into_eval_step(#call)),
         ),
         Ret::Predict => (
             quote!(#lit::Result<Self::Prediction>),
-            quote_spanned!(span=> #lit::__private::IntoHookResult::<Self::Prediction>::into_hook_result(#call)),
+            quote_spanned!(span=> #lit_r::__private::IntoHookResult::<Self::Prediction>::into_hook_result(#call)),
         ),
         Ret::Value(ty) => {
             let ty = parse_type(ty, lit);
             (
                 quote!(#lit::Result<#ty>),
-                quote_spanned!(span=> #lit::__private::IntoHookResult::<#ty>::into_hook_result(#call)),
+                quote_spanned!(span=> #lit_r::__private::IntoHookResult::<#ty>::into_hook_result(#call)),
             )
         }
         Ret::Exact(ty) => (parse_type(ty, lit), call),
         Ret::TrainLoader => (
             quote!(#lit::Result<::core::option::Option<::std::boxed::Box<dyn #lit::data::Loader<Batch = Self::TrainBatch>>>>),
-            quote_spanned!(span=> #lit::__private::IntoTrainLoader::<Self::TrainBatch>::into_train_loader(#call)),
+            quote_spanned!(span=> #lit_r::__private::IntoTrainLoader::<Self::TrainBatch>::into_train_loader(#call)),
         ),
         Ret::EvalLoaders(batch) => {
             let batch = parse_type(batch, lit);
             (
                 quote!(#lit::Result<#lit::Loaders<#batch>>),
-                quote_spanned!(span=> #lit::__private::IntoEvalLoaders::<#batch>::into_eval_loaders(#call)),
+                quote_spanned!(span=> #lit_r::__private::IntoEvalLoaders::<#batch>::into_eval_loaders(#call)),
             )
         }
     };

@@ -1,0 +1,15 @@
+use lit::prelude::*;
+
+#[lightning_module]
+struct Model {
+    vs: nn::VarStore,
+}
+
+#[lightning_module]
+impl Model {
+    fn training_step(&mut self, x: &Tensor) -> Tensor {
+        x.shallow_clone()
+    }
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+use lit::prelude::*;
+
+#[lightning_module]
+struct Model {
+    vs: nn::VarStore,
+}
+
+#[lightning_module]
+impl Model {
+    fn training_step(&mut self, x: Tensor, cx: &Ctx) -> Tensor {
+        let _ = cx.current_epoch();
+        x
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use lit::prelude::*;
+
+#[lightning_module]
+enum Model {
+    A,
+}
+
+fn main() {}

@@ -1,0 +1,21 @@
+// All mistakes of an impl block are reported in one compile.
+use lit::prelude::*;
+
+#[lightning_module]
+struct Model {
+    vs: nn::VarStore,
+}
+
+#[lightning_module]
+impl Model {
+    fn training_step(&mut self, x: Tensor, batch_idx: u32) -> Tensor {
+        let _ = batch_idx;
+        x
+    }
+
+    fn validation_step(self, x: Tensor) {}
+
+    fn on_validation_epoch_ned(&mut self) {}
+}
+
+fn main() {}

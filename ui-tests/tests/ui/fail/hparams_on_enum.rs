@@ -1,0 +1,8 @@
+use lit::prelude::*;
+
+#[hparams]
+enum Config {
+    Small,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use lit::prelude::*;
+
+#[lightning_module]
+struct Model(nn::VarStore);
+
+fn main() {}

@@ -1,0 +1,17 @@
+use lit::prelude::*;
+
+#[lightning_module]
+struct Model {
+    vs: nn::VarStore,
+}
+
+#[lightning_module]
+impl Model {
+    fn training_step(&mut self, x: Tensor) -> Tensor {
+        x
+    }
+
+    fn on_lunch_break(&mut self) {}
+}
+
+fn main() {}
