@@ -1,1 +1,386 @@
-fn main() {}
+//! lit against a hand-written tch loop, on the two tasks of `shared/bench/anchor_lightning.py`.
+//!
+//! ```text
+//! scripts/with-torch cargo build --release -p lit-bench
+//! scripts/with-torch target/release/lit-bench [mlp|rnn|all] [--epochs N]
+//! ```
+//!
+//! Speed: one process trains both variants over the same pre-made batches, alternating epochs
+//! (lit, hand-written, lit, …). lit runs one `fit` of `1 + N` epochs; a callback runs a
+//! hand-written epoch at the end of each lit epoch. A lit epoch is the wall time from the end of
+//! the previous hand-written epoch (or `on_train_start`) to its `on_train_epoch_end`, so it
+//! includes all of lit's per-epoch work. The first epoch of each is a warm-up and is dropped; the
+//! medians of the other `N` (default 6) are compared.
+//!
+//! Memory: the binary runs itself again (`rss TASK lit|hand|data EPOCHS`) to train one variant
+//! alone and print its peak resident memory (`VmHWM`); `data` only makes the batches.
+
+use std::cell::RefCell;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::Instant;
+
+use lit::prelude::*;
+use lit::tch;
+use lit::tch::Reduction;
+use lit::tch::nn::{OptimizerConfig, RNN};
+
+const DEFAULT_EPOCHS: usize = 6;
+/// Epochs each child process trains for the memory measurement.
+const RSS_EPOCHS: usize = 2;
+
+type Pair = (Tensor, Tensor);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    Mlp,
+    Rnn,
+}
+
+impl Task {
+    fn name(self) -> &'static str {
+        match self {
+            Task::Mlp => "mlp",
+            Task::Rnn => "rnn",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Task> {
+        match s {
+            "mlp" => Some(Task::Mlp),
+            "rnn" => Some(Task::Rnn),
+            _ => None,
+        }
+    }
+
+    /// The pre-made batches, as the anchor makes them (views into one tensor).
+    fn batches(self) -> Vec<Pair> {
+        tch::manual_seed(0);
+        let opts = (Kind::Float, Device::Cpu);
+        let (x, y, bs) = match self {
+            Task::Mlp => {
+                (Tensor::randn([60_000, 784], opts), Tensor::randint(10, [60_000], (Kind::Int64, Device::Cpu)), 64)
+            }
+            Task::Rnn => {
+                let x = Tensor::randn([300, 100, 10], opts);
+                let halves = x.chunk(2, -1);
+                let y = (&halves[0] + &halves[1]) / 2;
+                (x, y, 30)
+            }
+        };
+        let n = x.size()[0];
+        (0..n)
+            .step_by(bs as usize)
+            .map(|i| {
+                let len = bs.min(n - i);
+                (x.narrow(0, i, len), y.narrow(0, i, len))
+            })
+            .collect()
+    }
+}
+
+enum Layers {
+    Mlp { l1: nn::Linear, l2: nn::Linear },
+    Rnn { lstm: nn::LSTM, out: nn::Linear },
+}
+
+/// The model of a task: the same code for both variants.
+struct Net {
+    task: Task,
+    vs: nn::VarStore,
+    layers: Layers,
+}
+
+impl Net {
+    fn new(task: Task) -> Net {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let layers = match task {
+            Task::Mlp => Layers::Mlp {
+                l1: nn::linear(&root / "l1", 784, 256, Default::default()),
+                l2: nn::linear(&root / "l2", 256, 10, Default::default()),
+            },
+            Task::Rnn => Layers::Rnn {
+                lstm: nn::lstm(&root / "rnn", 10, 20, nn::RNNConfig { batch_first: true, ..Default::default() }),
+                out: nn::linear(&root / "out", 20, 5, Default::default()),
+            },
+        };
+        Net { task, vs, layers }
+    }
+
+    fn loss(&self, x: &Tensor, y: &Tensor) -> Tensor {
+        match &self.layers {
+            Layers::Mlp { l1, l2 } => x.apply(l1).relu().apply(l2).cross_entropy_for_logits(y),
+            Layers::Rnn { lstm, out } => lstm.seq(x).0.apply(out).mse_loss(y, Reduction::Mean),
+        }
+    }
+
+    /// The hand-written loop's optimizer: the tch optimizer that lit's `Adam`/`Sgd` build.
+    fn optimizer(&self) -> nn::Optimizer {
+        let opt = match self.task {
+            Task::Mlp => nn::Adam::default().build(&self.vs, 1e-3),
+            Task::Rnn => nn::Sgd::default().build(&self.vs, 0.02),
+        };
+        opt.expect("building the optimizer")
+    }
+}
+
+/// The hand-written variant: a model, its optimizer and the batches.
+struct Hand {
+    net: Net,
+    opt: nn::Optimizer,
+    batches: Vec<Pair>,
+}
+
+impl Hand {
+    fn new(task: Task, batches: &[Pair]) -> Hand {
+        let net = Net::new(task);
+        let opt = net.optimizer();
+        Hand { net, opt, batches: batches.iter().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())).collect() }
+    }
+
+    /// One epoch; returns the last batch's loss.
+    fn epoch(&mut self) -> f64 {
+        let mut last = None;
+        for (x, y) in &self.batches {
+            let loss = self.net.loss(x, y);
+            self.opt.zero_grad();
+            loss.backward();
+            self.opt.step();
+            last = Some(loss);
+        }
+        last.map_or(f64::NAN, |l| l.double_value(&[]))
+    }
+}
+
+/// The lit variant: the same model as a LightningModule.
+struct LitNet(Net);
+
+impl LightningModule for LitNet {
+    type TrainBatch = Pair;
+    type ValBatch = Pair;
+    type TestBatch = Pair;
+    type PredictBatch = Tensor;
+    type Prediction = Tensor;
+
+    fn var_store(&self) -> &nn::VarStore {
+        &self.0.vs
+    }
+    fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.0.vs
+    }
+
+    fn training_step(&mut self, (x, y): Pair, _batch_idx: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
+        let loss = self.0.loss(&x, &y);
+        cx.log("train_loss", &loss);
+        Ok(Some(loss.into()))
+    }
+
+    fn configure_optimizers(&mut self, _cx: &mut Ctx) -> Result<Optimizers> {
+        Ok(match self.0.task {
+            Task::Mlp => Adam::new(1e-3).into(),
+            Task::Rnn => Sgd::new(0.02).into(),
+        })
+    }
+}
+
+fn trainer(epochs: usize) -> lit::TrainerBuilder {
+    Trainer::builder().max_epochs(epochs).accelerator("cpu").num_sanity_val_steps(0)
+}
+
+fn lit_loss(trainer: &Trainer) -> f64 {
+    trainer.callback_metrics().get("train_loss").copied().unwrap_or(f64::NAN)
+}
+
+#[derive(Default)]
+struct Times {
+    lit: Vec<f64>,
+    hand: Vec<f64>,
+    hand_loss: f64,
+}
+
+/// Times lit's epochs and runs a hand-written epoch after each.
+struct Alternate {
+    hand: Hand,
+    times: Rc<RefCell<Times>>,
+    mark: Instant,
+}
+
+impl Callback for Alternate {
+    fn on_train_start(&mut self, _cx: &mut Ctx) -> Result<()> {
+        self.mark = Instant::now();
+        Ok(())
+    }
+
+    fn on_train_epoch_end(&mut self, _cx: &mut Ctx) -> Result<()> {
+        let lit = self.mark.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let loss = self.hand.epoch();
+        let hand = start.elapsed().as_secs_f64();
+        let mut times = self.times.borrow_mut();
+        times.lit.push(lit);
+        times.hand.push(hand);
+        times.hand_loss = loss;
+        drop(times);
+        self.mark = Instant::now();
+        Ok(())
+    }
+}
+
+struct Speed {
+    lit: Vec<f64>,
+    hand: Vec<f64>,
+    lit_loss: f64,
+    hand_loss: f64,
+}
+
+fn speed(task: Task, epochs: usize) -> Result<Speed> {
+    let batches = task.batches();
+    let times = Rc::new(RefCell::new(Times::default()));
+    let alternate = Alternate { hand: Hand::new(task, &batches), times: Rc::clone(&times), mark: Instant::now() };
+    let mut model = LitNet(Net::new(task));
+    let mut trainer = trainer(1 + epochs).callback(alternate).build()?;
+    trainer.fit(&mut model, Batches::new(batches), ())?;
+    let lit_loss = lit_loss(&trainer);
+    let times = std::mem::take(&mut *times.borrow_mut());
+    Ok(Speed { lit: times.lit[1..].to_vec(), hand: times.hand[1..].to_vec(), lit_loss, hand_loss: times.hand_loss })
+}
+
+/// Peak resident memory of this process, in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The child process: trains one variant alone, prints `peak_rss_kib=N loss=L`.
+fn rss_child(task: Task, variant: &str, epochs: usize) -> Result<()> {
+    let batches = task.batches();
+    let loss = match variant {
+        "lit" => {
+            let mut model = LitNet(Net::new(task));
+            let mut trainer = trainer(epochs).build()?;
+            trainer.fit(&mut model, Batches::new(batches), ())?;
+            lit_loss(&trainer)
+        }
+        "hand" => {
+            let mut hand = Hand::new(task, &batches);
+            (0..epochs).map(|_| hand.epoch()).last().unwrap_or(f64::NAN)
+        }
+        "data" => f64::NAN,
+        other => return Err(lit::Error::msg(format!("unknown variant `{other}`"))),
+    };
+    println!("peak_rss_kib={} loss={loss}", peak_rss_kib());
+    Ok(())
+}
+
+/// Runs `rss_child` in a new process; returns the peak RSS in MiB.
+fn rss(task: Task, variant: &str) -> Result<f64> {
+    let exe = std::env::current_exe().map_err(lit::Error::msg)?;
+    let out = Command::new(exe)
+        .args(["rss", task.name(), variant, &RSS_EPOCHS.to_string()])
+        .output()
+        .map_err(lit::Error::msg)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let kib = stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("peak_rss_kib="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| out.status.success());
+    match kib {
+        Some(kib) => Ok(kib as f64 / 1024.0),
+        None => Err(lit::Error::msg(format!(
+            "rss child {} {variant} failed ({}): {stdout}{}",
+            task.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))),
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn usage() -> lit::Error {
+    lit::Error::msg("usage: lit-bench [mlp|rnn|all] [--epochs N]   (N timed epochs after a warm-up, default 6)")
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("rss") {
+        let task = args.get(1).and_then(|t| Task::parse(t)).ok_or_else(usage)?;
+        let variant = args.get(2).ok_or_else(usage)?;
+        let epochs = args.get(3).and_then(|e| e.parse().ok()).unwrap_or(RSS_EPOCHS);
+        return rss_child(task, variant, epochs);
+    }
+
+    let mut tasks = vec![Task::Mlp, Task::Rnn];
+    let mut epochs = DEFAULT_EPOCHS;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--epochs" => epochs = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0).ok_or_else(usage)?,
+            "all" => tasks = vec![Task::Mlp, Task::Rnn],
+            "-h" | "--help" => {
+                println!("{}", usage());
+                return Ok(());
+            }
+            t => tasks = vec![Task::parse(t).ok_or_else(usage)?],
+        }
+    }
+
+    println!(
+        "lit vs hand-written tch: median of {epochs} epochs after 1 warm-up, alternating; peak RSS of {RSS_EPOCHS} \
+         epochs, each in its own process; {} torch threads",
+        tch::get_num_threads()
+    );
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for &task in &tasks {
+        let s = speed(task, epochs)?;
+        let (lit_rss, hand_rss, data_rss) = (rss(task, "lit")?, rss(task, "hand")?, rss(task, "data")?);
+        let (lit_t, hand_t) = (median(&s.lit), median(&s.hand));
+        rows.push(format!(
+            "{:<5} {:>12.4} {:>13.4} {:>6.3} {:>17.1} {:>18.1} {:>6.3}",
+            task.name(),
+            lit_t,
+            hand_t,
+            lit_t / hand_t,
+            lit_rss,
+            hand_rss,
+            lit_rss / hand_rss
+        ));
+        let fmt = |v: &[f64]| v.iter().map(|t| format!("{t:.4}")).collect::<Vec<_>>().join(" ");
+        let paired: Vec<f64> = s.lit.iter().zip(&s.hand).map(|(l, h)| l / h).collect();
+        notes.push(format!(
+            "{}: final loss lit {:.6} hand {:.6}; median of per-epoch ratios {:.3}; epochs lit [{}] hand [{}]; \
+             batches alone {:.1} MiB",
+            task.name(),
+            s.lit_loss,
+            s.hand_loss,
+            median(&paired),
+            fmt(&s.lit),
+            fmt(&s.hand),
+            data_rss
+        ));
+    }
+    println!(
+        "{:<5} {:>12} {:>13} {:>6} {:>17} {:>18} {:>6}",
+        "task", "lit s/epoch", "hand s/epoch", "ratio", "lit peak RSS MiB", "hand peak RSS MiB", "ratio"
+    );
+    for row in rows {
+        println!("{row}");
+    }
+    for note in notes {
+        println!("{note}");
+    }
+    Ok(())
+}
