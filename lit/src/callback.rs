@@ -50,7 +50,7 @@ pub trait Callback: Any {
     fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
-    /// End of a training epoch (epoch metrics of training are not reduced yet).
+    /// End of a training epoch; `cx.callback_metrics()` holds the epoch's reduced values.
     fn on_train_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }

@@ -169,6 +169,9 @@ impl<M: LightningModule> Run<'_, M> {
         }
         drop(batches);
 
+        // The epoch's reductions are visible to the epoch-end hooks (a checkpoint callback may
+        // monitor them); what those hooks log is reduced after them.
+        self.cx.metrics.end_epoch(true);
         if keep_outputs {
             self.model.training_epoch_end(outputs, self.cx)?;
             self.cx.check()?;
