@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! scripts/with-torch cargo build --release -p lit-bench
-//! scripts/with-torch target/release/lit-bench [mlp|rnn|all] [--epochs N]
+//! scripts/with-torch target/release/lit-bench [mlp|rnn|all] [--epochs N] [--progress]
 //! ```
 //!
 //! Speed: one process trains both variants over the same pre-made batches, alternating epochs
@@ -185,8 +185,19 @@ impl LightningModule for LitNet {
     }
 }
 
+/// `--progress`: lit shows its progress bar (plain lines when stderr is not a terminal).
+static PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// As the anchor's Lightning run: no progress bar, model summary, checkpoints or logger, unless
+/// `--progress` turns the progress bar on.
 fn trainer(epochs: usize) -> lit::TrainerBuilder {
-    Trainer::builder().max_epochs(epochs).accelerator("cpu").num_sanity_val_steps(0)
+    Trainer::builder()
+        .max_epochs(epochs)
+        .accelerator("cpu")
+        .num_sanity_val_steps(0)
+        .enable_progress_bar(PROGRESS.load(std::sync::atomic::Ordering::Relaxed))
+        .enable_model_summary(false)
+        .logger(false)
 }
 
 fn lit_loss(trainer: &Trainer) -> f64 {
@@ -310,7 +321,10 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn usage() -> lit::Error {
-    lit::Error::msg("usage: lit-bench [mlp|rnn|all] [--epochs N]   (N timed epochs after a warm-up, default 6)")
+    lit::Error::msg(
+        "usage: lit-bench [mlp|rnn|all] [--epochs N] [--progress]   (N timed epochs after a warm-up, default 6; \
+         --progress: lit shows its progress bar)",
+    )
 }
 
 fn main() -> Result<()> {
@@ -329,6 +343,7 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--epochs" => epochs = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0).ok_or_else(usage)?,
             "all" => tasks = vec![Task::Mlp, Task::Rnn],
+            "--progress" => PROGRESS.store(true, std::sync::atomic::Ordering::Relaxed),
             "-h" | "--help" => {
                 println!("{}", usage());
                 return Ok(());

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::loggers::Logger;
 use crate::metrics::{LogOptions, MetricStore, Reduce};
+use crate::progress::Progress;
 
 /// What the Trainer was asked to do; `setup` and `teardown` receive it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +87,8 @@ pub struct Ctx {
     pub(crate) stop: StopFlag,
     pub(crate) error: Option<Error>,
     pub(crate) hiddens: Option<Vec<Tensor>>,
+    pub(crate) loggers: Vec<Box<dyn Logger>>,
+    pub(crate) progress: Progress,
 }
 
 impl Ctx {
@@ -105,6 +109,8 @@ impl Ctx {
             stop,
             error: None,
             hiddens: None,
+            loggers: Vec::new(),
+            progress: Progress::new(false, 50),
         }
     }
 
@@ -131,9 +137,25 @@ impl Ctx {
         }
     }
 
-    /// Prints a message once per run (rank 0), through `tracing`.
+    /// Prints a line on rank 0 without breaking the progress bar (Lightning's `self.print`).
     pub fn print(&self, message: impl std::fmt::Display) {
-        tracing::info!(target: "lit", "{message}");
+        self.progress.println(&message.to_string());
+    }
+
+    /// The first logger, as Lightning's `self.logger`.
+    pub fn logger(&mut self) -> Option<&mut dyn Logger> {
+        self.loggers.first_mut().map(|l| &mut **l)
+    }
+
+    /// The logger of type `L`, to reach its experiment handle:
+    /// `cx.logger_as::<TensorBoardLogger>()?.experiment()?.add_image(…, cx.global_step())`.
+    pub fn logger_as<L: Logger>(&mut self) -> Option<&mut L> {
+        self.loggers.iter_mut().find_map(|l| l.as_any_mut().downcast_mut::<L>())
+    }
+
+    /// Every logger.
+    pub fn loggers(&mut self) -> &mut [Box<dyn Logger>] {
+        &mut self.loggers
     }
 
     /// The stage the Trainer was asked to run.
@@ -325,6 +347,8 @@ impl Drop for Log<'_> {
         }
         let batch_size = self.options.batch_size.unwrap_or(self.cx.batch_size);
         let training = self.cx.running == RunningStage::Training;
-        self.cx.metrics.log(name, value.reshape([]), self.options, batch_size, training);
+        if let Err(error) = self.cx.metrics.log(name, value.reshape([]), self.options, batch_size, training) {
+            self.cx.error.get_or_insert(error);
+        }
     }
 }

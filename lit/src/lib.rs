@@ -14,16 +14,20 @@ pub mod checkpoint;
 mod ctx;
 pub mod data;
 mod error;
+pub mod loggers;
 mod metrics;
 mod module;
 pub mod optim;
+mod progress;
+mod summary;
 mod trainer;
 
 pub use callback::Callback;
 pub use ctx::{Ctx, Log, Metric, RunningStage, Stage, StopFlag};
 pub use error::{ConfigError, DataError, Error, Result};
-pub use metrics::{LogOptions, Reduce};
+pub use metrics::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
+pub use summary::ModelSummary;
 pub use trainer::{EvalMetrics, IntoLoaders, Limit, Trainer, TrainerBuilder, TrainerConfig};
 
 /// Re-exported macros: `#[lightning_module]` on a struct and its impl block, `#[hparams]` on a

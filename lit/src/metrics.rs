@@ -1,9 +1,12 @@
 //! The metric store behind `cx.log`: step values and epoch reductions, kept as tensors and read
-//! only when someone asks (no device sync per step).
+//! only when someone asks (a logger flush, the progress bar, a callback): no device sync per step.
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
 
 /// How values logged over an epoch are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,6 +20,17 @@ pub enum Reduce {
     Max,
     /// Minimum.
     Min,
+}
+
+/// What to do when an epoch's reduced metric is NaN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NanPolicy {
+    /// Log a warning and go on.
+    #[default]
+    Warn,
+    /// End the run with an error naming the metric.
+    Error,
 }
 
 /// The options of one `log` call.
@@ -36,20 +50,35 @@ pub struct LogOptions {
     pub batch_size: Option<usize>,
 }
 
+impl LogOptions {
+    /// Whether two calls for one key agree (the batch size may differ from call to call).
+    fn same_as(&self, other: &LogOptions) -> bool {
+        LogOptions { batch_size: None, ..*self } == LogOptions { batch_size: None, ..*other }
+    }
+}
+
 struct Accumulator {
-    training: bool,
-    options: LogOptions,
     value: Tensor,
     weight: f64,
+}
+
+/// A key logged in the current epoch: its options and, when reduced, its running value.
+struct Entry {
+    training: bool,
+    options: LogOptions,
+    acc: Option<Accumulator>,
 }
 
 /// Values logged during the current run, by key.
 #[derive(Default)]
 pub(crate) struct MetricStore {
-    epoch: BTreeMap<String, Accumulator>,
+    epoch: BTreeMap<String, Entry>,
     callback: BTreeMap<String, Tensor>,
     logged: BTreeMap<String, Tensor>,
     progress: BTreeMap<String, Tensor>,
+    /// Logger values not yet handed to the loggers.
+    pending: BTreeMap<String, Tensor>,
+    pub(crate) nan: NanPolicy,
 }
 
 fn to_f64(metrics: &BTreeMap<String, Tensor>) -> BTreeMap<String, f64> {
@@ -61,66 +90,106 @@ impl MetricStore {
         if name != key {
             self.callback.insert(key.to_string(), value.shallow_clone());
         }
-        self.callback.insert(name.clone(), value.shallow_clone());
         if options.logger {
             self.logged.insert(name.clone(), value.shallow_clone());
+            self.pending.insert(name.clone(), value.shallow_clone());
         }
         if options.prog_bar {
-            self.progress.insert(name, value.shallow_clone());
+            self.progress.insert(name.clone(), value.shallow_clone());
         }
+        self.callback.insert(name, value.shallow_clone());
     }
 
-    /// Records one value; `value` is a detached scalar tensor.
-    /// `training` tells training values from evaluation ones, whose epochs end separately.
-    pub(crate) fn log(&mut self, key: String, value: Tensor, options: LogOptions, batch_size: usize, training: bool) {
+    /// Records one value; `value` is a detached scalar tensor. `training` tells training values
+    /// from evaluation ones, whose epochs end separately.
+    pub(crate) fn log(
+        &mut self,
+        key: String,
+        value: Tensor,
+        options: LogOptions,
+        batch_size: usize,
+        training: bool,
+    ) -> Result<()> {
+        match self.epoch.get(&key) {
+            Some(entry) if !entry.options.same_as(&options) => {
+                return Err(Error::hook(
+                    "log",
+                    format!(
+                        "`{key}` was logged twice in one epoch with different options: first {:?}, now {:?}",
+                        entry.options, options
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.epoch.insert(key.clone(), Entry { training, options, acc: None });
+            }
+        }
         if options.on_step {
             let name = if options.on_epoch { format!("{key}_step") } else { key.clone() };
             self.publish(&key, name, &value, &options);
         }
         if options.on_epoch {
             let value = value.to_kind(Kind::Double);
-            match self.epoch.get_mut(&key) {
-                None => {
-                    let (value, weight) = match options.reduce_fx {
-                        Reduce::Mean => (value * batch_size as f64, batch_size as f64),
-                        _ => (value, 1.0),
-                    };
-                    self.epoch.insert(key, Accumulator { training, options, value, weight });
-                }
-                Some(acc) => {
-                    acc.value = match options.reduce_fx {
-                        Reduce::Mean => &acc.value + value * batch_size as f64,
-                        Reduce::Sum => &acc.value + value,
-                        Reduce::Max => acc.value.maximum(&value),
-                        Reduce::Min => acc.value.minimum(&value),
-                    };
-                    if options.reduce_fx == Reduce::Mean {
-                        acc.weight += batch_size as f64;
-                    }
-                }
-            }
+            let entry = self.epoch.get_mut(&key).expect("inserted above");
+            entry.acc = Some(match entry.acc.take() {
+                None => match options.reduce_fx {
+                    Reduce::Mean => Accumulator { value: value * batch_size as f64, weight: batch_size as f64 },
+                    _ => Accumulator { value, weight: 1.0 },
+                },
+                Some(acc) => match options.reduce_fx {
+                    Reduce::Mean => Accumulator {
+                        value: acc.value + value * batch_size as f64,
+                        weight: acc.weight + batch_size as f64,
+                    },
+                    Reduce::Sum => Accumulator { value: acc.value + value, weight: 1.0 },
+                    Reduce::Max => Accumulator { value: acc.value.maximum(&value), weight: 1.0 },
+                    Reduce::Min => Accumulator { value: acc.value.minimum(&value), weight: 1.0 },
+                },
+            });
         }
+        Ok(())
     }
 
     /// Reduces the epoch's training (or evaluation) values and publishes them (`key` or
-    /// `key_epoch`).
-    pub(crate) fn end_epoch(&mut self, training: bool) {
+    /// `key_epoch`). A NaN result is a warning or an error, as the policy says.
+    pub(crate) fn end_epoch(&mut self, training: bool) -> Result<()> {
         let (ending, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
-            std::mem::take(&mut self.epoch).into_iter().partition(|(_, a)| a.training == training);
+            std::mem::take(&mut self.epoch).into_iter().partition(|(_, e)| e.training == training);
         self.epoch = rest;
-        for (key, acc) in ending {
-            let value = match acc.options.reduce_fx {
+        for (key, entry) in ending {
+            let Some(acc) = entry.acc else { continue };
+            let value = match entry.options.reduce_fx {
                 Reduce::Mean => acc.value / acc.weight.max(1.0),
                 _ => acc.value,
             };
-            let name = if acc.options.on_step { format!("{key}_epoch") } else { key.clone() };
-            self.publish(&key, name, &value, &acc.options);
+            if value.double_value(&[]).is_nan() {
+                match self.nan {
+                    NanPolicy::Error => {
+                        return Err(Error::hook("log", format!("the epoch value of `{key}` is NaN")));
+                    }
+                    NanPolicy::Warn => tracing::warn!(target: "lit", metric = %key, "the epoch value is NaN"),
+                }
+            }
+            let name = if entry.options.on_step { format!("{key}_epoch") } else { key.clone() };
+            self.publish(&key, name, &value, &entry.options);
         }
+        Ok(())
     }
 
     /// Forgets everything (after the sanity check, or at the start of a run).
     pub(crate) fn reset(&mut self) {
-        *self = MetricStore::default();
+        *self = MetricStore { nan: self.nan, ..MetricStore::default() };
+    }
+
+    /// Drops the logger values recorded since the last call without reading them.
+    pub(crate) fn take_pending_unread(&mut self) -> usize {
+        std::mem::take(&mut self.pending).len()
+    }
+
+    /// Takes the logger values recorded since the last call.
+    pub(crate) fn take_pending(&mut self) -> BTreeMap<String, f64> {
+        to_f64(&std::mem::take(&mut self.pending))
     }
 
     pub(crate) fn callback_metrics(&self) -> BTreeMap<String, f64> {
@@ -134,9 +203,7 @@ impl MetricStore {
     pub(crate) fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
         to_f64(&self.progress)
     }
-}
 
-impl MetricStore {
     /// The logged metrics of each of `n` evaluation loaders: keys of that loader (suffix
     /// `/dataloader_idx_i`) plus keys logged without a loader suffix.
     pub(crate) fn per_dataloader(&self, n: usize) -> Vec<BTreeMap<String, f64>> {

@@ -107,6 +107,17 @@ pub struct TrainerConfig {
     pub gradient_clip_val: Option<f64>,
     /// How to clip.
     pub gradient_clip_algorithm: GradientClipAlgorithm,
+    /// Show a progress bar (plain lines when stderr is not a terminal).
+    pub enable_progress_bar: bool,
+    /// Print the model summary when `fit` starts.
+    pub enable_model_summary: bool,
+    /// Send step metrics to the loggers every this many optimizer steps (and plain progress
+    /// lines every this many batches).
+    pub log_every_n_steps: usize,
+    /// Log to a CSV logger under `default_root_dir` when no other logger is given.
+    pub logger: bool,
+    /// What a NaN epoch metric does.
+    pub nan_metrics: crate::NanPolicy,
 }
 
 impl Default for TrainerConfig {
@@ -129,6 +140,11 @@ impl Default for TrainerConfig {
             default_root_dir: PathBuf::from("."),
             gradient_clip_val: None,
             gradient_clip_algorithm: GradientClipAlgorithm::Norm,
+            enable_progress_bar: true,
+            enable_model_summary: true,
+            log_every_n_steps: 50,
+            logger: true,
+            nan_metrics: crate::NanPolicy::Warn,
         }
     }
 }
@@ -186,6 +202,9 @@ impl TrainerConfig {
                 ConfigError::invalid("gradient_clip_val", format!("must be a finite value ≥ 0, got {v}")).into()
             );
         }
+        if self.log_every_n_steps == 0 {
+            return Err(ConfigError::invalid("log_every_n_steps", "must be at least 1").into());
+        }
         if self.devices != 1 {
             return Err(ConfigError::invalid(
                 "devices",
@@ -232,6 +251,7 @@ fn resolve_device(accelerator: &str) -> Result<Device, ConfigError> {
 pub struct TrainerBuilder {
     pub(crate) config: TrainerConfig,
     pub(crate) callbacks: Vec<Box<dyn crate::Callback>>,
+    pub(crate) loggers: Vec<Box<dyn crate::loggers::Logger>>,
 }
 
 macro_rules! setters {
@@ -247,7 +267,7 @@ macro_rules! setters {
 impl TrainerBuilder {
     /// A builder starting from `config`.
     pub fn from_config(config: TrainerConfig) -> Self {
-        TrainerBuilder { config, callbacks: Vec::new() }
+        TrainerBuilder { config, callbacks: Vec::new(), loggers: Vec::new() }
     }
 
     setters! {
@@ -285,6 +305,23 @@ impl TrainerBuilder {
         gradient_clip_val: f64 => Some;
         /// Clip by global norm (default) or by value.
         gradient_clip_algorithm: GradientClipAlgorithm => std::convert::identity;
+        /// Show a progress bar (default true).
+        enable_progress_bar: bool => std::convert::identity;
+        /// Print the model summary when `fit` starts (default true).
+        enable_model_summary: bool => std::convert::identity;
+        /// Log step metrics every this many steps (default 50).
+        log_every_n_steps: usize => std::convert::identity;
+        /// `false`: no default CSV logger (loggers added with `with_logger` are still used).
+        logger: bool => std::convert::identity;
+        /// Warn (default) or fail on a NaN epoch metric.
+        nan_metrics: crate::NanPolicy => std::convert::identity;
+    }
+
+    /// Adds a logger (several may be added); without any, a `CsvLogger` under
+    /// `default_root_dir` is used.
+    pub fn with_logger(mut self, logger: impl crate::loggers::Logger) -> Self {
+        self.loggers.push(Box::new(logger));
+        self
     }
 
     /// Adds a callback.
@@ -296,6 +333,10 @@ impl TrainerBuilder {
     /// Validates the configuration and makes the Trainer.
     pub fn build(self) -> Result<crate::Trainer> {
         let device = self.config.validate()?;
-        Ok(crate::Trainer::new(self.config, device, self.callbacks))
+        let mut loggers = self.loggers;
+        if self.config.logger && loggers.is_empty() {
+            loggers.push(Box::new(crate::loggers::CsvLogger::new(self.config.default_root_dir.clone())));
+        }
+        Ok(crate::Trainer::new(self.config, device, self.callbacks, loggers))
     }
 }

@@ -202,9 +202,20 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.check()?;
         self.cx.num_dataloaders = loaders.len();
         let epoch = self.cx.current_epoch;
+        let mut counts = Vec::with_capacity(loaders.len());
+        for loader in loaders.iter() {
+            counts.push(limit.of(loader.len(), option)?.min(configured.of(loader.len(), option)?));
+        }
+        let total = counts.iter().try_fold(0usize, |a, &n| (n != usize::MAX).then(|| a + n));
+        let label = match self.cx.running {
+            RunningStage::SanityChecking => "Sanity Checking",
+            RunningStage::Testing => "Testing",
+            _ => "Validation",
+        };
+        self.cx.progress.start(label, total);
         for (dl, loader) in loaders.iter_mut().enumerate() {
             self.cx.dataloader_idx = dl;
-            let n = limit.of(loader.len(), option)?.min(configured.of(loader.len(), option)?);
+            let n = counts[dl];
             let mut kept = Vec::new();
             for (i, batch) in loader.iter(epoch)?.take(n).enumerate() {
                 let batch = batch?;
@@ -217,6 +228,8 @@ impl<M: LightningModule> Run<'_, M> {
                 };
                 S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, self.cx)?;
                 self.cx.check()?;
+                let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
+                progress.advance(|| metrics.progress_bar_metrics());
                 if keep {
                     kept.extend(out);
                 }
@@ -228,7 +241,18 @@ impl<M: LightningModule> Run<'_, M> {
             S::outputs_end(self.model, outputs, self.cx)?;
         }
         S::epoch_end(self.model, self.callbacks, self.cx)?;
-        self.cx.metrics.end_epoch(false);
+        self.cx.metrics.end_epoch(false)?;
+        let sanity = self.cx.running == RunningStage::SanityChecking;
+        if !sanity {
+            let step = if self.cx.stage == crate::Stage::Fit {
+                self.cx.global_step.saturating_sub(1)
+            } else {
+                self.cx.global_step
+            };
+            self.flush_logs(step)?;
+        }
+        let bar = self.cx.metrics.progress_bar_metrics();
+        self.cx.progress.finish(bar, self.cx.stage != crate::Stage::Fit);
         S::end(self.model, self.callbacks, self.cx)?;
         self.cx.num_dataloaders = 1;
         self.cx.check()?;

@@ -141,6 +141,8 @@ impl<M: LightningModule> Run<'_, M> {
         let mut outputs = Vec::new();
         self.cx.running = RunningStage::Training;
         hook!(self, on_train_epoch_start());
+        self.cx.progress.start(format!("Epoch {epoch}"), Some(limit).filter(|&n| n != usize::MAX));
+        let log_every = self.config.log_every_n_steps;
 
         let mut batches = train.iter(epoch)?.take(limit).peekable();
         let mut batch_idx = 0;
@@ -148,8 +150,14 @@ impl<M: LightningModule> Run<'_, M> {
             let batch = batch?;
             let is_last = batches.peek().is_none();
             self.cx.in_step = true;
+            let stepped = self.cx.global_step;
             let out = self.train_batch(epoch, batch, batch_idx, optimizers)?;
             self.cx.in_step = false;
+            let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
+            progress.advance(|| metrics.progress_bar_metrics());
+            if self.cx.global_step != stepped && self.cx.global_step.is_multiple_of(log_every) {
+                self.flush_logs(self.cx.global_step - 1)?;
+            }
             if keep_outputs && let Some(out) = out {
                 outputs.push(out.detach());
             }
@@ -171,13 +179,16 @@ impl<M: LightningModule> Run<'_, M> {
 
         // The epoch's reductions are visible to the epoch-end hooks (a checkpoint callback may
         // monitor them); what those hooks log is reduced after them.
-        self.cx.metrics.end_epoch(true);
+        self.cx.metrics.end_epoch(true)?;
         if keep_outputs {
             self.model.training_epoch_end(outputs, self.cx)?;
             self.cx.check()?;
         }
         hook!(self, on_train_epoch_end());
-        self.cx.metrics.end_epoch(true);
+        self.cx.metrics.end_epoch(true)?;
+        self.flush_logs(self.cx.global_step.saturating_sub(1))?;
+        let bar = self.cx.metrics.progress_bar_metrics();
+        self.cx.progress.finish(bar, true);
         if tracing::enabled!(target: "lit", tracing::Level::INFO) {
             tracing::info!(target: "lit", epoch, global_step = self.cx.global_step, metrics = ?self.cx.progress_bar_or_callback(), "training epoch done");
         }

@@ -65,6 +65,7 @@ pub struct Trainer {
     device: Device,
     callbacks: Vec<Box<dyn Callback>>,
     cx: Ctx,
+    hparams_logged: bool,
 }
 
 /// Metrics of one evaluation loader, as `test` and `validate` return them.
@@ -76,9 +77,27 @@ impl Trainer {
         TrainerBuilder::default()
     }
 
-    pub(crate) fn new(config: TrainerConfig, device: Device, callbacks: Vec<Box<dyn Callback>>) -> Self {
-        let cx = Ctx::new(device, StopFlag::default());
-        Trainer { config, device, callbacks, cx }
+    pub(crate) fn new(
+        config: TrainerConfig,
+        device: Device,
+        callbacks: Vec<Box<dyn Callback>>,
+        loggers: Vec<Box<dyn crate::loggers::Logger>>,
+    ) -> Self {
+        let mut cx = Ctx::new(device, StopFlag::default());
+        cx.loggers = loggers;
+        cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
+        cx.metrics.nan = config.nan_metrics;
+        Trainer { config, device, callbacks, cx, hparams_logged: false }
+    }
+
+    /// The loggers.
+    pub fn loggers(&mut self) -> &mut [Box<dyn crate::loggers::Logger>] {
+        &mut self.cx.loggers
+    }
+
+    /// The first logger's run directory (`lightning_logs/version_N`), once it exists.
+    pub fn log_dir(&self) -> Option<&std::path::Path> {
+        self.cx.loggers.first().and_then(|l| l.log_dir())
     }
 
     /// The configuration.
@@ -212,18 +231,29 @@ impl Trainer {
         self.cx.training = stage == Stage::Fit;
         self.cx.grad_enabled = true;
         callback::merge(&mut self.callbacks, model.configure_callbacks());
+        if stage == Stage::Fit && !self.hparams_logged {
+            let hparams = model.hparams_json().unwrap_or_else(|| serde_json::json!({}));
+            for logger in &mut self.cx.loggers {
+                logger.log_hyperparams(&hparams)?;
+            }
+            self.hparams_logged = true;
+        }
         let mut run = Run { model, callbacks: &mut self.callbacks, cx: &mut self.cx, config: &self.config };
         let result = run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
             run.teardown(stage)?;
             Ok(out)
         });
+        let status = if result.is_ok() { "success" } else { "failed" };
         if let Err(error) = &result {
             tracing::error!(target: "lit", stage = stage.as_str(), %error, "run failed");
             for cb in run.callbacks.iter_mut() {
                 cb.on_exception(error, run.cx);
             }
         }
-        result
+        let finalized: Result<()> = run.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status));
+        let out = result?;
+        finalized?;
+        Ok(out)
     }
 }
 
@@ -255,6 +285,27 @@ impl<M: LightningModule> Run<'_, M> {
             self.model.var_store_mut().set_device(self.cx.device);
         }
         self.model.on_post_move_to_device(self.cx)?;
+        if stage == Stage::Fit && self.config.enable_model_summary {
+            let summary = crate::ModelSummary::of(self.model.var_store());
+            self.cx.progress.println(&summary.table());
+        }
+        Ok(())
+    }
+
+    /// Hands the logger values recorded since the last flush to the loggers, at `step`.
+    fn flush_logs(&mut self, step: usize) -> Result<()> {
+        if self.cx.loggers.is_empty() {
+            let _ = self.cx.metrics.take_pending_unread();
+            return Ok(());
+        }
+        let mut metrics = self.cx.metrics.take_pending();
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        metrics.insert("epoch".into(), self.cx.current_epoch as f64);
+        for logger in &mut self.cx.loggers {
+            logger.log_metrics(&metrics, step)?;
+        }
         Ok(())
     }
 

@@ -1,5 +1,7 @@
 //! The prediction loop.
 
+use std::collections::BTreeMap;
+
 use super::{LoaderVec, Run, hook};
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -17,6 +19,7 @@ impl<M: LightningModule> Run<'_, M> {
             hook!(self, on_predict_epoch_start());
             let mut predictions = Vec::new();
             self.cx.num_dataloaders = loaders.len();
+            self.cx.progress.start("Predicting", None);
             for (dl, loader) in loaders.iter_mut().enumerate() {
                 self.cx.dataloader_idx = dl;
                 let n = self.config.limit_predict_batches.of(loader.len(), "limit_predict_batches")?;
@@ -34,11 +37,13 @@ impl<M: LightningModule> Run<'_, M> {
                     }
                     self.model.on_predict_batch_end(&out, &held, i, dl, self.cx)?;
                     self.cx.check()?;
+                    self.cx.progress.advance(BTreeMap::new);
                     predictions.push(out);
                 }
             }
             self.cx.dataloader_idx = 0;
             self.cx.num_dataloaders = 1;
+            self.cx.progress.finish(BTreeMap::new(), true);
             hook!(self, on_predict_epoch_end());
             hook!(self, on_predict_end());
             Ok(predictions)

@@ -5,6 +5,7 @@ mod common;
 mod data;
 mod hooks;
 mod idx;
+mod logging;
 mod macros;
 mod mnist;
 mod trainer;

@@ -1,0 +1,361 @@
+//! `TensorBoardLogger`: event files (`events.out.tfevents.*`) that TensorBoard reads — scalars,
+//! histograms, images and hyper-parameters — written without TensorFlow: TFRecord framing with
+//! masked CRC-32C, and the few protobuf messages TensorBoard needs, encoded by hand.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tch::{Kind, Tensor};
+
+use super::{Logger, make_version_dir, yaml};
+use crate::error::{Error, Result};
+
+// ----- protobuf, the parts needed -----
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
+    varint(out, u64::from(field) << 3 | u64::from(wire));
+}
+
+fn field_varint(out: &mut Vec<u8>, field: u32, v: u64) {
+    key(out, field, 0);
+    varint(out, v);
+}
+
+fn field_double(out: &mut Vec<u8>, field: u32, v: f64) {
+    key(out, field, 1);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn field_float(out: &mut Vec<u8>, field: u32, v: f32) {
+    key(out, field, 5);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn field_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    key(out, field, 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn packed_doubles(out: &mut Vec<u8>, field: u32, values: &[f64]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    field_bytes(out, field, &bytes);
+}
+
+/// `Event { wall_time = 1, step = 2, file_version = 3 | summary = 5 }`.
+fn event(step: i64, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut e = Vec::new();
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    field_double(&mut e, 1, wall);
+    field_varint(&mut e, 2, step as u64);
+    body(&mut e);
+    e
+}
+
+/// `Summary { value = 1: Value { tag = 1, ...value } }`.
+fn summary(tag: &str, value: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = Vec::new();
+    field_bytes(&mut v, 1, tag.as_bytes());
+    value(&mut v);
+    let mut s = Vec::new();
+    field_bytes(&mut s, 1, &v);
+    s
+}
+
+// ----- TFRecord framing -----
+
+fn crc32c(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+            }
+            *slot = c;
+        }
+        t
+    });
+    !data.iter().fold(!0u32, |c, &b| table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
+}
+
+fn masked_crc(data: &[u8]) -> u32 {
+    let c = crc32c(data);
+    (c.rotate_right(15)).wrapping_add(0xa282_ead8)
+}
+
+/// Writes TensorBoard events to one file, as TensorFlow's `SummaryWriter` does; what
+/// `TensorBoardLogger::experiment` returns, for images, histograms and anything else.
+pub struct SummaryWriter {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl SummaryWriter {
+    /// A writer of a new event file in `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let path = dir.join(format!("events.out.tfevents.{secs}.{host}.{}", std::process::id()));
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut writer = SummaryWriter { path, file: std::io::BufWriter::new(file) };
+        writer.write(&event(0, |e| field_bytes(e, 3, b"brain.Event:2")))?;
+        Ok(writer)
+    }
+
+    /// The event file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&mut self, event: &[u8]) -> Result<()> {
+        let len = (event.len() as u64).to_le_bytes();
+        let mut record = Vec::with_capacity(event.len() + 16);
+        record.extend_from_slice(&len);
+        record.extend_from_slice(&masked_crc(&len).to_le_bytes());
+        record.extend_from_slice(event);
+        record.extend_from_slice(&masked_crc(event).to_le_bytes());
+        self.file.write_all(&record).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// A scalar at `step`.
+    pub fn add_scalar(&mut self, tag: &str, value: f64, step: usize) -> Result<()> {
+        let s = summary(tag, |v| field_float(v, 2, value as f32));
+        self.write(&event(step as i64, |e| field_bytes(e, 5, &s)))
+    }
+
+    /// A histogram of `values` (any shape) at `step`, in 30 equal buckets.
+    pub fn add_histogram(&mut self, tag: &str, values: &Tensor, step: usize) -> Result<()> {
+        let data: Vec<f64> =
+            Vec::<f64>::try_from(values.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).flatten(0, -1))?;
+        let finite: Vec<f64> = data.into_iter().filter(|v| v.is_finite()).collect();
+        let (min, max) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let (min, max) = if finite.is_empty() { (0.0, 0.0) } else { (min, max) };
+        let buckets = 30;
+        let width = ((max - min) / buckets as f64).max(1e-12);
+        let mut counts = vec![0.0; buckets];
+        for v in &finite {
+            counts[(((v - min) / width) as usize).min(buckets - 1)] += 1.0;
+        }
+        let limits: Vec<f64> = (1..=buckets).map(|i| min + width * i as f64).collect();
+        let mut h = Vec::new();
+        field_double(&mut h, 1, min);
+        field_double(&mut h, 2, max);
+        field_double(&mut h, 3, finite.len() as f64);
+        field_double(&mut h, 4, finite.iter().sum());
+        field_double(&mut h, 5, finite.iter().map(|v| v * v).sum());
+        packed_doubles(&mut h, 6, &limits);
+        packed_doubles(&mut h, 7, &counts);
+        let s = summary(tag, |v| field_bytes(v, 5, &h));
+        self.write(&event(step as i64, |e| field_bytes(e, 5, &s)))
+    }
+
+    /// An image at `step`: a `[C, H, W]` tensor (C = 1, 3 or 4), floats in [0, 1] or bytes.
+    pub fn add_image(&mut self, tag: &str, image: &Tensor, step: usize) -> Result<()> {
+        let size = image.size();
+        let [c, h, w] = size[..] else {
+            return Err(Error::msg(format!("add_image `{tag}`: expected a [C, H, W] tensor, got shape {size:?}")));
+        };
+        if ![1, 3, 4].contains(&c) {
+            return Err(Error::msg(format!("add_image `{tag}`: expected 1, 3 or 4 channels, got {c}")));
+        }
+        let bytes = if image.kind() == Kind::Uint8 {
+            image.shallow_clone()
+        } else {
+            (image.clamp(0.0, 1.0) * 255.0).round().to_kind(Kind::Uint8)
+        };
+        let hwc: Vec<u8> = Vec::<u8>::try_from(
+            bytes.detach().to_device(tch::Device::Cpu).permute([1, 2, 0]).contiguous().flatten(0, -1),
+        )?;
+        let png = png(&hwc, w as u32, h as u32, c as u8);
+        let mut img = Vec::new();
+        field_varint(&mut img, 1, h as u64);
+        field_varint(&mut img, 2, w as u64);
+        field_varint(&mut img, 3, c as u64);
+        field_bytes(&mut img, 4, &png);
+        let s = summary(tag, |v| field_bytes(v, 4, &img));
+        self.write(&event(step as i64, |e| field_bytes(e, 5, &s)))
+    }
+
+    /// Hyper-parameters for TensorBoard's HParams dashboard (numbers, strings and booleans; nested
+    /// keys are joined with `.`).
+    pub fn add_hparams(&mut self, params: &serde_json::Value) -> Result<()> {
+        let mut flat = BTreeMap::new();
+        flatten("", params, &mut flat);
+        // HParamsPluginData { version = 1, session_start_info = 3: SessionStartInfo { hparams = 1 } }
+        let mut start = Vec::new();
+        for (k, v) in &flat {
+            let mut value = Vec::new();
+            match v {
+                serde_json::Value::Number(n) => field_double(&mut value, 2, n.as_f64().unwrap_or(f64::NAN)),
+                serde_json::Value::Bool(b) => field_varint(&mut value, 4, u64::from(*b)),
+                serde_json::Value::String(s) => field_bytes(&mut value, 3, s.as_bytes()),
+                other => field_bytes(&mut value, 3, other.to_string().as_bytes()),
+            }
+            let mut entry = Vec::new();
+            field_bytes(&mut entry, 1, k.as_bytes());
+            field_bytes(&mut entry, 2, &value);
+            field_bytes(&mut start, 1, &entry);
+        }
+        let mut content = Vec::new();
+        field_varint(&mut content, 1, 0);
+        field_bytes(&mut content, 3, &start);
+        let mut plugin = Vec::new();
+        field_bytes(&mut plugin, 1, b"hparams");
+        field_bytes(&mut plugin, 2, &content);
+        let mut metadata = Vec::new();
+        field_bytes(&mut metadata, 1, &plugin);
+        let s = summary("_hparams_/session_start_info", |v| field_bytes(v, 9, &metadata));
+        self.write(&event(0, |e| field_bytes(e, 5, &s)))
+    }
+
+    /// Writes buffered events to disk.
+    pub fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other if !prefix.is_empty() => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+        _ => {}
+    }
+}
+
+/// A minimal PNG encoder: 8-bit grey, RGB or RGBA, one zlib stream, no filtering.
+fn png(pixels: &[u8], width: u32, height: u32, channels: u8) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    let color = match channels {
+        1 => 0,
+        3 => 2,
+        _ => 6,
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, color, 0, 0, 0]);
+    let row = width as usize * channels as usize;
+    let mut raw = Vec::with_capacity((row + 1) * height as usize);
+    for line in pixels.chunks(row) {
+        raw.push(0);
+        raw.extend_from_slice(line);
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = z.write_all(&raw);
+    let idat = z.finish().unwrap_or_default();
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &idat);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Writes metrics and hyper-parameters as TensorBoard event files under
+/// `<root>/lightning_logs/version_N`, as Lightning's `TensorBoardLogger`.
+/// `experiment()` is the [`SummaryWriter`] for images, histograms and the like.
+pub struct TensorBoardLogger {
+    root: PathBuf,
+    name: String,
+    version: Option<usize>,
+    dir: Option<PathBuf>,
+    writer: Option<SummaryWriter>,
+}
+
+impl TensorBoardLogger {
+    /// A logger under `root/lightning_logs/version_N`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        TensorBoardLogger { root: root.into(), name: "lightning_logs".into(), version: None, dir: None, writer: None }
+    }
+
+    /// Uses `name` instead of `lightning_logs`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Uses `version_{version}` instead of the next free number.
+    pub fn version(mut self, version: usize) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The event writer, created with the run's directory on first use.
+    pub fn experiment(&mut self) -> Result<&mut SummaryWriter> {
+        if self.writer.is_none() {
+            let (dir, version) = make_version_dir(&self.root, &self.name, self.version)?;
+            self.version = Some(version);
+            self.writer = Some(SummaryWriter::new(&dir)?);
+            self.dir = Some(dir);
+        }
+        Ok(self.writer.as_mut().expect("just created"))
+    }
+}
+
+impl Logger for TensorBoardLogger {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        format!("version_{}", self.version.unwrap_or(0))
+    }
+
+    fn log_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    fn log_hyperparams(&mut self, params: &serde_json::Value) -> Result<()> {
+        let writer = self.experiment()?;
+        writer.add_hparams(params)?;
+        let path = self.dir.as_ref().expect("created with the writer").join("hparams.yaml");
+        std::fs::write(&path, yaml::to_yaml(params)).map_err(|e| Error::io(&path, e))
+    }
+
+    fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: usize) -> Result<()> {
+        let writer = self.experiment()?;
+        for (k, &v) in metrics {
+            writer.add_scalar(k, v, step)?;
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.writer.as_mut().map_or(Ok(()), SummaryWriter::flush)
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}

@@ -1,0 +1,71 @@
+//! The model summary printed when `fit` starts: the VarStore's top-level modules with their
+//! parameter counts, and the totals, laid out as Lightning's `ModelSummary`.
+
+use std::collections::BTreeMap;
+
+use tch::nn;
+
+fn human(n: usize) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1} K", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} M", n as f64 / 1e6),
+        _ => format!("{:.1} B", n as f64 / 1e9),
+    }
+}
+
+/// The counts behind the summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    /// Each top-level module (first component of the variable paths) and its parameter count.
+    pub modules: Vec<(String, usize)>,
+    /// Parameters that require grad.
+    pub trainable: usize,
+    /// Parameters and buffers that do not.
+    pub non_trainable: usize,
+    /// Megabytes of all variables.
+    pub size_mb: f64,
+}
+
+impl ModelSummary {
+    /// The summary of `vs`.
+    pub fn of(vs: &nn::VarStore) -> Self {
+        let mut modules: BTreeMap<String, usize> = BTreeMap::new();
+        let (mut trainable, mut non_trainable, mut bytes) = (0, 0, 0);
+        for (name, t) in vs.variables() {
+            let n = t.numel();
+            let top = name.split('.').next().unwrap_or(&name).to_string();
+            *modules.entry(top).or_default() += n;
+            if t.requires_grad() {
+                trainable += n
+            } else {
+                non_trainable += n
+            }
+            bytes += n * t.kind().elt_size_in_bytes();
+        }
+        ModelSummary { modules: modules.into_iter().collect(), trainable, non_trainable, size_mb: bytes as f64 / 1e6 }
+    }
+
+    /// The table, as printed.
+    pub fn table(&self) -> String {
+        let name_w = self.modules.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+        let idx_w = self.modules.len().saturating_sub(1).to_string().len();
+        let rows: Vec<String> = self
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, (n, c))| format!("{i:>idx_w$} | {n:<name_w$} | {}", human(*c)))
+            .collect();
+        let header = format!("{:>idx_w$} | {:<name_w$} | Params", "", "Name");
+        let rule = "-".repeat(rows.iter().map(String::len).chain([header.len()]).max().unwrap_or(0));
+        let total = self.trainable + self.non_trainable;
+        let mut out = vec![header, rule.clone()];
+        out.extend(rows);
+        out.push(rule);
+        out.push(format!("{:<10}Trainable params", human(self.trainable)));
+        out.push(format!("{:<10}Non-trainable params", human(self.non_trainable)));
+        out.push(format!("{:<10}Total params", human(total)));
+        out.push(format!("{:<10.3}Total estimated model params size (MB)", self.size_mb));
+        out.join("\n")
+    }
+}
