@@ -83,6 +83,8 @@ pub(crate) enum Role {
     Table(usize),
     /// Truncated BPTT's `hiddens`.
     Hiddens,
+    /// With several optimizers, the one this `training_step` runs for.
+    OptimizerIdx,
 }
 
 /// A user parameter of a hook.
@@ -183,9 +185,19 @@ impl HookFn {
         // First by name, and `&mut Ctx` by type.
         for (i, t) in typed.iter().enumerate() {
             let name = param_name(&t.pat);
-            if name.as_deref() == Some("hiddens") && hook.name == "training_step" {
-                roles[i] = Some(Role::Hiddens);
-                continue;
+            if hook.name == "training_step" {
+                let special = match name.as_deref() {
+                    Some("hiddens") => Some(Role::Hiddens),
+                    Some("optimizer_idx") => Some(Role::OptimizerIdx),
+                    _ => None,
+                };
+                if special.is_some() {
+                    if special == Some(Role::OptimizerIdx) && !is_type_named(&t.ty, "usize") {
+                        errors.push(&t.ty, "`optimizer_idx` of hook `training_step` is a `usize`");
+                    }
+                    roles[i] = special;
+                    continue;
+                }
             }
             let by_name = name.as_deref().and_then(|n| hook.params.iter().position(|p| p.name == n));
             let by_type = ctx_reference(&t.ty).map(|_| hook.params.iter().position(|p| p.name == "cx"));

@@ -380,8 +380,12 @@ fn hook_method(lit: &TokenStream, self_ty: &Type, h: &HookFn) -> TokenStream {
             quote_spanned!(a.ty.span()=> #n)
         }
         Role::Hiddens => {
-            prelude = quote!(let __lit_hiddens = #lit::__private::take_hiddens(#cx)?;);
+            prelude.extend(quote!(let __lit_hiddens = #lit::__private::take_hiddens(#cx)?;));
             quote!(__lit_hiddens)
+        }
+        Role::OptimizerIdx => {
+            prelude.extend(quote!(let __lit_optimizer_idx = #cx.optimizer_idx();));
+            quote!(__lit_optimizer_idx)
         }
     });
     let args: Vec<TokenStream> = args.collect();

@@ -10,6 +10,7 @@ use tch::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::loggers::Logger;
 use crate::metrics::{LogOptions, MetricStore, Reduce};
+use crate::optim::{ActiveScheduler, Optimizer};
 use crate::progress::Progress;
 
 /// What the Trainer was asked to do; `setup` and `teardown` receive it.
@@ -89,6 +90,11 @@ pub struct Ctx {
     pub(crate) hiddens: Option<Vec<Tensor>>,
     pub(crate) loggers: Vec<Box<dyn Logger>>,
     pub(crate) progress: Progress,
+    pub(crate) optimizers: Vec<Box<dyn Optimizer>>,
+    pub(crate) frequencies: Vec<Option<usize>>,
+    pub(crate) schedulers: Vec<ActiveScheduler>,
+    pub(crate) optimizer_idx: usize,
+    pub(crate) total_batch_idx: usize,
 }
 
 impl Ctx {
@@ -111,6 +117,11 @@ impl Ctx {
             hiddens: None,
             loggers: Vec::new(),
             progress: Progress::new(false, 50),
+            optimizers: Vec::new(),
+            frequencies: Vec::new(),
+            schedulers: Vec::new(),
+            optimizer_idx: 0,
+            total_batch_idx: 0,
         }
     }
 
@@ -251,6 +262,47 @@ impl Ctx {
         self.metrics.progress_bar_metrics()
     }
 
+    /// With several optimizers in automatic optimization, the one `training_step` runs for
+    /// (Lightning's `optimizer_idx`).
+    pub fn optimizer_idx(&self) -> usize {
+        self.optimizer_idx
+    }
+
+    /// The number of optimizers `configure_optimizers` returned.
+    pub fn num_optimizers(&self) -> usize {
+        self.optimizers.len()
+    }
+
+    /// Manual optimization: optimizer `index`, as Lightning's `self.optimizers()[index]`. Its
+    /// `step()` counts as a global step.
+    pub fn optimizer(&mut self, index: usize) -> Result<OptimizerHandle<'_>> {
+        if index >= self.optimizers.len() {
+            return Err(Error::msg(format!(
+                "optimizer {index} does not exist: `configure_optimizers` returned {}",
+                self.optimizers.len()
+            )));
+        }
+        Ok(OptimizerHandle { cx: self, index })
+    }
+
+    /// Manual optimization: back-propagates `loss` (Lightning's `self.manual_backward`).
+    pub fn manual_backward(&mut self, loss: &Tensor) -> Result<()> {
+        Ok(loss.f_backward()?)
+    }
+
+    /// Manual optimization: steps learning-rate scheduler `index` (in the order
+    /// `configure_optimizers` attached them), with the monitored value for `ReduceLrOnPlateau`.
+    pub fn lr_scheduler_step(&mut self, index: usize, metric: Option<f64>) -> Result<()> {
+        let (schedulers, optimizers) = (&mut self.schedulers, &mut self.optimizers);
+        let s = schedulers.get_mut(index).ok_or_else(|| Error::msg(format!("lr scheduler {index} does not exist")))?;
+        s.scheduler.step(&mut *optimizers[s.optimizer], metric)
+    }
+
+    /// The learning rates of every optimizer's groups, as a `LearningRateMonitor` reads them.
+    pub fn learning_rates(&self) -> Vec<Vec<f64>> {
+        self.optimizers.iter().map(|o| o.param_groups().iter().map(|g| g.lr).collect()).collect()
+    }
+
     /// Truncated BPTT: the detached hiddens the previous chunk returned (`None` for the first
     /// chunk of a batch).
     pub fn take_hiddens(&mut self) -> Option<Vec<Tensor>> {
@@ -350,5 +402,35 @@ impl Drop for Log<'_> {
         if let Err(error) = self.cx.metrics.log(name, value.reshape([]), self.options, batch_size, training) {
             self.cx.error.get_or_insert(error);
         }
+    }
+}
+
+/// An optimizer in manual optimization; `step` goes through the Trainer, which counts it.
+pub struct OptimizerHandle<'a> {
+    cx: &'a mut Ctx,
+    index: usize,
+}
+
+impl OptimizerHandle<'_> {
+    /// Clears the gradients of the optimizer's parameters.
+    pub fn zero_grad(&mut self) {
+        self.cx.optimizers[self.index].zero_grad();
+    }
+    /// Applies one update; counts as a global step.
+    pub fn step(&mut self) {
+        self.cx.optimizers[self.index].step();
+        self.cx.global_step += 1;
+    }
+    /// The learning rate of the first group.
+    pub fn lr(&self) -> f64 {
+        self.cx.optimizers[self.index].lr()
+    }
+    /// Sets the learning rate of every group.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cx.optimizers[self.index].set_lr(lr);
+    }
+    /// The optimizer itself (clipping, state).
+    pub fn optimizer(&mut self) -> &mut dyn Optimizer {
+        &mut *self.cx.optimizers[self.index]
     }
 }

@@ -23,7 +23,7 @@ mod summary;
 mod trainer;
 
 pub use callback::Callback;
-pub use ctx::{Ctx, Log, Metric, RunningStage, Stage, StopFlag};
+pub use ctx::{Ctx, Log, Metric, OptimizerHandle, RunningStage, Stage, StopFlag};
 pub use error::{ConfigError, DataError, Error, Result};
 pub use metrics::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
@@ -51,7 +51,7 @@ pub fn seed_everything(seed: u64) {
 /// What most modules need: `use lit::prelude::*;`.
 pub mod prelude {
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
-    pub use crate::optim::{Adam, AdamW, Optimizer, Optimizers, RmsProp, Sgd};
+    pub use crate::optim::{Adam, AdamW, GroupOptions, Optimizer, Optimizers, RmsProp, SchedulerConfig, Sgd};
     pub use crate::{
         Callback, Ctx, Hooks, Hparams, LightningModule, Reduce, Result, Stage, StepOutput, Trainer, hparams,
         lightning_module, seed_everything,

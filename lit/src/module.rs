@@ -418,7 +418,9 @@ pub trait LightningModule {
         cx: &mut Ctx,
     ) -> Result<()> {
         match (gradient_clip_val, gradient_clip_algorithm) {
-            (Some(v), GradientClipAlgorithm::Norm) => optimizer.clip_grad_norm(v),
+            (Some(v), GradientClipAlgorithm::Norm) => {
+                let _ = optimizer.clip_grad_norm(v);
+            }
             (Some(v), GradientClipAlgorithm::Value) => optimizer.clip_grad_value(v),
             (None, _) => {}
         }

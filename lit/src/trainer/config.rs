@@ -107,6 +107,9 @@ pub struct TrainerConfig {
     pub gradient_clip_val: Option<f64>,
     /// How to clip.
     pub gradient_clip_algorithm: GradientClipAlgorithm,
+    /// Accumulate gradients over this many batches before stepping (the loss is divided by it;
+    /// the epoch's last, partial window is stepped too).
+    pub accumulate_grad_batches: usize,
     /// Show a progress bar (plain lines when stderr is not a terminal).
     pub enable_progress_bar: bool,
     /// Print the model summary when `fit` starts.
@@ -140,6 +143,7 @@ impl Default for TrainerConfig {
             default_root_dir: PathBuf::from("."),
             gradient_clip_val: None,
             gradient_clip_algorithm: GradientClipAlgorithm::Norm,
+            accumulate_grad_batches: 1,
             enable_progress_bar: true,
             enable_model_summary: true,
             log_every_n_steps: 50,
@@ -201,6 +205,9 @@ impl TrainerConfig {
             return Err(
                 ConfigError::invalid("gradient_clip_val", format!("must be a finite value ≥ 0, got {v}")).into()
             );
+        }
+        if self.accumulate_grad_batches == 0 {
+            return Err(ConfigError::invalid("accumulate_grad_batches", "must be at least 1").into());
         }
         if self.log_every_n_steps == 0 {
             return Err(ConfigError::invalid("log_every_n_steps", "must be at least 1").into());
@@ -305,6 +312,8 @@ impl TrainerBuilder {
         gradient_clip_val: f64 => Some;
         /// Clip by global norm (default) or by value.
         gradient_clip_algorithm: GradientClipAlgorithm => std::convert::identity;
+        /// Accumulate gradients over this many batches (default 1).
+        accumulate_grad_batches: usize => std::convert::identity;
         /// Show a progress bar (default true).
         enable_progress_bar: bool => std::convert::identity;
         /// Print the model summary when `fit` starts (default true).

@@ -8,7 +8,6 @@ use crate::ctx::RunningStage;
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::module::{LightningModule, StepOutput};
-use crate::optim::Optimizer;
 
 /// When, within an epoch, validation runs.
 struct ValSchedule {
@@ -23,23 +22,17 @@ impl<M: LightningModule> Run<'_, M> {
         train: Option<LoaderVec<'a, M::TrainBatch>>,
         val: Option<LoaderVec<'a, M::ValBatch>>,
     ) -> Result<()> {
-        if !M::AUTOMATIC_OPTIMIZATION {
-            return Err(Error::hook(
-                "fit",
-                "manual optimization (`automatic_optimization = false`) is not supported by this version of lit",
-            ));
+        let (optimizers, frequencies, schedulers) =
+            self.model.configure_optimizers(self.cx)?.build(self.model.var_store())?;
+        if optimizers.is_empty() && M::AUTOMATIC_OPTIMIZATION {
+            let message =
+                "`configure_optimizers` returned no optimizer: training runs `training_step` but updates nothing";
+            tracing::warn!(target: "lit", "{message}");
+            self.cx.progress.println(&format!("warning: {message}"));
         }
-        let optimizers = self.model.configure_optimizers(self.cx)?;
-        if optimizers.is_empty() {
-            return Err(Error::hook("configure_optimizers", "returned no optimizer; training needs one"));
-        }
-        if optimizers.len() > 1 {
-            return Err(Error::hook(
-                "configure_optimizers",
-                format!("returned {} optimizers; automatic optimization steps one", optimizers.len()),
-            ));
-        }
-        let mut optimizers = optimizers.build(self.model.var_store())?;
+        self.cx.optimizers = optimizers;
+        self.cx.frequencies = frequencies;
+        self.cx.schedulers = schedulers;
         hook!(self, on_fit_start());
 
         let mut val = match M::HOOKS.validation_step {
@@ -72,7 +65,7 @@ impl<M: LightningModule> Run<'_, M> {
                 break;
             }
             self.cx.current_epoch = epoch;
-            self.train_epoch(epoch, &mut *train, &mut val, &mut optimizers)?;
+            self.train_epoch(epoch, &mut *train, &mut val)?;
             epoch += 1;
         }
         self.cx.current_epoch = epoch;
@@ -133,7 +126,6 @@ impl<M: LightningModule> Run<'_, M> {
         epoch: usize,
         train: &mut dyn crate::data::Loader<Batch = M::TrainBatch>,
         val: &mut LoaderVec<'_, M::ValBatch>,
-        optimizers: &mut [Box<dyn Optimizer>],
     ) -> Result<()> {
         let limit = self.config.limit_train_batches.of(train.len(), "limit_train_batches")?;
         let schedule = self.val_schedule(limit, !val.is_empty(), epoch)?;
@@ -151,7 +143,7 @@ impl<M: LightningModule> Run<'_, M> {
             let is_last = batches.peek().is_none();
             self.cx.in_step = true;
             let stepped = self.cx.global_step;
-            let out = self.train_batch(epoch, batch, batch_idx, optimizers)?;
+            let out = self.train_batch(epoch, batch, batch_idx, is_last)?;
             self.cx.in_step = false;
             let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
             progress.advance(|| metrics.progress_bar_metrics());
@@ -186,6 +178,7 @@ impl<M: LightningModule> Run<'_, M> {
         }
         hook!(self, on_train_epoch_end());
         self.cx.metrics.end_epoch(true)?;
+        self.step_schedulers(crate::optim::Interval::Epoch, epoch + 1)?;
         self.flush_logs(self.cx.global_step.saturating_sub(1))?;
         let bar = self.cx.metrics.progress_bar_metrics();
         self.cx.progress.finish(bar, true);
@@ -201,7 +194,7 @@ impl<M: LightningModule> Run<'_, M> {
         epoch: usize,
         batch: M::TrainBatch,
         batch_idx: usize,
-        optimizers: &mut [Box<dyn Optimizer>],
+        is_last: bool,
     ) -> Result<Option<StepOutput>> {
         for cb in self.callbacks.iter_mut() {
             cb.on_train_batch_start(batch_idx, self.cx)?;
@@ -209,25 +202,75 @@ impl<M: LightningModule> Run<'_, M> {
         self.model.on_train_batch_start(&batch, batch_idx, self.cx)?;
         let batch = self.transfer(batch, 0)?;
         let kept = batch.shallow_clone();
-        let out = tch::with_grad(|| match M::TRUNCATED_BPTT_STEPS {
-            None => self.step(epoch, batch, batch_idx, optimizers),
-            Some(steps) => self.tbptt_steps(epoch, batch, batch_idx, steps, optimizers),
+        let out = tch::with_grad(|| -> Result<Option<StepOutput>> {
+            if !M::AUTOMATIC_OPTIMIZATION {
+                self.cx.optimizer_idx = 0;
+                return self.step(epoch, batch, batch_idx, None);
+            }
+            let active = self.active_optimizers();
+            let stepped_before = self.cx.global_step;
+            let mut out = None;
+            let mut stepped = false;
+            for &idx in &active {
+                self.cx.optimizer_idx = idx;
+                let batch = batch.shallow_clone();
+                let window = Window::of(self.config.accumulate_grad_batches, batch_idx, is_last);
+                let o = match M::TRUNCATED_BPTT_STEPS {
+                    None => self.step(epoch, batch, batch_idx, Some((idx, window)))?,
+                    Some(steps) => self.tbptt_steps(epoch, batch, batch_idx, steps, idx, window)?,
+                };
+                stepped |= o.as_ref().is_some_and(|o| o.loss.is_some()) && window.steps;
+                if o.is_some() {
+                    out = o;
+                }
+            }
+            if active.is_empty() {
+                // No optimizer: the step runs for its outputs and logs; nothing is updated.
+                self.cx.optimizer_idx = 0;
+                out = self.step(epoch, batch, batch_idx, None)?;
+            }
+            if stepped && self.cx.global_step == stepped_before {
+                self.cx.global_step += 1;
+                self.step_schedulers(crate::optim::Interval::Step, self.cx.global_step)?;
+            }
+            Ok(out)
         })?;
         for cb in self.callbacks.iter_mut() {
             cb.on_train_batch_end(out.as_ref(), batch_idx, self.cx)?;
         }
         self.model.on_train_batch_end(out.as_ref(), &kept, batch_idx, self.cx)?;
         self.cx.check()?;
+        self.cx.total_batch_idx += 1;
         Ok(out)
     }
 
-    /// `training_step`, `training_step_end` and, when there is a loss, the optimizer step.
+    /// The optimizers that step on this batch: all of them, or with frequencies the one whose
+    /// turn it is (turns counted over all batches of the run).
+    fn active_optimizers(&self) -> Vec<usize> {
+        let freqs = &self.cx.frequencies;
+        if freqs.iter().all(Option::is_none) {
+            return (0..freqs.len()).collect();
+        }
+        let cycle: usize = freqs.iter().map(|f| f.unwrap_or(1)).sum();
+        let mut pos = self.cx.total_batch_idx % cycle.max(1);
+        for (i, f) in freqs.iter().enumerate() {
+            let f = f.unwrap_or(1);
+            if pos < f {
+                return vec![i];
+            }
+            pos -= f;
+        }
+        Vec::new()
+    }
+
+    /// `training_step`, `training_step_end` and, when there is a loss and an optimizer, the
+    /// optimization of optimizer `optimize.0` in accumulation window `optimize.1`.
     fn step(
         &mut self,
         epoch: usize,
         batch: M::TrainBatch,
         batch_idx: usize,
-        optimizers: &mut [Box<dyn Optimizer>],
+        optimize: Option<(usize, Window)>,
     ) -> Result<Option<StepOutput>> {
         let Some(out) = self.model.training_step(batch, batch_idx, self.cx)? else {
             self.cx.check()?;
@@ -235,8 +278,8 @@ impl<M: LightningModule> Run<'_, M> {
         };
         self.cx.check()?;
         let out = self.model.training_step_end(out, self.cx)?;
-        if let Some(loss) = &out.loss {
-            self.optimize(epoch, batch_idx, loss, optimizers)?;
+        if let (Some(loss), Some((idx, window))) = (&out.loss, optimize) {
+            self.optimize(epoch, batch_idx, loss, idx, window)?;
         }
         Ok(Some(out))
     }
@@ -249,13 +292,14 @@ impl<M: LightningModule> Run<'_, M> {
         batch: M::TrainBatch,
         batch_idx: usize,
         steps: usize,
-        optimizers: &mut [Box<dyn Optimizer>],
+        idx: usize,
+        window: Window,
     ) -> Result<Option<StepOutput>> {
         let chunks = self.model.tbptt_split_batch(batch, steps, self.cx)?;
         let mut last = None;
         self.cx.hiddens = None;
         for chunk in chunks {
-            let out = self.step(epoch, chunk, batch_idx, optimizers);
+            let out = self.step(epoch, chunk, batch_idx, Some((idx, window)));
             let out = match out {
                 Ok(out) => out,
                 Err(e) => {
@@ -265,6 +309,10 @@ impl<M: LightningModule> Run<'_, M> {
             };
             self.cx.hiddens =
                 out.as_ref().and_then(|o| o.hiddens.as_ref()).map(|h| h.iter().map(tch::Tensor::detach).collect());
+            if out.as_ref().is_some_and(|o| o.loss.is_some()) && window.steps {
+                self.cx.global_step += 1;
+                self.step_schedulers(crate::optim::Interval::Step, self.cx.global_step)?;
+            }
             if out.is_some() {
                 last = out;
             }
@@ -273,38 +321,105 @@ impl<M: LightningModule> Run<'_, M> {
         Ok(last)
     }
 
-    /// Zero-grad, backward and step for each optimizer, with their hooks.
+    /// Zero-grad (at the start of an accumulation window), backward (of the loss divided by the
+    /// window's size) and, at the end of the window, clipping and the step, with their hooks.
     fn optimize(
         &mut self,
         epoch: usize,
         batch_idx: usize,
         loss: &tch::Tensor,
-        optimizers: &mut [Box<dyn Optimizer>],
+        idx: usize,
+        window: Window,
     ) -> Result<()> {
         let (clip, algorithm) = (self.config.gradient_clip_val, self.config.gradient_clip_algorithm);
-        for (idx, opt) in optimizers.iter_mut().enumerate() {
-            let opt = &mut **opt;
-            for cb in self.callbacks.iter_mut() {
-                cb.on_before_zero_grad(self.cx)?;
+        // The optimizers leave the context while the hooks hold one of them.
+        let mut optimizers = std::mem::take(&mut self.cx.optimizers);
+        let result = (|| -> Result<()> {
+            let opt = &mut *optimizers[idx];
+            if window.zero_grad {
+                for cb in self.callbacks.iter_mut() {
+                    cb.on_before_zero_grad(self.cx)?;
+                }
+                self.model.on_before_zero_grad(opt, self.cx)?;
+                self.model.optimizer_zero_grad(epoch, batch_idx, opt, idx, self.cx)?;
             }
-            self.model.on_before_zero_grad(opt, self.cx)?;
-            self.model.optimizer_zero_grad(epoch, batch_idx, opt, idx, self.cx)?;
+            let scaled;
+            let loss = if window.size > 1 {
+                scaled = loss / window.size as f64;
+                &scaled
+            } else {
+                loss
+            };
             for cb in self.callbacks.iter_mut() {
                 cb.on_before_backward(self.cx)?;
             }
             self.model.on_before_backward(loss, self.cx)?;
             self.model.backward(loss, idx, self.cx)?;
             hook!(self, on_after_backward());
-            for cb in self.callbacks.iter_mut() {
-                cb.on_before_optimizer_step(idx, self.cx)?;
+            if window.steps {
+                for cb in self.callbacks.iter_mut() {
+                    cb.on_before_optimizer_step(idx, self.cx)?;
+                }
+                self.model.on_before_optimizer_step(opt, idx, self.cx)?;
+                self.model.configure_gradient_clipping(opt, idx, clip, algorithm, self.cx)?;
+                self.model.optimizer_step(epoch, batch_idx, opt, idx, self.cx)?;
             }
-            self.model.on_before_optimizer_step(opt, idx, self.cx)?;
-            self.model.configure_gradient_clipping(opt, idx, clip, algorithm, self.cx)?;
-            self.model.optimizer_step(epoch, batch_idx, opt, idx, self.cx)?;
-            self.cx.check()?;
+            self.cx.check()
+        })();
+        self.cx.optimizers = optimizers;
+        result
+    }
+
+    /// Steps the schedulers of `interval` whose frequency divides `count` (steps or epochs).
+    fn step_schedulers(&mut self, interval: crate::optim::Interval, count: usize) -> Result<()> {
+        for i in 0..self.cx.schedulers.len() {
+            let s = &self.cx.schedulers[i];
+            if s.interval != interval || !count.is_multiple_of(s.frequency) {
+                continue;
+            }
+            let metric = match &s.monitor {
+                Some(key) if s.scheduler.needs_metric() => {
+                    let metrics = self.cx.callback_metrics();
+                    let value = metrics.get(key).copied().ok_or_else(|| {
+                        Error::hook(
+                            "lr_scheduler",
+                            format!(
+                                "ReduceLrOnPlateau monitors `{key}`, which was not logged; logged: {:?}",
+                                metrics.keys().collect::<Vec<_>>()
+                            ),
+                        )
+                    })?;
+                    Some(value)
+                }
+                _ => None,
+            };
+            let opt_idx = self.cx.schedulers[i].optimizer;
+            let (schedulers, optimizers) = (&mut self.cx.schedulers, &mut self.cx.optimizers);
+            schedulers[i].scheduler.step(&mut *optimizers[opt_idx], metric)?;
         }
-        self.cx.global_step += 1;
         Ok(())
+    }
+}
+
+/// Where a batch falls in its gradient-accumulation window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Batches per window (the loss is divided by it).
+    size: usize,
+    /// The first batch of a window: clear gradients first.
+    zero_grad: bool,
+    /// The last batch of a window (or of the epoch): step.
+    steps: bool,
+}
+
+impl Window {
+    fn of(accumulate: usize, batch_idx: usize, is_last: bool) -> Self {
+        let size = accumulate.max(1);
+        Window {
+            size,
+            zero_grad: batch_idx.is_multiple_of(size),
+            steps: (batch_idx + 1).is_multiple_of(size) || is_last,
+        }
     }
 }
 

@@ -8,4 +8,5 @@ mod idx;
 mod logging;
 mod macros;
 mod mnist;
+mod optim;
 mod trainer;

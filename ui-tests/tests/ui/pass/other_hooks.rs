@@ -66,7 +66,7 @@ impl Model {
     }
     fn configure_gradient_clipping(&mut self, optimizer: &mut dyn Optimizer, gradient_clip_val: Option<f64>) {
         if let Some(v) = gradient_clip_val {
-            optimizer.clip_grad_norm(v);
+            let _ = optimizer.clip_grad_norm(v);
         }
     }
     fn on_after_batch_transfer<T: Batch>(&mut self, batch: T, dataloader_idx: usize) -> T {

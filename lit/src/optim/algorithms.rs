@@ -1,0 +1,469 @@
+//! SGD, Adam, AdamW and RMSprop, as `torch.optim` computes them (its single-tensor code path).
+
+use std::collections::BTreeMap;
+
+use tch::{Tensor, nn};
+
+use super::{GroupOptions, Groups, Optimizer, OptimizerConfig, OptimizerState, ParamGroup, state_tensor};
+use crate::error::Result;
+
+/// Parameters, their per-parameter state tensors and the step count: what every algorithm has.
+struct Core {
+    groups: Vec<ParamGroup>,
+    /// State tensors by `kind/parameter` name.
+    state: BTreeMap<String, Tensor>,
+    step: i64,
+}
+
+impl Core {
+    fn zero_grad(&mut self) {
+        for (_, p) in self.groups.iter_mut().flat_map(|g| g.params.iter_mut()) {
+            p.zero_grad();
+        }
+    }
+
+    /// The state tensor `kind` of parameter `name`, created as zeros like `p`.
+    fn slot(&mut self, kind: &str, name: &str, p: &Tensor) -> Tensor {
+        self.state.entry(format!("{kind}/{name}")).or_insert_with(|| p.zeros_like()).shallow_clone()
+    }
+
+    fn state_dict(&self, options: serde_json::Value) -> OptimizerState {
+        let groups: Vec<serde_json::Value> = self
+            .groups
+            .iter()
+            .map(|g| serde_json::json!({"lr": g.lr, "initial_lr": g.initial_lr, "weight_decay": g.weight_decay}))
+            .collect();
+        OptimizerState {
+            tensors: self.state.iter().map(|(k, v)| (k.clone(), v.detach().copy())).collect(),
+            meta: serde_json::json!({"step": self.step, "groups": groups, "options": options}),
+        }
+    }
+
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        let meta = &state.meta;
+        let groups = meta.get("groups").and_then(|g| g.as_array()).cloned().unwrap_or_default();
+        if groups.len() != self.groups.len() {
+            return Err(crate::Error::msg(format!(
+                "optimizer state has {} parameter groups, the optimizer {}",
+                groups.len(),
+                self.groups.len()
+            )));
+        }
+        let mut loaded = BTreeMap::new();
+        for key in state.tensors.keys() {
+            let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
+            let param = self.groups.iter().flat_map(|g| &g.params).find(|(n, _)| n == name);
+            let Some((_, p)) = param else {
+                return Err(crate::Error::msg(format!(
+                    "optimizer state `{key}` is for a parameter this optimizer does not have"
+                )));
+            };
+            loaded.insert(key.clone(), state_tensor(state, key, p)?);
+        }
+        for (g, saved) in self.groups.iter_mut().zip(&groups) {
+            let get = |k: &str, d: f64| saved.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+            g.lr = get("lr", g.lr);
+            g.initial_lr = get("initial_lr", g.initial_lr);
+            g.weight_decay = get("weight_decay", g.weight_decay);
+        }
+        self.step = meta.get("step").and_then(|s| s.as_i64()).unwrap_or(0);
+        self.state = loaded;
+        Ok(())
+    }
+}
+
+macro_rules! optimizer_common {
+    () => {
+        fn zero_grad(&mut self) {
+            self.core.zero_grad();
+        }
+        fn param_groups(&self) -> &[ParamGroup] {
+            &self.core.groups
+        }
+        fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
+            &mut self.core.groups
+        }
+        fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+            self.core.load_state_dict(state)
+        }
+    };
+}
+
+/// Adds a group rule to a config: parameters whose names `filter` accepts get `options`.
+macro_rules! group_method {
+    () => {
+        /// Parameters whose `VarStore` names `filter` accepts form a group with `options`
+        /// (e.g. `|n| n.ends_with(".bias")` with `GroupOptions::new().weight_decay(0.0)`).
+        pub fn group(mut self, filter: impl Fn(&str) -> bool + Send + Sync + 'static, options: GroupOptions) -> Self {
+            self.groups.add(filter, options);
+            self
+        }
+
+        /// Optimizes only the parameters whose `VarStore` names `filter` accepts (e.g. the
+        /// generator's, `|n| n.starts_with("generator.")`).
+        pub fn params(mut self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+            self.groups.only(filter);
+            self
+        }
+    };
+}
+
+/// Stochastic gradient descent, as `torch.optim.SGD`.
+#[derive(Clone)]
+pub struct Sgd {
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    groups: Groups,
+}
+
+impl Sgd {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        Sgd { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, groups: Groups::default() }
+    }
+    /// With momentum.
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+    /// With dampening of the momentum.
+    pub fn dampening(mut self, dampening: f64) -> Self {
+        self.dampening = dampening;
+        self
+    }
+    /// With Nesterov momentum.
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+    /// With L2 weight decay.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+    group_method!();
+}
+
+struct SgdOptimizer {
+    config: Sgd,
+    core: Core,
+}
+
+impl OptimizerConfig for Sgd {
+    fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
+        let groups = self.groups.build(vs, self.lr, self.weight_decay);
+        Ok(Box::new(SgdOptimizer { config: self.clone(), core: Core { groups, state: BTreeMap::new(), step: 0 } }))
+    }
+}
+
+impl Optimizer for SgdOptimizer {
+    optimizer_common!();
+
+    fn step(&mut self) {
+        let _guard = tch::no_grad_guard();
+        let Sgd { momentum, dampening, nesterov, .. } = self.config;
+        self.core.step += 1;
+        for gi in 0..self.core.groups.len() {
+            let (lr, wd) = (self.core.groups[gi].lr, self.core.groups[gi].weight_decay);
+            for pi in 0..self.core.groups[gi].params.len() {
+                let (name, mut p) = {
+                    let (n, p) = &self.core.groups[gi].params[pi];
+                    (n.clone(), p.shallow_clone())
+                };
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let mut d = if wd != 0.0 { &g + &p * wd } else { g };
+                if momentum != 0.0 {
+                    let key = format!("momentum_buffer/{name}");
+                    let buf = match self.core.state.get_mut(&key) {
+                        None => {
+                            let b = d.detach().copy();
+                            self.core.state.insert(key, b.shallow_clone());
+                            b
+                        }
+                        Some(b) => {
+                            let _ = b.g_mul_scalar_(momentum).g_add_(&(&d * (1.0 - dampening)));
+                            b.shallow_clone()
+                        }
+                    };
+                    d = if nesterov { d + &buf * momentum } else { buf };
+                }
+                let _ = p.g_sub_(&(d * lr));
+            }
+        }
+    }
+
+    fn state_dict(&self) -> OptimizerState {
+        let c = &self.config;
+        self.core
+            .state_dict(serde_json::json!({"momentum": c.momentum, "dampening": c.dampening, "nesterov": c.nesterov}))
+    }
+}
+
+/// Adam, as `torch.optim.Adam`.
+#[derive(Clone)]
+pub struct Adam {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    decoupled: bool,
+    groups: Groups,
+}
+
+impl Adam {
+    /// Adam with learning rate `lr` and PyTorch's defaults for the rest.
+    pub fn new(lr: f64) -> Self {
+        Adam {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+            decoupled: false,
+            groups: Groups::default(),
+        }
+    }
+    /// With these betas.
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.betas = (beta1, beta2);
+        self
+    }
+    /// With this epsilon.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// With L2 weight decay (added to the gradient).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+    /// The AMSGrad variant.
+    pub fn amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+    group_method!();
+}
+
+/// AdamW (decoupled weight decay), as `torch.optim.AdamW`.
+#[derive(Clone)]
+pub struct AdamW(Adam);
+
+impl AdamW {
+    /// AdamW with learning rate `lr` and PyTorch's defaults (weight decay 0.01).
+    pub fn new(lr: f64) -> Self {
+        AdamW(Adam { decoupled: true, weight_decay: 0.01, ..Adam::new(lr) })
+    }
+    /// With these betas.
+    pub fn betas(self, beta1: f64, beta2: f64) -> Self {
+        AdamW(self.0.betas(beta1, beta2))
+    }
+    /// With this epsilon.
+    pub fn eps(self, eps: f64) -> Self {
+        AdamW(self.0.eps(eps))
+    }
+    /// With this decoupled weight decay.
+    pub fn weight_decay(self, weight_decay: f64) -> Self {
+        AdamW(self.0.weight_decay(weight_decay))
+    }
+    /// The AMSGrad variant.
+    pub fn amsgrad(self, amsgrad: bool) -> Self {
+        AdamW(self.0.amsgrad(amsgrad))
+    }
+    /// Parameters whose names `filter` accepts form a group with `options`.
+    pub fn group(self, filter: impl Fn(&str) -> bool + Send + Sync + 'static, options: GroupOptions) -> Self {
+        AdamW(self.0.group(filter, options))
+    }
+    /// Optimizes only the parameters whose names `filter` accepts.
+    pub fn params(self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        AdamW(self.0.params(filter))
+    }
+}
+
+struct AdamOptimizer {
+    config: Adam,
+    core: Core,
+}
+
+impl OptimizerConfig for Adam {
+    fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
+        let groups = self.groups.build(vs, self.lr, self.weight_decay);
+        Ok(Box::new(AdamOptimizer { config: self.clone(), core: Core { groups, state: BTreeMap::new(), step: 0 } }))
+    }
+}
+
+impl OptimizerConfig for AdamW {
+    fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
+        self.0.build(vs)
+    }
+}
+
+impl Optimizer for AdamOptimizer {
+    optimizer_common!();
+
+    fn step(&mut self) {
+        let _guard = tch::no_grad_guard();
+        let Adam { betas: (beta1, beta2), eps, amsgrad, decoupled, .. } = self.config;
+        self.core.step += 1;
+        let step = self.core.step as f64;
+        let bias1 = 1.0 - beta1.powf(step);
+        let bias2_sqrt = (1.0 - beta2.powf(step)).sqrt();
+        for gi in 0..self.core.groups.len() {
+            let (lr, wd) = (self.core.groups[gi].lr, self.core.groups[gi].weight_decay);
+            let step_size = lr / bias1;
+            for pi in 0..self.core.groups[gi].params.len() {
+                let (name, mut p) = {
+                    let (n, p) = &self.core.groups[gi].params[pi];
+                    (n.clone(), p.shallow_clone())
+                };
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = if wd != 0.0 && !decoupled { &g + &p * wd } else { g };
+                if wd != 0.0 && decoupled {
+                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
+                }
+                let mut m = self.core.slot("exp_avg", &name, &p);
+                let mut v = self.core.slot("exp_avg_sq", &name, &p);
+                // exp_avg.lerp_(grad, 1 - beta1)
+                let _ = m.g_add_(&((&g - &m) * (1.0 - beta1)));
+                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                let _ = v.g_mul_scalar_(beta2).addcmul_(&(&g * (1.0 - beta2)), &g);
+                let denom = if amsgrad {
+                    let mut max_v = self.core.slot("max_exp_avg_sq", &name, &p);
+                    max_v.copy_(&max_v.maximum(&v));
+                    max_v.sqrt() / bias2_sqrt + eps
+                } else {
+                    v.sqrt() / bias2_sqrt + eps
+                };
+                let _ = p.addcdiv_(&(&m * -step_size), &denom);
+            }
+        }
+    }
+
+    fn state_dict(&self) -> OptimizerState {
+        let c = &self.config;
+        self.core.state_dict(serde_json::json!({"betas": [c.betas.0, c.betas.1], "eps": c.eps, "amsgrad": c.amsgrad, "decoupled": c.decoupled}))
+    }
+}
+
+/// RMSprop, as `torch.optim.RMSprop`.
+#[derive(Clone)]
+pub struct RmsProp {
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum: f64,
+    centered: bool,
+    groups: Groups,
+}
+
+impl RmsProp {
+    /// RMSprop with learning rate `lr` and PyTorch's defaults for the rest.
+    pub fn new(lr: f64) -> Self {
+        RmsProp {
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+            groups: Groups::default(),
+        }
+    }
+    /// With this smoothing constant.
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// With this epsilon.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// With L2 weight decay.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+    /// With momentum.
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+    /// Normalise by the estimated variance of the gradient.
+    pub fn centered(mut self, centered: bool) -> Self {
+        self.centered = centered;
+        self
+    }
+    group_method!();
+}
+
+struct RmsPropOptimizer {
+    config: RmsProp,
+    core: Core,
+}
+
+impl OptimizerConfig for RmsProp {
+    fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
+        let groups = self.groups.build(vs, self.lr, self.weight_decay);
+        Ok(Box::new(RmsPropOptimizer { config: self.clone(), core: Core { groups, state: BTreeMap::new(), step: 0 } }))
+    }
+}
+
+impl Optimizer for RmsPropOptimizer {
+    optimizer_common!();
+
+    fn step(&mut self) {
+        let _guard = tch::no_grad_guard();
+        let RmsProp { alpha, eps, momentum, centered, .. } = self.config;
+        self.core.step += 1;
+        for gi in 0..self.core.groups.len() {
+            let (lr, wd) = (self.core.groups[gi].lr, self.core.groups[gi].weight_decay);
+            for pi in 0..self.core.groups[gi].params.len() {
+                let (name, mut p) = {
+                    let (n, p) = &self.core.groups[gi].params[pi];
+                    (n.clone(), p.shallow_clone())
+                };
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = if wd != 0.0 { &g + &p * wd } else { g };
+                let mut sq = self.core.slot("square_avg", &name, &p);
+                let _ = sq.g_mul_scalar_(alpha).addcmul_(&(&g * (1.0 - alpha)), &g);
+                let avg = if centered {
+                    let mut ga = self.core.slot("grad_avg", &name, &p);
+                    let _ = ga.g_add_(&((&g - &ga) * (1.0 - alpha)));
+                    (&sq - &ga * &ga).sqrt() + eps
+                } else {
+                    sq.sqrt() + eps
+                };
+                if momentum > 0.0 {
+                    let mut buf = self.core.slot("momentum_buffer", &name, &p);
+                    let _ = buf.g_mul_scalar_(momentum).addcdiv_(&g, &avg);
+                    let _ = p.g_sub_(&(&buf * lr));
+                } else {
+                    let _ = p.addcdiv_(&(&g * -lr), &avg);
+                }
+            }
+        }
+    }
+
+    fn state_dict(&self) -> OptimizerState {
+        let c = &self.config;
+        self.core.state_dict(
+            serde_json::json!({"alpha": c.alpha, "eps": c.eps, "momentum": c.momentum, "centered": c.centered}),
+        )
+    }
+}
