@@ -125,7 +125,7 @@ fn optimizer_state_round_trips() {
     let other = nn::VarStore::new(Device::Cpu);
     let _ = other.root().add("w", Tensor::zeros([2, 2], F64), true);
     let mut wrong = Adam::new(0.01).build(&other).unwrap();
-    let e = wrong.load_state_dict(&state).err().expect("an error").to_string();
+    let e = wrong.load_state_dict(&state).expect_err("a state for other parameters").to_string();
     assert!(e.contains("shape") || e.contains("does not have"), "{e}");
 }
 
