@@ -3,6 +3,7 @@
 //! ```text
 //! scripts/with-torch cargo build --release -p lit-bench
 //! scripts/with-torch target/release/lit-bench [mlp|rnn|all] [--epochs N] [--progress]
+//! scripts/with-torch target/release/lit-bench optim
 //! ```
 //!
 //! Speed: one process trains both variants over the same pre-made batches, alternating epochs
@@ -327,8 +328,59 @@ fn usage() -> lit::Error {
     )
 }
 
+/// `lit-bench optim`: one optimizer step of lit's Adam and SGD against tch's (libtorch's C++
+/// `torch::optim`), on the MLP's parameters with fixed gradients; median of 7 rounds of 200 steps.
+fn optim_speed() -> Result<()> {
+    use lit::optim::OptimizerConfig as _;
+    let make = || {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let l1 = nn::linear(vs.root() / "l1", 784, 256, Default::default());
+        let l2 = nn::linear(vs.root() / "l2", 256, 10, Default::default());
+        let x = Tensor::randn([64, 784], (Kind::Float, Device::Cpu));
+        l2.forward(&l1.forward(&x).relu()).sum(Kind::Float).backward();
+        vs
+    };
+    let time = |step: &mut dyn FnMut()| {
+        let mut rounds = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            for _ in 0..200 {
+                step();
+            }
+            rounds.push(t.elapsed().as_secs_f64() / 200.0 * 1e6);
+        }
+        rounds.sort_by(f64::total_cmp);
+        rounds[3]
+    };
+    println!("optimizer step on the mlp's parameters (203,530), microseconds per step, median of 7 x 200");
+    println!("{:<6} {:>10} {:>10} {:>7}", "optim", "lit", "tch", "ratio");
+    for (name, is_adam) in [("adam", true), ("sgd", false)] {
+        let (vs_lit, vs_tch) = (make(), make());
+        let mut lit_opt =
+            if is_adam { Adam::new(1e-3).build(&vs_lit)? } else { Sgd::new(0.01).momentum(0.9).build(&vs_lit)? };
+        let mut tch_opt = if is_adam {
+            nn::Adam::default().build(&vs_tch, 1e-3)?
+        } else {
+            nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs_tch, 0.01)?
+        };
+        let (mut l, mut t) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            l.push(time(&mut || lit_opt.step()));
+            t.push(time(&mut || tch_opt.step()));
+        }
+        l.sort_by(f64::total_cmp);
+        t.sort_by(f64::total_cmp);
+        println!("{name:<6} {:>10.1} {:>10.1} {:>7.3}", l[1], t[1], l[1] / t[1]);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("optim") {
+        return optim_speed();
+    }
     if args.first().map(String::as_str) == Some("rss") {
         let task = args.get(1).and_then(|t| Task::parse(t)).ok_or_else(usage)?;
         let variant = args.get(2).ok_or_else(usage)?;

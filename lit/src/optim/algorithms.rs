@@ -12,7 +12,25 @@ struct Core {
     groups: Vec<ParamGroup>,
     /// State tensors by `kind/parameter` name.
     state: BTreeMap<String, Tensor>,
+    /// Work buffers by `i/parameter` name, reused every step so that a step allocates nothing
+    /// (not part of the saved state).
+    scratch: BTreeMap<String, Tensor>,
     step: i64,
+}
+
+/// A 0-d tensor holding `a`, of `like`'s kind and device.
+fn scalar(a: f64, like: &Tensor) -> Tensor {
+    let a = if like.kind() == tch::Kind::Float { Tensor::from(a as f32) } else { Tensor::from(a).to_kind(like.kind()) };
+    if like.device() == tch::Device::Cpu { a } else { a.to_device(like.device()) }
+}
+
+/// `x += a * y` in place, without a temporary as large as `y` (`a` goes in as a 0-d tensor).
+fn axpy(x: &mut Tensor, a: f64, y: &Tensor) {
+    if a == 1.0 {
+        let _ = x.g_add_(y);
+    } else {
+        let _ = x.addcmul_(y, &scalar(a, y));
+    }
 }
 
 impl Core {
@@ -20,6 +38,11 @@ impl Core {
         for (_, p) in self.groups.iter_mut().flat_map(|g| g.params.iter_mut()) {
             p.zero_grad();
         }
+    }
+
+    /// Work buffer `i` of parameter `name`, shaped like `p`.
+    fn scratch(&mut self, i: usize, name: &str, p: &Tensor) -> Tensor {
+        self.scratch.entry(format!("{i}/{name}")).or_insert_with(|| p.zeros_like()).shallow_clone()
     }
 
     /// The state tensor `kind` of parameter `name`, created as zeros like `p`.
@@ -155,7 +178,10 @@ struct SgdOptimizer {
 impl OptimizerConfig for Sgd {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
         let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(SgdOptimizer { config: self.clone(), core: Core { groups, state: BTreeMap::new(), step: 0 } }))
+        Ok(Box::new(SgdOptimizer {
+            config: self.clone(),
+            core: Core { groups, state: BTreeMap::new(), scratch: BTreeMap::new(), step: 0 },
+        }))
     }
 }
 
@@ -168,6 +194,7 @@ impl Optimizer for SgdOptimizer {
         self.core.step += 1;
         for gi in 0..self.core.groups.len() {
             let (lr, wd) = (self.core.groups[gi].lr, self.core.groups[gi].weight_decay);
+            let mut neg_lr: Option<Tensor> = None;
             for pi in 0..self.core.groups[gi].params.len() {
                 let (name, mut p) = {
                     let (n, p) = &self.core.groups[gi].params[pi];
@@ -177,23 +204,42 @@ impl Optimizer for SgdOptimizer {
                 if !g.defined() {
                     continue;
                 }
-                let mut d = if wd != 0.0 { &g + &p * wd } else { g };
+                // d = grad (+ weight_decay * param)
+                let mut d = if wd != 0.0 {
+                    let mut d = self.core.scratch(0, &name, &p);
+                    d.copy_(&g);
+                    axpy(&mut d, wd, &p);
+                    d
+                } else {
+                    g
+                };
                 if momentum != 0.0 {
                     let key = format!("momentum_buffer/{name}");
-                    let buf = match self.core.state.get_mut(&key) {
+                    let mut buf = match self.core.state.get(&key) {
                         None => {
                             let b = d.detach().copy();
                             self.core.state.insert(key, b.shallow_clone());
                             b
                         }
                         Some(b) => {
-                            let _ = b.g_mul_scalar_(momentum).g_add_(&(&d * (1.0 - dampening)));
-                            b.shallow_clone()
+                            let mut b = b.shallow_clone();
+                            let _ = b.g_mul_scalar_(momentum);
+                            axpy(&mut b, 1.0 - dampening, &d);
+                            b
                         }
                     };
-                    d = if nesterov { d + &buf * momentum } else { buf };
+                    d = if nesterov {
+                        let mut n = self.core.scratch(1, &name, &p);
+                        n.copy_(&d);
+                        axpy(&mut n, momentum, &buf);
+                        n
+                    } else {
+                        buf.shallow_clone()
+                    };
+                    let _ = &mut buf;
                 }
-                let _ = p.g_sub_(&(d * lr));
+                let neg_lr = neg_lr.get_or_insert_with(|| scalar(-lr, &p));
+                let _ = p.addcmul_(&d, neg_lr);
             }
         }
     }
@@ -296,7 +342,10 @@ struct AdamOptimizer {
 impl OptimizerConfig for Adam {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
         let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(AdamOptimizer { config: self.clone(), core: Core { groups, state: BTreeMap::new(), step: 0 } }))
+        Ok(Box::new(AdamOptimizer {
+            config: self.clone(),
+            core: Core { groups, state: BTreeMap::new(), scratch: BTreeMap::new(), step: 0 },
+        }))
     }
 }
 
@@ -328,24 +377,37 @@ impl Optimizer for AdamOptimizer {
                 if !g.defined() {
                     continue;
                 }
-                let g = if wd != 0.0 && !decoupled { &g + &p * wd } else { g };
                 if wd != 0.0 && decoupled {
                     let _ = p.g_mul_scalar_(1.0 - lr * wd);
                 }
+                let g = if wd != 0.0 && !decoupled {
+                    let mut d = self.core.scratch(0, &name, &p);
+                    d.copy_(&g);
+                    axpy(&mut d, wd, &p);
+                    d
+                } else {
+                    g
+                };
                 let mut m = self.core.slot("exp_avg", &name, &p);
                 let mut v = self.core.slot("exp_avg_sq", &name, &p);
-                // exp_avg.lerp_(grad, 1 - beta1)
-                let _ = m.g_add_(&((&g - &m) * (1.0 - beta1)));
-                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                let _ = v.g_mul_scalar_(beta2).addcmul_(&(&g * (1.0 - beta2)), &g);
-                let denom = if amsgrad {
-                    let mut max_v = self.core.slot("max_exp_avg_sq", &name, &p);
-                    max_v.copy_(&max_v.maximum(&v));
-                    max_v.sqrt() / bias2_sqrt + eps
+                // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+                let _ = m.lerp_(&g, 1.0 - beta1);
+                let squared = self.core.scratch(1, &name, &p);
+                let _ = g.mul_out(&squared, &g);
+                let _ = v.lerp_(&squared, 1.0 - beta2);
+                // sqrt(v) / c + eps = (sqrt(v) + eps * c) / c with c = sqrt(bias_correction2), so
+                // param -= step_size * m / denom is param += m / ((sqrt(v) + eps * c) / (-step_size * c)).
+                let mut denom = self.core.scratch(2, &name, &p);
+                let v = if amsgrad {
+                    let max_v = self.core.slot("max_exp_avg_sq", &name, &p);
+                    let _ = max_v.maximum_out(&max_v, &v);
+                    max_v
                 } else {
-                    v.sqrt() / bias2_sqrt + eps
+                    v
                 };
-                let _ = p.addcdiv_(&(&m * -step_size), &denom);
+                let _ = v.sqrt_out(&denom);
+                let _ = denom.g_add_scalar_(eps * bias2_sqrt).g_div_scalar_(-step_size * bias2_sqrt);
+                let _ = p.addcdiv_(&m, &denom);
             }
         }
     }
@@ -417,7 +479,10 @@ struct RmsPropOptimizer {
 impl OptimizerConfig for RmsProp {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
         let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(RmsPropOptimizer { config: self.clone(), core: Core { groups, state: BTreeMap::new(), step: 0 } }))
+        Ok(Box::new(RmsPropOptimizer {
+            config: self.clone(),
+            core: Core { groups, state: BTreeMap::new(), scratch: BTreeMap::new(), step: 0 },
+        }))
     }
 }
 
@@ -439,22 +504,36 @@ impl Optimizer for RmsPropOptimizer {
                 if !g.defined() {
                     continue;
                 }
-                let g = if wd != 0.0 { &g + &p * wd } else { g };
-                let mut sq = self.core.slot("square_avg", &name, &p);
-                let _ = sq.g_mul_scalar_(alpha).addcmul_(&(&g * (1.0 - alpha)), &g);
-                let avg = if centered {
-                    let mut ga = self.core.slot("grad_avg", &name, &p);
-                    let _ = ga.g_add_(&((&g - &ga) * (1.0 - alpha)));
-                    (&sq - &ga * &ga).sqrt() + eps
+                let g = if wd != 0.0 {
+                    let mut d = self.core.scratch(0, &name, &p);
+                    d.copy_(&g);
+                    axpy(&mut d, wd, &p);
+                    d
                 } else {
-                    sq.sqrt() + eps
+                    g
                 };
+                let mut sq = self.core.slot("square_avg", &name, &p);
+                let mut scaled = self.core.scratch(1, &name, &p);
+                scaled.copy_(&g);
+                let _ = scaled.g_mul_scalar_(1.0 - alpha);
+                let _ = sq.g_mul_scalar_(alpha).addcmul_(&scaled, &g);
+                let mut avg = self.core.scratch(2, &name, &p);
+                if centered {
+                    let mut ga = self.core.slot("grad_avg", &name, &p);
+                    let _ = ga.lerp_(&g, 1.0 - alpha);
+                    avg.copy_(&sq);
+                    axpy(&mut avg, -1.0, &(&ga * &ga));
+                } else {
+                    avg.copy_(&sq);
+                }
+                let _ = avg.sqrt_().g_add_scalar_(eps);
                 if momentum > 0.0 {
                     let mut buf = self.core.slot("momentum_buffer", &name, &p);
                     let _ = buf.g_mul_scalar_(momentum).addcdiv_(&g, &avg);
-                    let _ = p.g_sub_(&(&buf * lr));
+                    axpy(&mut p, -lr, &buf);
                 } else {
-                    let _ = p.addcdiv_(&(&g * -lr), &avg);
+                    let _ = avg.g_div_scalar_(-lr);
+                    let _ = p.addcdiv_(&g, &avg);
                 }
             }
         }
