@@ -14,6 +14,7 @@ pub mod checkpoint;
 mod ctx;
 pub mod data;
 mod error;
+pub mod image;
 pub mod loggers;
 mod metrics;
 mod module;

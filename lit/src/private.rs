@@ -46,13 +46,19 @@ pub fn hparams_json<M: ModelParts>(m: &M) -> Option<serde_json::Value> {
 /// What a `training_step` may return.
 #[diagnostic::on_unimplemented(
     message = "`training_step` cannot return `{Self}`",
-    label = "return a `Tensor` (the loss), a `StepOutput`, `Option<_>` of those (None skips the batch), or `lit::Result<_>` of any of them"
+    label = "return a `Tensor` (the loss), a `StepOutput`, `Option<_>` of those (None skips the batch), `()`, or `lit::Result<_>` of any of them"
 )]
 pub trait IntoTrainStep {
     /// The table's form.
     fn into_train_step(self) -> Result<Option<StepOutput>>;
 }
 
+/// Nothing: no optimizer step for this batch (what manual optimization returns).
+impl IntoTrainStep for () {
+    fn into_train_step(self) -> Result<Option<StepOutput>> {
+        Ok(None)
+    }
+}
 impl IntoTrainStep for Tensor {
     fn into_train_step(self) -> Result<Option<StepOutput>> {
         Ok(Some(StepOutput::loss(self)))

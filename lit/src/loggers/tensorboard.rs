@@ -183,7 +183,7 @@ impl SummaryWriter {
         let hwc: Vec<u8> = Vec::<u8>::try_from(
             bytes.detach().to_device(tch::Device::Cpu).permute([1, 2, 0]).contiguous().flatten(0, -1),
         )?;
-        let png = png(&hwc, w as u32, h as u32, c as u8);
+        let png = crate::image::png(&hwc, w as u32, h as u32, c as u8);
         let mut img = Vec::new();
         field_varint(&mut img, 1, h as u64);
         field_varint(&mut img, 2, w as u64);
@@ -244,42 +244,6 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, s
         }
         _ => {}
     }
-}
-
-/// A minimal PNG encoder: 8-bit grey, RGB or RGBA, one zlib stream, no filtering.
-fn png(pixels: &[u8], width: u32, height: u32, channels: u8) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&crc.sum().to_be_bytes());
-    }
-    let color = match channels {
-        1 => 0,
-        3 => 2,
-        _ => 6,
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, color, 0, 0, 0]);
-    let row = width as usize * channels as usize;
-    let mut raw = Vec::with_capacity((row + 1) * height as usize);
-    for line in pixels.chunks(row) {
-        raw.push(0);
-        raw.extend_from_slice(line);
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    let _ = z.write_all(&raw);
-    let idat = z.finish().unwrap_or_default();
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &idat);
-    chunk(&mut out, b"IEND", &[]);
-    out
 }
 
 /// Writes metrics and hyper-parameters as TensorBoard event files under

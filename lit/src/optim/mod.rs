@@ -159,8 +159,11 @@ impl Groups {
 
     /// The trainable variables of `vs`, sorted by name, split into groups.
     pub(crate) fn build(&self, vs: &nn::VarStore, lr: f64, weight_decay: f64) -> Vec<ParamGroup> {
-        let mut variables: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut variables: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(n, t)| t.requires_grad() && self.only.as_ref().is_none_or(|f| f(n)))
+            .collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         let mut groups: Vec<ParamGroup> = self
             .rules

@@ -337,6 +337,7 @@ struct TwoParts {
     b: Tensor,
     calls: Vec<(usize, usize)>,
     frequencies: bool,
+    optimized: Vec<Vec<String>>,
 }
 
 #[lightning_module]
@@ -345,7 +346,16 @@ impl TwoParts {
         let vs = nn::VarStore::new(Device::Cpu);
         let a = vs.root().sub("a").ones("w", &[2]);
         let b = vs.root().sub("b").ones("w", &[2]);
-        TwoParts { vs, a, b, calls: Vec::new(), frequencies }
+        TwoParts { vs, a, b, calls: Vec::new(), frequencies, optimized: Vec::new() }
+    }
+
+    fn on_train_start(&mut self, cx: &mut Ctx) -> lit::Result<()> {
+        for i in 0..cx.num_optimizers() {
+            let mut handle = cx.optimizer(i)?;
+            let names = handle.optimizer().param_groups().iter().flat_map(|g| g.names().map(String::from)).collect();
+            self.optimized.push(names);
+        }
+        Ok(())
     }
 
     fn training_step(&mut self, x: Tensor, batch_idx: usize, optimizer_idx: usize) -> Tensor {
@@ -372,6 +382,11 @@ fn several_optimizers_take_turns() -> lit::Result<()> {
     trainer.fit(&mut model, batches(), ())?;
     let expected: Vec<(usize, usize)> = (0..6).flat_map(|i| [(i, 0), (i, 1)]).collect();
     assert_eq!(model.calls, expected, "training_step runs once per optimizer");
+    assert_eq!(
+        model.optimized,
+        [vec!["a.w".to_string()], vec!["b.w".to_string()]],
+        "each optimizer has its own parameters"
+    );
     assert_eq!(trainer.global_step(), 6);
 
     let mut model = TwoParts::build(true);
