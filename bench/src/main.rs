@@ -198,6 +198,7 @@ fn trainer(epochs: usize) -> lit::TrainerBuilder {
         .num_sanity_val_steps(0)
         .enable_progress_bar(PROGRESS.load(std::sync::atomic::Ordering::Relaxed))
         .enable_model_summary(false)
+        .enable_checkpointing(false)
         .logger(false)
 }
 

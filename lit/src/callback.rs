@@ -165,6 +165,14 @@ pub trait Callback: Any {
     }
     /// A run is ending with `error`.
     fn on_exception(&mut self, error: &Error, cx: &mut Ctx) {}
+    /// State to store in checkpoints (keyed by `name()`), restored by `load_state_dict`.
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Restores the state a checkpoint stored.
+    fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Merges the module's callbacks into the Trainer's, as Lightning does: a module callback

@@ -22,6 +22,17 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The metadata key under which lit's record is stored.
 const META_KEY: &str = "lit";
 
+/// Where training stood when a checkpoint was written: enough to continue with the next batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The epoch to continue in.
+    pub epoch: usize,
+    /// Batches of that epoch already trained (0: start the epoch).
+    pub batch_in_epoch: usize,
+    /// Training batches seen in the whole run (drives optimizer turns).
+    pub total_batch_idx: usize,
+}
+
 /// lit's record of a run, stored in the checkpoint's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -29,13 +40,37 @@ pub struct CheckpointMeta {
     pub format_version: u32,
     /// The lit version that wrote it.
     pub lit_version: String,
+    /// The libtorch version it was written with.
+    #[serde(default)]
+    pub libtorch_version: String,
     /// The module's hyper-parameters, as JSON.
     pub hparams: Option<serde_json::Value>,
     /// Epochs completed.
     pub epoch: usize,
     /// Optimizer steps taken.
     pub global_step: usize,
+    /// Where to continue training.
+    #[serde(default)]
+    pub loops: LoopState,
+    /// Each optimizer's scalar state (its tensors are stored as `__lit__/optimizer.N/…`).
+    #[serde(default)]
+    pub optimizers: Vec<serde_json::Value>,
+    /// Each learning-rate scheduler's state.
+    #[serde(default)]
+    pub schedulers: Vec<serde_json::Value>,
+    /// Callback states by callback name.
+    #[serde(default)]
+    pub callbacks: BTreeMap<String, serde_json::Value>,
+    /// What the module's `on_save_checkpoint` added.
+    #[serde(default)]
+    pub module: serde_json::Map<String, serde_json::Value>,
+    /// CRC-32 of every stored tensor's bytes, checked on load.
+    #[serde(default)]
+    pub crc32: BTreeMap<String, u32>,
 }
+
+/// Prefix of the stored tensors that are lit's own state rather than the module's variables.
+pub const STATE_PREFIX: &str = "__lit__/";
 
 impl CheckpointMeta {
     /// A record for the current run.
@@ -43,9 +78,16 @@ impl CheckpointMeta {
         CheckpointMeta {
             format_version: FORMAT_VERSION,
             lit_version: env!("CARGO_PKG_VERSION").into(),
+            libtorch_version: "2.13.0".into(),
             hparams,
             epoch,
             global_step,
+            loops: LoopState { epoch, ..LoopState::default() },
+            optimizers: Vec::new(),
+            schedulers: Vec::new(),
+            callbacks: BTreeMap::new(),
+            module: serde_json::Map::new(),
+            crc32: BTreeMap::new(),
         }
     }
 }
@@ -128,13 +170,26 @@ fn raw(name: &str, t: &Tensor, path: &Path) -> Result<Raw> {
 
 /// Writes `vs`'s variables and `meta` to `path` atomically.
 pub fn save(path: impl AsRef<Path>, vs: &nn::VarStore, meta: &CheckpointMeta) -> Result<()> {
-    let path = path.as_ref();
-    let variables = vs.variables();
+    save_with(path.as_ref(), vs, &BTreeMap::new(), meta.clone())
+}
+
+/// Writes the variables, lit's state tensors (names under [`STATE_PREFIX`]) and `meta`, with a
+/// CRC-32 of every tensor, atomically.
+pub(crate) fn save_with(
+    path: &Path,
+    vs: &nn::VarStore,
+    state: &BTreeMap<String, Tensor>,
+    mut meta: CheckpointMeta,
+) -> Result<()> {
     let mut raws = BTreeMap::new();
-    for (name, t) in &variables {
-        raws.insert(name.clone(), raw(name, t, path)?);
+    for (name, t) in vs.variables().iter().chain(state.iter()) {
+        let r = raw(name, t, path)?;
+        let mut crc = flate2::Crc::new();
+        crc.update(&r.bytes);
+        meta.crc32.insert(name.clone(), crc.sum());
+        raws.insert(name.clone(), r);
     }
-    let meta_json = serde_json::to_string(meta).map_err(|e| error(path, format!("cannot encode metadata: {e}")))?;
+    let meta_json = serde_json::to_string(&meta).map_err(|e| error(path, format!("cannot encode metadata: {e}")))?;
     let bytes = safetensors::serialize(
         raws.iter().map(|(k, v)| (k.as_str(), v)),
         Some(HashMap::from([(META_KEY.to_string(), meta_json)])),
@@ -190,6 +245,13 @@ impl Checkpoint {
             serde_json::from_value(value).map_err(|e| error(path, format!("metadata is incomplete ({e})")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
+            if let Some(&expected) = meta.crc32.get(&name) {
+                let mut crc = flate2::Crc::new();
+                crc.update(view.data());
+                if crc.sum() != expected {
+                    return Err(error(path, format!("tensor `{name}` is corrupt (checksum mismatch)")));
+                }
+            }
             let kind = kind(view.dtype())
                 .ok_or_else(|| error(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
@@ -198,9 +260,20 @@ impl Checkpoint {
         Ok(Checkpoint { path: path.to_path_buf(), meta, tensors })
     }
 
-    /// The stored tensors by name.
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored tensors by name (the module's variables and lit's state).
     pub fn tensors(&self) -> &BTreeMap<String, Tensor> {
         &self.tensors
+    }
+
+    /// The tensors stored under `prefix` (within lit's state), with the prefix removed.
+    pub(crate) fn state_tensors(&self, prefix: &str) -> BTreeMap<String, Tensor> {
+        let full = format!("{STATE_PREFIX}{prefix}");
+        self.tensors.iter().filter_map(|(k, v)| Some((k.strip_prefix(&full)?.to_string(), v.shallow_clone()))).collect()
     }
 
     /// The stored hyper-parameters, deserialised.
@@ -215,7 +288,8 @@ impl Checkpoint {
     pub fn load_into(&self, vs: &mut nn::VarStore) -> Result<()> {
         let variables = vs.variables();
         let missing: Vec<&String> = variables.keys().filter(|k| !self.tensors.contains_key(*k)).collect();
-        let unexpected: Vec<&String> = self.tensors.keys().filter(|k| !variables.contains_key(*k)).collect();
+        let unexpected: Vec<&String> =
+            self.tensors.keys().filter(|k| !k.starts_with(STATE_PREFIX) && !variables.contains_key(*k)).collect();
         let mismatched: Vec<String> = variables
             .iter()
             .filter_map(|(k, v)| {

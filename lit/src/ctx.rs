@@ -95,6 +95,20 @@ pub struct Ctx {
     pub(crate) schedulers: Vec<ActiveScheduler>,
     pub(crate) optimizer_idx: usize,
     pub(crate) total_batch_idx: usize,
+    /// Checkpoint writes and deletions callbacks asked for; the loop carries them out.
+    pub(crate) requests: Vec<CheckpointRequest>,
+    /// The epoch being trained and the batches of it done, until its end hooks start.
+    pub(crate) epoch_progress: Option<(usize, usize)>,
+    /// The epoch a resumed run would start.
+    pub(crate) next_epoch: usize,
+    pub(crate) validation_enabled: bool,
+    pub(crate) default_root_dir: std::path::PathBuf,
+}
+
+/// What a callback asked of the loop about checkpoints.
+pub(crate) enum CheckpointRequest {
+    Save(std::path::PathBuf),
+    Remove(std::path::PathBuf),
 }
 
 impl Ctx {
@@ -122,6 +136,11 @@ impl Ctx {
             schedulers: Vec::new(),
             optimizer_idx: 0,
             total_batch_idx: 0,
+            requests: Vec::new(),
+            epoch_progress: None,
+            next_epoch: 0,
+            validation_enabled: false,
+            default_root_dir: std::path::PathBuf::from("."),
         }
     }
 
@@ -260,6 +279,33 @@ impl Ctx {
     /// The metrics shown on the progress bar.
     pub fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
         self.metrics.progress_bar_metrics()
+    }
+
+    /// Asks the Trainer to write a full checkpoint (weights, optimizer and scheduler state, loop
+    /// position, callback state) to `path` once the current hook returns.
+    pub fn save_checkpoint(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.requests.push(CheckpointRequest::Save(path.into()));
+    }
+
+    /// Asks the Trainer to delete the checkpoint at `path` after the saves asked for before it
+    /// have succeeded (so that a failed save never costs an older checkpoint).
+    pub fn remove_checkpoint(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.requests.push(CheckpointRequest::Remove(path.into()));
+    }
+
+    /// The first logger's run directory (`…/lightning_logs/version_N`), if there is one.
+    pub fn log_dir(&self) -> Option<std::path::PathBuf> {
+        self.loggers.iter().find_map(|l| l.log_dir().map(std::path::Path::to_path_buf))
+    }
+
+    /// The Trainer's `default_root_dir`.
+    pub fn default_root_dir(&self) -> &std::path::Path {
+        &self.default_root_dir
+    }
+
+    /// Whether this fit validates (a validation step and loaders exist).
+    pub fn has_validation(&self) -> bool {
+        self.validation_enabled
     }
 
     /// With several optimizers in automatic optimization, the one `training_step` runs for

@@ -10,6 +10,7 @@
 #[path = "private.rs"]
 pub mod __private;
 mod callback;
+pub mod callbacks;
 pub mod checkpoint;
 mod ctx;
 pub mod data;
@@ -51,6 +52,7 @@ pub fn seed_everything(seed: u64) {
 
 /// What most modules need: `use lit::prelude::*;`.
 pub mod prelude {
+    pub use crate::callbacks::{EarlyStopping, LearningRateMonitor, ModelCheckpoint};
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
     pub use crate::optim::{Adam, AdamW, GroupOptions, Optimizer, Optimizers, RmsProp, SchedulerConfig, Sgd};
     pub use crate::{

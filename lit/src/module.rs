@@ -252,6 +252,22 @@ pub trait LightningModule {
     fn configure_optimizers(&mut self, cx: &mut Ctx) -> Result<Optimizers> {
         Ok(Optimizers::none())
     }
+    /// Adds the module's own entries to a checkpoint being written.
+    fn on_save_checkpoint(
+        &mut self,
+        checkpoint: &mut serde_json::Map<String, serde_json::Value>,
+        cx: &mut Ctx,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Reads the module's own entries from a checkpoint being loaded to resume.
+    fn on_load_checkpoint(
+        &mut self,
+        checkpoint: &serde_json::Map<String, serde_json::Value>,
+        cx: &mut Ctx,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// Called once the variables are on the training device.
     fn on_post_move_to_device(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())

@@ -103,7 +103,7 @@ fn main() -> lit::Result<()> {
 
     // The checkpoint rebuilds the same model: same hparams, same predictions.
     let path = std::env::temp_dir().join("lit-mnist-example.ckpt");
-    trainer.save_checkpoint(&path, &model)?;
+    trainer.save_checkpoint(&path, &mut model)?;
     let mut restored = LitMnist::load_from_checkpoint(&path)?;
     let before = trainer.predict(&mut model, Batches::new(vec![test_images.shallow_clone()]))?;
     let after = trainer.predict(&mut restored, Batches::new(vec![test_images]))?;

@@ -35,6 +35,12 @@ pub trait Loader: Send {
     /// The batches of epoch `epoch` (the epoch seeds shuffling, so each epoch has its own order
     /// and a resumed run sees the same one).
     fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, Self::Batch>>;
+
+    /// The batches of epoch `epoch` from batch `start` on, in the same order as `iter`: where a
+    /// resumed run continues. The default skips `start` batches.
+    fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, Self::Batch>> {
+        Ok(Box::new(self.iter(epoch)?.skip(start)))
+    }
 }
 
 impl<B: Batch> Loader for Box<dyn Loader<Batch = B>> {
@@ -44,6 +50,9 @@ impl<B: Batch> Loader for Box<dyn Loader<Batch = B>> {
     }
     fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, B>> {
         (**self).iter(epoch)
+    }
+    fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {
+        (**self).iter_from(epoch, start)
     }
 }
 
@@ -67,6 +76,9 @@ impl<B: Batch> Loader for Batches<B> {
     }
     fn iter(&mut self, _epoch: usize) -> Result<BatchIter<'_, B>> {
         Ok(Box::new(self.batches.iter().map(|b| Ok(b.shallow_clone()))))
+    }
+    fn iter_from(&mut self, _epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {
+        Ok(Box::new(self.batches.iter().skip(start).map(|b| Ok(b.shallow_clone()))))
     }
 }
 
@@ -215,6 +227,10 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
     }
 
     fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, B>> {
+        self.iter_from(epoch, 0)
+    }
+
+    fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {
         let order = Arc::new(self.epoch_order(epoch));
         let batches = self.num_batches();
         let (batch_size, samples) = (self.batch_size, order.len());
@@ -222,7 +238,7 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
         if self.num_workers == 0 {
             let (dataset, collate) = (&*self.dataset, &*self.collate);
             let mut failed = false;
-            return Ok(Box::new((0..batches).map_while(move |b| {
+            return Ok(Box::new((start.min(batches)..batches).map_while(move |b| {
                 if failed {
                     return None;
                 }
@@ -231,7 +247,7 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
                 Some(result)
             })));
         }
-        Ok(Box::new(WorkerIter::spawn(self, order, batches, range)))
+        Ok(Box::new(WorkerIter::spawn(self, order, start.min(batches), batches, range)))
     }
 }
 
@@ -242,6 +258,7 @@ struct WorkerIter<B> {
     handles: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     next: usize,
+    start: usize,
     batches: usize,
     failed: bool,
 }
@@ -250,10 +267,11 @@ impl<B: Batch> WorkerIter<B> {
     fn spawn<D: Dataset>(
         loader: &DataLoader<D, B>,
         order: Arc<Vec<usize>>,
+        start: usize,
         batches: usize,
         range: impl Fn(usize) -> std::ops::Range<usize> + Send + Sync + Clone + 'static,
     ) -> Self {
-        let workers = loader.num_workers.min(batches.max(1));
+        let workers = loader.num_workers.min((batches - start).max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
@@ -262,7 +280,7 @@ impl<B: Batch> WorkerIter<B> {
             let (dataset, collate) = (Arc::clone(&loader.dataset), Arc::clone(&loader.collate));
             let (order, stop, range) = (Arc::clone(&order), Arc::clone(&stop), range.clone());
             let spawned = std::thread::Builder::new().name(format!("lit-loader-{w}")).spawn(move || {
-                for b in (w..batches).step_by(workers) {
+                for b in (start + w..batches).step_by(workers) {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
@@ -280,7 +298,7 @@ impl<B: Batch> WorkerIter<B> {
             }
             receivers.push(rx);
         }
-        WorkerIter { receivers, handles, stop, next: 0, batches, failed: false }
+        WorkerIter { receivers, handles, stop, next: start, start, batches, failed: false }
     }
 }
 
@@ -291,7 +309,7 @@ impl<B> Iterator for WorkerIter<B> {
         if self.failed || self.next >= self.batches {
             return None;
         }
-        let (batch, worker) = (self.next, self.next % self.receivers.len());
+        let (batch, worker) = (self.next, (self.next - self.start) % self.receivers.len());
         self.next += 1;
         let result =
             self.receivers[worker].recv().unwrap_or_else(|_| Err(Error::from(DataError::WorkerDied { worker, batch })));

@@ -188,6 +188,10 @@ impl OptimizerConfig for Sgd {
 impl Optimizer for SgdOptimizer {
     optimizer_common!();
 
+    fn name(&self) -> &'static str {
+        "SGD"
+    }
+
     fn step(&mut self) {
         let _guard = tch::no_grad_guard();
         let Sgd { momentum, dampening, nesterov, .. } = self.config;
@@ -358,6 +362,10 @@ impl OptimizerConfig for AdamW {
 impl Optimizer for AdamOptimizer {
     optimizer_common!();
 
+    fn name(&self) -> &'static str {
+        if self.config.decoupled { "AdamW" } else { "Adam" }
+    }
+
     fn step(&mut self) {
         let _guard = tch::no_grad_guard();
         let Adam { betas: (beta1, beta2), eps, amsgrad, decoupled, .. } = self.config;
@@ -488,6 +496,10 @@ impl OptimizerConfig for RmsProp {
 
 impl Optimizer for RmsPropOptimizer {
     optimizer_common!();
+
+    fn name(&self) -> &'static str {
+        "RMSprop"
+    }
 
     fn step(&mut self) {
         let _guard = tch::no_grad_guard();

@@ -53,6 +53,10 @@ pub struct OptimizerState {
 /// An optimizer the loops drive; the hooks `optimizer_zero_grad`, `optimizer_step` and
 /// `configure_gradient_clipping` receive it.
 pub trait Optimizer {
+    /// The algorithm's name, as PyTorch calls it (`Adam`, `SGD`, …).
+    fn name(&self) -> &'static str {
+        "Optimizer"
+    }
     /// Clears the gradients of the optimized parameters.
     fn zero_grad(&mut self);
     /// Applies one update from the current gradients.

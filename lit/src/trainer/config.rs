@@ -121,6 +121,10 @@ pub struct TrainerConfig {
     pub logger: bool,
     /// What a NaN epoch metric does.
     pub nan_metrics: crate::NanPolicy,
+    /// Add a `ModelCheckpoint` callback unless one is given.
+    pub enable_checkpointing: bool,
+    /// Stop training after this much time, `"DD:HH:MM:SS"` (adds a `Timer` callback).
+    pub max_time: Option<String>,
 }
 
 impl Default for TrainerConfig {
@@ -149,6 +153,8 @@ impl Default for TrainerConfig {
             log_every_n_steps: 50,
             logger: true,
             nan_metrics: crate::NanPolicy::Warn,
+            enable_checkpointing: true,
+            max_time: None,
         }
     }
 }
@@ -324,6 +330,10 @@ impl TrainerBuilder {
         logger: bool => std::convert::identity;
         /// Warn (default) or fail on a NaN epoch metric.
         nan_metrics: crate::NanPolicy => std::convert::identity;
+        /// Add a `ModelCheckpoint` callback unless one is given (default true).
+        enable_checkpointing: bool => std::convert::identity;
+        /// Stop training after this much time, `"DD:HH:MM:SS"`.
+        max_time: impl Into<String> => |t: _| Some(Into::into(t));
     }
 
     /// Adds a logger (several may be added); without any, a `CsvLogger` under
@@ -342,10 +352,22 @@ impl TrainerBuilder {
     /// Validates the configuration and makes the Trainer.
     pub fn build(self) -> Result<crate::Trainer> {
         let device = self.config.validate()?;
+        let mut callbacks = self.callbacks;
+        let has = |callbacks: &[Box<dyn crate::Callback>], id: std::any::TypeId| {
+            callbacks.iter().any(|c| std::any::Any::type_id(&**c) == id)
+        };
+        if self.config.enable_checkpointing
+            && !has(&callbacks, std::any::TypeId::of::<crate::callbacks::ModelCheckpoint>())
+        {
+            callbacks.push(Box::new(crate::callbacks::ModelCheckpoint::default()));
+        }
+        if let Some(max_time) = &self.config.max_time {
+            callbacks.push(Box::new(crate::callbacks::Timer::new(crate::callbacks::Timer::parse(max_time)?)));
+        }
         let mut loggers = self.loggers;
         if self.config.logger && loggers.is_empty() {
             loggers.push(Box::new(crate::loggers::CsvLogger::new(self.config.default_root_dir.clone())));
         }
-        Ok(crate::Trainer::new(self.config, device, self.callbacks, loggers))
+        Ok(crate::Trainer::new(self.config, device, callbacks, loggers))
     }
 }

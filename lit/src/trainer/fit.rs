@@ -21,6 +21,7 @@ impl<M: LightningModule> Run<'_, M> {
         &mut self,
         train: Option<LoaderVec<'a, M::TrainBatch>>,
         val: Option<LoaderVec<'a, M::ValBatch>>,
+        ckpt: Option<crate::checkpoint::Checkpoint>,
     ) -> Result<()> {
         let (optimizers, frequencies, schedulers) =
             self.model.configure_optimizers(self.cx)?.build(self.model.var_store())?;
@@ -33,12 +34,20 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.optimizers = optimizers;
         self.cx.frequencies = frequencies;
         self.cx.schedulers = schedulers;
+        self.cx.epoch_progress = None;
+        let mut resume_batch = 0;
+        if let Some(ckpt) = &ckpt {
+            ckpt.load_into(self.model.var_store_mut())?;
+            self.restore(ckpt)?;
+            resume_batch = ckpt.meta.loops.batch_in_epoch;
+        }
         hook!(self, on_fit_start());
 
         let mut val = match M::HOOKS.validation_step {
             true => self.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "fit")?,
             false => Vec::new(),
         };
+        self.cx.validation_enabled = !val.is_empty();
         self.sanity_check(&mut val)?;
 
         let mut train = self.loaders(
@@ -65,13 +74,19 @@ impl<M: LightningModule> Run<'_, M> {
                 break;
             }
             self.cx.current_epoch = epoch;
-            self.train_epoch(epoch, &mut *train, &mut val)?;
+            self.train_epoch(epoch, std::mem::take(&mut resume_batch), &mut *train, &mut val)?;
             epoch += 1;
         }
         self.cx.current_epoch = epoch;
         hook!(self, on_train_end());
         hook!(self, on_fit_end());
         Ok(())
+    }
+
+    /// Whether the epoch ended before its last batch (max_steps or a stop request).
+    fn stopped_early(&self, limit: usize) -> bool {
+        let done = self.cx.epoch_progress.map_or(0, |(_, d)| d);
+        done < limit && (self.max_steps_reached() || self.cx.should_stop())
     }
 
     fn max_steps_reached(&self) -> bool {
@@ -124,6 +139,7 @@ impl<M: LightningModule> Run<'_, M> {
     fn train_epoch(
         &mut self,
         epoch: usize,
+        start: usize,
         train: &mut dyn crate::data::Loader<Batch = M::TrainBatch>,
         val: &mut LoaderVec<'_, M::ValBatch>,
     ) -> Result<()> {
@@ -136,8 +152,9 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.progress.start(format!("Epoch {epoch}"), Some(limit).filter(|&n| n != usize::MAX));
         let log_every = self.config.log_every_n_steps;
 
-        let mut batches = train.iter(epoch)?.take(limit).peekable();
-        let mut batch_idx = 0;
+        let mut batches = train.iter_from(epoch, start)?.take(limit.saturating_sub(start)).peekable();
+        let mut batch_idx = start;
+        self.cx.epoch_progress = Some((epoch, start));
         while let Some(batch) = batches.next() {
             let batch = batch?;
             let is_last = batches.peek().is_none();
@@ -155,14 +172,17 @@ impl<M: LightningModule> Run<'_, M> {
             }
             let validate = schedule.enabled
                 && match schedule.every {
-                    Some(n) => (batch_idx + 1) % n == 0,
+                    Some(n) => (batch_idx + 1).is_multiple_of(n),
                     None => is_last,
                 };
+            batch_idx += 1;
+            self.cx.epoch_progress = Some((epoch, batch_idx));
+            self.process_requests()?;
             if validate {
                 self.eval_limited::<eval::Validation>(val, RunningStage::Validating, None)?;
                 self.cx.running = RunningStage::Training;
+                self.process_requests()?;
             }
-            batch_idx += 1;
             if self.max_steps_reached() || self.stop_allowed(epoch + 1) {
                 break;
             }
@@ -170,15 +190,23 @@ impl<M: LightningModule> Run<'_, M> {
         drop(batches);
 
         // The epoch's reductions are visible to the epoch-end hooks (a checkpoint callback may
-        // monitor them); what those hooks log is reduced after them.
+        // monitor them); what those hooks log is reduced after them. The epoch schedulers step
+        // first, so that a checkpoint written by an epoch-end hook holds the whole epoch.
         self.cx.metrics.end_epoch(true)?;
+        let finished = self.cx.epoch_progress.is_some_and(|(_, done)| done >= limit) || !self.stopped_early(limit);
+        if finished {
+            // A partial epoch (max_steps, a stop request) steps its epoch schedulers when a
+            // resumed run finishes it.
+            self.step_schedulers(crate::optim::Interval::Epoch, epoch + 1)?;
+            self.cx.epoch_progress = None;
+            self.cx.next_epoch = epoch + 1;
+        }
         if keep_outputs {
             self.model.training_epoch_end(outputs, self.cx)?;
             self.cx.check()?;
         }
         hook!(self, on_train_epoch_end());
         self.cx.metrics.end_epoch(true)?;
-        self.step_schedulers(crate::optim::Interval::Epoch, epoch + 1)?;
         self.flush_logs(self.cx.global_step.saturating_sub(1))?;
         let bar = self.cx.metrics.progress_bar_metrics();
         self.cx.progress.finish(bar, true);

@@ -1,5 +1,6 @@
 //! The [`Trainer`]: runs a [`LightningModule`]'s hooks in Lightning's order.
 
+mod checkpointing;
 mod config;
 mod eval;
 mod fit;
@@ -53,6 +54,9 @@ impl<L: Loader + ?Sized> Loader for &mut L {
     }
     fn iter(&mut self, epoch: usize) -> Result<crate::data::BatchIter<'_, L::Batch>> {
         (**self).iter(epoch)
+    }
+    fn iter_from(&mut self, epoch: usize, start: usize) -> Result<crate::data::BatchIter<'_, L::Batch>> {
+        (**self).iter_from(epoch, start)
     }
 }
 
@@ -146,12 +150,62 @@ impl Trainer {
         &self.callbacks
     }
 
-    /// Saves `model`'s variables, hyper-parameters and the run's position to `path`
-    /// (atomically); `Model::load_from_checkpoint(path)` rebuilds the model from it.
-    pub fn save_checkpoint<M: LightningModule>(&self, path: impl AsRef<std::path::Path>, model: &M) -> Result<()> {
-        let meta =
-            crate::checkpoint::CheckpointMeta::new(model.hparams_json(), self.cx.current_epoch, self.cx.global_step);
-        crate::checkpoint::save(path, model.var_store(), &meta)
+    /// Saves a full checkpoint to `path`, atomically: `model`'s variables and hyper-parameters,
+    /// the optimizers' and schedulers' state of the last `fit`, the loop position and the
+    /// callbacks' state. `Model::load_from_checkpoint(path)` rebuilds the model from it;
+    /// `fit_from_checkpoint` continues training from it.
+    pub fn save_checkpoint<M: LightningModule>(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        model: &mut M,
+    ) -> Result<()> {
+        let (meta, state) = checkpointing::build_state(model, &self.callbacks, &mut self.cx)?;
+        crate::checkpoint::save_with(path.as_ref(), model.var_store(), &state, meta)
+    }
+
+    /// Continues training from a checkpoint written by `save_checkpoint` or `ModelCheckpoint`:
+    /// weights, optimizer and scheduler state, callback state, and the position in the epoch,
+    /// so that the run goes on with the next batch of the same shuffled order.
+    pub fn fit_from_checkpoint<'a, M: LightningModule>(
+        &mut self,
+        model: &mut M,
+        train: impl IntoLoaders<'a, M::TrainBatch>,
+        val: impl IntoLoaders<'a, M::ValBatch>,
+        ckpt_path: impl AsRef<std::path::Path>,
+    ) -> Result<()> {
+        let ckpt = crate::checkpoint::Checkpoint::load(ckpt_path)?;
+        let (train, val) = (train.into_loaders(), val.into_loaders());
+        self.run(model, Stage::Fit, |run| run.fit(train, val, Some(ckpt)))
+    }
+
+    /// Runs the test loop with the weights of a checkpoint first: `"best"` or `"last"` (from the
+    /// `ModelCheckpoint` callback) or a path.
+    pub fn test_from_checkpoint<'a, M: LightningModule>(
+        &mut self,
+        model: &mut M,
+        test: impl IntoLoaders<'a, M::TestBatch>,
+        ckpt: &str,
+    ) -> Result<Vec<EvalMetrics>> {
+        let path = self.resolve_checkpoint(ckpt)?;
+        crate::checkpoint::Checkpoint::load(&path)?.load_into(model.var_store_mut())?;
+        self.test(model, test)
+    }
+
+    /// `"best"`, `"last"` or a path, as a checkpoint file.
+    fn resolve_checkpoint(&self, ckpt: &str) -> Result<std::path::PathBuf> {
+        let callback = self
+            .callbacks
+            .iter()
+            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>());
+        let found = match (ckpt, callback) {
+            ("best", Some(c)) => c.best_model_path().map(std::path::Path::to_path_buf),
+            ("last", Some(c)) => c.last_model_path().map(std::path::Path::to_path_buf),
+            ("best" | "last", None) => None,
+            (path, _) => Some(std::path::PathBuf::from(path)),
+        };
+        found.ok_or_else(|| {
+            crate::Error::msg(format!("no `{ckpt}` checkpoint: the ModelCheckpoint callback has not saved one"))
+        })
     }
 
     /// Trains `model` on `train` (or the module's `train_dataloader`), validating on `val` (or
@@ -163,7 +217,7 @@ impl Trainer {
         val: impl IntoLoaders<'a, M::ValBatch>,
     ) -> Result<()> {
         let (train, val) = (train.into_loaders(), val.into_loaders());
-        self.run(model, Stage::Fit, |run| run.fit(train, val))
+        self.run(model, Stage::Fit, |run| run.fit(train, val, None))
     }
 
     /// Runs one validation epoch; returns the metrics of each loader.
@@ -228,6 +282,7 @@ impl Trainer {
         };
         self.cx.metrics.reset();
         self.cx.stop.clear();
+        self.cx.default_root_dir = self.config.default_root_dir.clone();
         self.cx.training = stage == Stage::Fit;
         self.cx.grad_enabled = true;
         callback::merge(&mut self.callbacks, model.configure_callbacks());
@@ -273,6 +328,7 @@ macro_rules! hook {
         }
         $run.model.$name($($arg,)* &mut *$run.cx)?;
         $run.cx.check()?;
+        $run.process_requests()?;
     }};
 }
 pub(crate) use hook;

@@ -53,8 +53,8 @@ impl Other {
 fn saved(name: &str, width: i64) -> std::path::PathBuf {
     let dir = temp_dir(name);
     let path = dir.join("small.ckpt");
-    let trainer = Trainer::builder().accelerator("cpu").build().unwrap();
-    trainer.save_checkpoint(&path, &Small::new(SmallConfig { width })).unwrap();
+    let mut trainer = Trainer::builder().accelerator("cpu").build().unwrap();
+    trainer.save_checkpoint(&path, &mut Small::new(SmallConfig { width })).unwrap();
     path
 }
 
@@ -70,8 +70,8 @@ fn load_error<T>(result: lit::Result<T>) -> String {
 fn writes_are_atomic_and_readable() {
     let path = saved("ckpt-atomic", 3);
     // Overwriting leaves one complete file and no temporary files behind.
-    let trainer = Trainer::builder().accelerator("cpu").build().unwrap();
-    trainer.save_checkpoint(&path, &Small::new(SmallConfig { width: 3 })).unwrap();
+    let mut trainer = Trainer::builder().accelerator("cpu").build().unwrap();
+    trainer.save_checkpoint(&path, &mut Small::new(SmallConfig { width: 3 })).unwrap();
     let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -273,7 +273,7 @@ fn a_trained_model_reloads_from_its_checkpoint() -> lit::Result<()> {
 
     let dir = crate::common::temp_dir("reload");
     let path = dir.join("net.ckpt");
-    trainer.save_checkpoint(&path, &net)?;
+    trainer.save_checkpoint(&path, &mut net)?;
     let mut restored = Net::load_from_checkpoint(&path)?;
     assert_eq!(restored.hparams().hidden, 16);
     assert_eq!(restored.hparams().dropout, 0.1);

@@ -1,0 +1,156 @@
+//! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
+//! [`LearningRateMonitor`] and [`Timer`]. They decide; the loop acts (a checkpoint request, a
+//! stop request).
+
+mod early_stopping;
+mod model_checkpoint;
+
+use std::time::{Duration, Instant};
+
+pub use early_stopping::EarlyStopping;
+pub use model_checkpoint::ModelCheckpoint;
+
+use crate::callback::Callback;
+use crate::ctx::Ctx;
+use crate::error::{ConfigError, Result};
+
+/// Whether lower or higher values of a monitored metric are better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Lower is better (a loss).
+    #[default]
+    Min,
+    /// Higher is better (an accuracy).
+    Max,
+}
+
+impl Mode {
+    /// Whether `a` is better than `b` by more than `delta`.
+    pub(crate) fn better(self, a: f64, b: f64, delta: f64) -> bool {
+        match self {
+            Mode::Min => a < b - delta,
+            Mode::Max => a > b + delta,
+        }
+    }
+}
+
+/// When the learning-rate monitor logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoggingInterval {
+    /// Every optimizer step.
+    #[default]
+    Step,
+    /// Every epoch.
+    Epoch,
+}
+
+/// Logs every optimizer's learning rate (`lr-Adam`, `lr-Adam/pg1` for further groups,
+/// `lr-Adam-1` for a second Adam), as Lightning's `LearningRateMonitor`.
+#[derive(Debug, Default)]
+pub struct LearningRateMonitor {
+    interval: LoggingInterval,
+}
+
+impl LearningRateMonitor {
+    /// Logs at every step (`LoggingInterval::Step`) or epoch.
+    pub fn new(interval: LoggingInterval) -> Self {
+        LearningRateMonitor { interval }
+    }
+
+    fn log(&self, cx: &mut Ctx, on_step: bool) {
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        let entries: Vec<(String, f64)> = cx
+            .optimizers
+            .iter()
+            .flat_map(|opt| {
+                let n = seen.entry(opt.name()).or_default();
+                let base = if *n == 0 { format!("lr-{}", opt.name()) } else { format!("lr-{}-{n}", opt.name()) };
+                *n += 1;
+                opt.param_groups()
+                    .iter()
+                    .enumerate()
+                    .map(|(g, group)| (if g == 0 { base.clone() } else { format!("{base}/pg{g}") }, group.lr))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (name, lr) in entries {
+            cx.log(name, lr).on_step(on_step).on_epoch(!on_step);
+        }
+    }
+}
+
+impl Callback for LearningRateMonitor {
+    fn on_train_batch_start(&mut self, _batch_idx: usize, cx: &mut Ctx) -> Result<()> {
+        if self.interval == LoggingInterval::Step {
+            self.log(cx, true);
+        }
+        Ok(())
+    }
+    fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        if self.interval == LoggingInterval::Epoch {
+            self.log(cx, false);
+        }
+        Ok(())
+    }
+}
+
+/// Stops training once `duration` of training time has passed (Lightning's `Timer`, which
+/// `max_time` adds). The time spent survives resume.
+#[derive(Debug)]
+pub struct Timer {
+    duration: Duration,
+    spent_before: Duration,
+    started: Option<Instant>,
+}
+
+impl Timer {
+    /// Stops after `duration`.
+    pub fn new(duration: Duration) -> Self {
+        Timer { duration, spent_before: Duration::ZERO, started: None }
+    }
+
+    /// Parses Lightning's `"DD:HH:MM:SS"` (e.g. `"00:12:00:00"` for twelve hours).
+    pub fn parse(text: &str) -> std::result::Result<Duration, ConfigError> {
+        let parts: Vec<u64> = text
+            .split(':')
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| ConfigError::invalid("max_time", format!("\"{text}\" is not \"DD:HH:MM:SS\"")))?;
+        let [d, h, m, s] = parts[..] else {
+            return Err(ConfigError::invalid("max_time", format!("\"{text}\" is not \"DD:HH:MM:SS\"")));
+        };
+        Ok(Duration::from_secs(((d * 24 + h) * 60 + m) * 60 + s))
+    }
+
+    /// Training time so far.
+    pub fn elapsed(&self) -> Duration {
+        self.spent_before + self.started.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+impl Callback for Timer {
+    fn on_train_start(&mut self, _cx: &mut Ctx) -> Result<()> {
+        self.started = Some(Instant::now());
+        Ok(())
+    }
+    fn on_train_end(&mut self, _cx: &mut Ctx) -> Result<()> {
+        self.spent_before = self.elapsed();
+        self.started = None;
+        Ok(())
+    }
+    fn on_train_batch_end(&mut self, _: Option<&crate::StepOutput>, _: usize, cx: &mut Ctx) -> Result<()> {
+        if self.elapsed() >= self.duration {
+            tracing::info!(target: "lit", elapsed = ?self.elapsed(), "max_time reached: stopping");
+            cx.request_stop();
+        }
+        Ok(())
+    }
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"elapsed_secs": self.elapsed().as_secs_f64()}))
+    }
+    fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()> {
+        self.spent_before = Duration::from_secs_f64(state.get("elapsed_secs").and_then(|v| v.as_f64()).unwrap_or(0.0));
+        Ok(())
+    }
+}

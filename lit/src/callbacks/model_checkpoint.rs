@@ -1,0 +1,301 @@
+//! `ModelCheckpoint`: saves checkpoints during training, keeps the best k by a monitored metric.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::Mode;
+use crate::callback::Callback;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+
+/// Saves checkpoints as training goes, as Lightning's `ModelCheckpoint`: every `every_n_epochs`
+/// epochs (after validation when there is one), every `every_n_train_steps` steps or every
+/// `train_time_interval`; with a `monitor`, keeps the `save_top_k` best by it; `save_last`
+/// keeps `last.ckpt` too. The Trainer adds one by default (`enable_checkpointing`).
+///
+/// The filename template takes `{epoch}`, `{step}` and any logged metric, with a format
+/// (`{val_loss:.3f}`), written as `name=value` as Lightning does: `"{epoch}-{val_loss:.2f}"` gives
+/// `epoch=3-val_loss=0.12.ckpt`.
+#[derive(Debug, Clone)]
+pub struct ModelCheckpoint {
+    dirpath: Option<PathBuf>,
+    filename: String,
+    monitor: Option<String>,
+    mode: Mode,
+    save_top_k: i64,
+    save_last: bool,
+    every_n_epochs: Option<usize>,
+    every_n_train_steps: Option<usize>,
+    train_time_interval: Option<Duration>,
+    best_k: BTreeMap<PathBuf, f64>,
+    best_model_path: Option<PathBuf>,
+    best_model_score: Option<f64>,
+    last_model_path: Option<PathBuf>,
+    last_saved_step: Option<usize>,
+    last_time: Option<Instant>,
+}
+
+impl Default for ModelCheckpoint {
+    fn default() -> Self {
+        ModelCheckpoint {
+            dirpath: None,
+            filename: "{epoch}-{step}".into(),
+            monitor: None,
+            mode: Mode::Min,
+            save_top_k: 1,
+            save_last: false,
+            every_n_epochs: None,
+            every_n_train_steps: None,
+            train_time_interval: None,
+            best_k: BTreeMap::new(),
+            best_model_path: None,
+            best_model_score: None,
+            last_model_path: None,
+            last_saved_step: None,
+            last_time: None,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($($(#[$doc:meta])* $name:ident: $t:ty => $conv:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: $t) -> Self {
+            self.$name = $conv(value);
+            self
+        }
+    )*};
+}
+
+impl ModelCheckpoint {
+    /// Lightning's defaults: the last epoch's checkpoint under `<log dir>/checkpoints`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    setter! {
+        /// The directory (default: `checkpoints/` in the logger's run directory, or in
+        /// `default_root_dir` without a logger).
+        dirpath: impl Into<PathBuf> => |p: _| Some(Into::into(p));
+        /// The file name template, without `.ckpt`.
+        filename: impl Into<String> => Into::into;
+        /// The logged metric that ranks checkpoints.
+        monitor: impl Into<String> => |m: _| Some(Into::into(m));
+        /// Lower (`Mode::Min`) or higher is better.
+        mode: Mode => std::convert::identity;
+        /// How many checkpoints to keep (-1: all, 0: none but `last`).
+        save_top_k: i64 => std::convert::identity;
+        /// Also keep `last.ckpt`, overwritten at every save.
+        save_last: bool => std::convert::identity;
+        /// Save every this many epochs.
+        every_n_epochs: usize => Some;
+        /// Save every this many training steps.
+        every_n_train_steps: usize => Some;
+        /// Save at most once per this interval of training time.
+        train_time_interval: Duration => Some;
+    }
+
+    /// The best checkpoint so far.
+    pub fn best_model_path(&self) -> Option<&Path> {
+        self.best_model_path.as_deref()
+    }
+
+    /// The monitored value of the best checkpoint.
+    pub fn best_model_score(&self) -> Option<f64> {
+        self.best_model_score
+    }
+
+    /// The newest checkpoint.
+    pub fn last_model_path(&self) -> Option<&Path> {
+        self.last_model_path.as_deref()
+    }
+
+    /// The kept checkpoints and their scores.
+    pub fn best_k_models(&self) -> &BTreeMap<PathBuf, f64> {
+        &self.best_k
+    }
+
+    fn dir(&self, cx: &Ctx) -> PathBuf {
+        self.dirpath
+            .clone()
+            .unwrap_or_else(|| cx.log_dir().unwrap_or_else(|| cx.default_root_dir().to_path_buf()).join("checkpoints"))
+    }
+
+    /// The file name for the current state, from the template.
+    fn format_name(&self, metrics: &BTreeMap<String, f64>, cx: &Ctx) -> Result<String> {
+        let mut out = String::new();
+        let mut rest = self.filename.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..].find('}').ok_or_else(|| {
+                Error::msg(format!("ModelCheckpoint filename `{}` has an unclosed `{{`", self.filename))
+            })? + open;
+            let field = &rest[open + 1..close];
+            let (name, spec) = field.split_once(':').unwrap_or((field, ""));
+            let value = match name {
+                "epoch" => Some(cx.current_epoch() as f64),
+                "step" => Some(cx.global_step() as f64),
+                other => metrics.get(other).copied(),
+            };
+            let text = match (value, spec) {
+                (None, _) => {
+                    return Err(Error::msg(format!(
+                        "ModelCheckpoint filename `{}` uses `{name}`, which was not logged; logged: {:?}",
+                        self.filename,
+                        metrics.keys().collect::<Vec<_>>()
+                    )));
+                }
+                (Some(v), "") if name == "epoch" || name == "step" => format!("{}", v as i64),
+                (Some(v), "") => format!("{v}"),
+                (Some(v), spec) => {
+                    let digits = spec.trim_start_matches('.').trim_end_matches('f').parse::<usize>().map_err(|_| {
+                        Error::msg(format!("ModelCheckpoint filename `{}`: unsupported format `{spec}`", self.filename))
+                    })?;
+                    format!("{v:.digits$}")
+                }
+            };
+            out.push_str(&format!("{name}={text}"));
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// Saves (or not) now, as the options say.
+    fn save(&mut self, cx: &mut Ctx) -> Result<()> {
+        if self.last_saved_step == Some(cx.global_step()) {
+            return Ok(());
+        }
+        let metrics = cx.callback_metrics();
+        let dir = self.dir(cx);
+        let name = self.format_name(&metrics, cx)?;
+        let path = dir.join(format!("{name}.ckpt"));
+        self.last_saved_step = Some(cx.global_step());
+
+        match (&self.monitor, self.save_top_k) {
+            (_, 0) => {}
+            (None, k) => {
+                // Without a monitor, keep the newest k (all with -1).
+                cx.save_checkpoint(&path);
+                self.best_k.insert(path.clone(), cx.global_step() as f64);
+                if k > 0 && self.best_k.len() > k as usize {
+                    let oldest = self.best_k.iter().min_by(|a, b| a.1.total_cmp(b.1)).map(|(p, _)| p.clone());
+                    if let Some(oldest) = oldest.filter(|o| *o != path) {
+                        self.best_k.remove(&oldest);
+                        cx.remove_checkpoint(oldest);
+                    }
+                }
+                self.best_model_path = Some(path.clone());
+            }
+            (Some(monitor), k) => {
+                let current = *metrics.get(monitor).ok_or_else(|| {
+                    Error::msg(format!(
+                        "ModelCheckpoint monitors `{monitor}`, which was not logged; logged: {:?}",
+                        metrics.keys().collect::<Vec<_>>()
+                    ))
+                })?;
+                let worst = self
+                    .best_k
+                    .iter()
+                    .max_by(|a, b| {
+                        if self.mode.better(*a.1, *b.1, 0.0) {
+                            std::cmp::Ordering::Less
+                        } else {
+                            std::cmp::Ordering::Greater
+                        }
+                    })
+                    .map(|(p, v)| (p.clone(), *v));
+                let full = k >= 0 && self.best_k.len() >= k as usize;
+                let keep = !full || worst.as_ref().is_some_and(|(_, w)| self.mode.better(current, *w, 0.0));
+                if keep && current.is_finite() {
+                    cx.save_checkpoint(&path);
+                    self.best_k.insert(path.clone(), current);
+                    if full && let Some((worst_path, _)) = worst.filter(|(p, _)| *p != path) {
+                        self.best_k.remove(&worst_path);
+                        cx.remove_checkpoint(worst_path);
+                    }
+                    let best = self.best_k.iter().fold(None::<(&PathBuf, f64)>, |acc, (p, &v)| match acc {
+                        Some((_, b)) if !self.mode.better(v, b, 0.0) => acc,
+                        _ => Some((p, v)),
+                    });
+                    if let Some((p, v)) = best {
+                        self.best_model_path = Some(p.clone());
+                        self.best_model_score = Some(v);
+                    }
+                }
+            }
+        }
+        if self.save_last {
+            let last = dir.join("last.ckpt");
+            cx.save_checkpoint(&last);
+            self.last_model_path = Some(last);
+        } else {
+            self.last_model_path = Some(path);
+        }
+        Ok(())
+    }
+
+    fn epoch_due(&self, cx: &Ctx) -> bool {
+        let step_or_time = self.every_n_train_steps.is_some() || self.train_time_interval.is_some();
+        match self.every_n_epochs {
+            Some(n) => (cx.current_epoch() + 1).is_multiple_of(n.max(1)),
+            None => !step_or_time,
+        }
+    }
+}
+
+impl Callback for ModelCheckpoint {
+    fn on_train_start(&mut self, _cx: &mut Ctx) -> Result<()> {
+        self.last_time = Some(Instant::now());
+        Ok(())
+    }
+
+    fn on_train_batch_end(&mut self, _: Option<&crate::StepOutput>, _: usize, cx: &mut Ctx) -> Result<()> {
+        let by_steps =
+            self.every_n_train_steps.is_some_and(|n| cx.global_step() > 0 && cx.global_step().is_multiple_of(n));
+        let by_time = match (self.train_time_interval, self.last_time) {
+            (Some(interval), Some(t)) => t.elapsed() >= interval,
+            _ => false,
+        };
+        if by_steps || by_time {
+            self.last_time = Some(Instant::now());
+            self.save(cx)?;
+        }
+        Ok(())
+    }
+
+    fn on_validation_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        if !cx.sanity_checking() && cx.stage() == crate::Stage::Fit && self.epoch_due(cx) {
+            self.save(cx)?;
+        }
+        Ok(())
+    }
+
+    fn on_train_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        if !cx.has_validation() && self.epoch_due(cx) {
+            self.save(cx)?;
+        }
+        Ok(())
+    }
+
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "best_model_path": self.best_model_path,
+            "best_model_score": self.best_model_score,
+            "last_model_path": self.last_model_path,
+            "best_k_models": self.best_k.iter().map(|(p, v)| (p.display().to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        }))
+    }
+
+    fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()> {
+        let path = |k: &str| state.get(k).and_then(|v| v.as_str()).map(PathBuf::from);
+        self.best_model_path = path("best_model_path");
+        self.last_model_path = path("last_model_path");
+        self.best_model_score = state.get("best_model_score").and_then(|v| v.as_f64());
+        if let Some(map) = state.get("best_k_models").and_then(|v| v.as_object()) {
+            self.best_k = map.iter().filter_map(|(k, v)| Some((PathBuf::from(k), v.as_f64()?))).collect();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! Full checkpoints from inside a run (weights, optimizer and scheduler state, loop position,
+//! callback and module state) and restoring them to resume.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tch::Tensor;
+
+use super::Run;
+use crate::callback::Callback;
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, LoopState, STATE_PREFIX};
+use crate::ctx::{CheckpointRequest, Ctx};
+use crate::error::{Error, Result};
+use crate::module::LightningModule;
+use crate::optim::OptimizerState;
+
+/// The metadata and state tensors of a checkpoint of the run as it stands.
+pub(crate) fn build_state<M: LightningModule>(
+    model: &mut M,
+    callbacks: &[Box<dyn Callback>],
+    cx: &mut Ctx,
+) -> Result<(CheckpointMeta, BTreeMap<String, Tensor>)> {
+    let mut meta = CheckpointMeta::new(model.hparams_json(), cx.current_epoch, cx.global_step);
+    meta.loops = match cx.epoch_progress {
+        Some((epoch, batch_in_epoch)) => LoopState { epoch, batch_in_epoch, total_batch_idx: cx.total_batch_idx },
+        None => LoopState { epoch: cx.next_epoch, batch_in_epoch: 0, total_batch_idx: cx.total_batch_idx },
+    };
+    let mut tensors = BTreeMap::new();
+    for (i, opt) in cx.optimizers.iter().enumerate() {
+        let state = opt.state_dict();
+        for (k, t) in state.tensors {
+            tensors.insert(format!("{STATE_PREFIX}optimizer.{i}/{k}"), t);
+        }
+        meta.optimizers.push(state.meta);
+    }
+    meta.schedulers = cx.schedulers.iter().map(|s| s.scheduler.state()).collect();
+    for cb in callbacks {
+        if let Some(state) = cb.state_dict() {
+            meta.callbacks.insert(cb.name().to_string(), state);
+        }
+    }
+    let mut module = serde_json::Map::new();
+    model.on_save_checkpoint(&mut module, cx)?;
+    meta.module = module;
+    Ok((meta, tensors))
+}
+
+impl<M: LightningModule> Run<'_, M> {
+    /// Writes a full checkpoint of the run to `path`.
+    pub(super) fn write_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let (meta, state) = build_state(self.model, self.callbacks, self.cx)?;
+        checkpoint::save_with(path, self.model.var_store(), &state, meta)
+    }
+
+    /// Carries out the checkpoint writes and deletions callbacks asked for, in order; a failed
+    /// write stops there, so the deletions after it (of older checkpoints) do not happen.
+    pub(super) fn process_requests(&mut self) -> Result<()> {
+        for request in std::mem::take(&mut self.cx.requests) {
+            match request {
+                CheckpointRequest::Save(path) => self.write_checkpoint(&path)?,
+                CheckpointRequest::Remove(path) => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(path, e)),
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores what `fit` needs to continue from `ckpt` (the weights were loaded before): the
+    /// loop position, optimizer and scheduler state, callback and module state.
+    pub(super) fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        let meta = &ckpt.meta;
+        if meta.optimizers.len() != self.cx.optimizers.len() {
+            return Err(Error::Checkpoint {
+                path: ckpt.path().to_path_buf(),
+                problem: format!(
+                    "holds the state of {} optimizers, but `configure_optimizers` returned {}",
+                    meta.optimizers.len(),
+                    self.cx.optimizers.len()
+                ),
+            });
+        }
+        for (i, (opt, opt_meta)) in self.cx.optimizers.iter_mut().zip(&meta.optimizers).enumerate() {
+            let state =
+                OptimizerState { tensors: ckpt.state_tensors(&format!("optimizer.{i}/")), meta: opt_meta.clone() };
+            opt.load_state_dict(&state).map_err(|e| Error::Checkpoint {
+                path: ckpt.path().to_path_buf(),
+                problem: format!("optimizer {i}: {e}"),
+            })?;
+        }
+        for (s, state) in self.cx.schedulers.iter_mut().zip(&meta.schedulers) {
+            s.scheduler.load_state(state)?;
+            // The optimizer's learning rates were restored with its state.
+        }
+        for cb in self.callbacks.iter_mut() {
+            if let Some(state) = meta.callbacks.get(cb.name()) {
+                cb.load_state_dict(state)?;
+            }
+        }
+        self.model.on_load_checkpoint(&meta.module, self.cx)?;
+        self.cx.global_step = meta.global_step;
+        self.cx.total_batch_idx = meta.loops.total_batch_idx;
+        self.cx.current_epoch = meta.loops.epoch;
+        self.cx.next_epoch = meta.loops.epoch;
+        Ok(())
+    }
+}
