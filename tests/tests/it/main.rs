@@ -9,4 +9,5 @@ mod logging;
 mod macros;
 mod mnist;
 mod optim;
+mod resume;
 mod trainer;
