@@ -103,6 +103,7 @@ pub struct Ctx {
     pub(crate) next_epoch: usize,
     pub(crate) validation_enabled: bool,
     pub(crate) default_root_dir: std::path::PathBuf,
+    pub(crate) skipped_steps: usize,
 }
 
 /// What a callback asked of the loop about checkpoints.
@@ -141,6 +142,7 @@ impl Ctx {
             next_epoch: 0,
             validation_enabled: false,
             default_root_dir: std::path::PathBuf::from("."),
+            skipped_steps: 0,
         }
     }
 

@@ -42,6 +42,22 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// Training was interrupted (Ctrl-C); the run's state was saved to `checkpoint`.
+    #[error("training interrupted; resume from {}", checkpoint.as_ref().map_or_else(|| "nothing (no checkpoint could be written)".to_string(), |p| p.display().to_string()))]
+    Interrupted {
+        /// The resumable checkpoint written on the way out.
+        checkpoint: Option<PathBuf>,
+    },
+    /// A loss was NaN or infinite (with `nonfinite_loss(NonFinitePolicy::Error)`).
+    #[error("the loss of batch {batch_idx} in epoch {epoch} is {value}")]
+    NonFiniteLoss {
+        /// The epoch.
+        epoch: usize,
+        /// The batch.
+        batch_idx: usize,
+        /// The loss value.
+        value: f64,
+    },
     /// Anything a user's hook reports with `?` on their own error types.
     #[error(transparent)]
     User(Box<dyn std::error::Error + Send + Sync + 'static>),

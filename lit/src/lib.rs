@@ -16,6 +16,7 @@ mod ctx;
 pub mod data;
 mod error;
 pub mod image;
+mod interrupt;
 pub mod loggers;
 mod metrics;
 mod module;
@@ -30,7 +31,7 @@ pub use error::{ConfigError, DataError, Error, Result};
 pub use metrics::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
 pub use summary::ModelSummary;
-pub use trainer::{EvalMetrics, IntoLoaders, Limit, Trainer, TrainerBuilder, TrainerConfig};
+pub use trainer::{EvalMetrics, IntoLoaders, Limit, NonFinitePolicy, Trainer, TrainerBuilder, TrainerConfig};
 
 /// Re-exported macros: `#[lightning_module]` on a struct and its impl block, `#[hparams]` on a
 /// config struct.

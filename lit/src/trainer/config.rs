@@ -125,6 +125,21 @@ pub struct TrainerConfig {
     pub enable_checkpointing: bool,
     /// Stop training after this much time, `"DD:HH:MM:SS"` (adds a `Timer` callback).
     pub max_time: Option<String>,
+    /// On Ctrl-C, stop after the current step, save a resumable checkpoint and return
+    /// `Error::Interrupted` (a second Ctrl-C exits at once).
+    pub handle_sigint: bool,
+    /// Check every loss for NaN/Inf (one device sync per step): fail, or skip the step and count it.
+    pub nonfinite_loss: Option<NonFinitePolicy>,
+}
+
+/// What a NaN or infinite loss does when `nonfinite_loss` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinitePolicy {
+    /// End the run with `Error::NonFiniteLoss`.
+    Error,
+    /// Skip the optimizer step and count it (`trainer.skipped_steps()`).
+    Skip,
 }
 
 impl Default for TrainerConfig {
@@ -155,6 +170,8 @@ impl Default for TrainerConfig {
             nan_metrics: crate::NanPolicy::Warn,
             enable_checkpointing: true,
             max_time: None,
+            handle_sigint: true,
+            nonfinite_loss: None,
         }
     }
 }
@@ -334,6 +351,10 @@ impl TrainerBuilder {
         enable_checkpointing: bool => std::convert::identity;
         /// Stop training after this much time, `"DD:HH:MM:SS"`.
         max_time: impl Into<String> => |t: _| Some(Into::into(t));
+        /// Handle Ctrl-C by saving a resumable checkpoint (default true).
+        handle_sigint: bool => std::convert::identity;
+        /// Check losses for NaN/Inf and fail or skip.
+        nonfinite_loss: NonFinitePolicy => Some;
     }
 
     /// Adds a logger (several may be added); without any, a `CsvLogger` under

@@ -47,6 +47,10 @@ impl<M: LightningModule> Run<'_, M> {
             true => self.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "fit")?,
             false => Vec::new(),
         };
+        if self.config.handle_sigint {
+            crate::interrupt::install();
+        }
+        crate::interrupt::clear();
         self.cx.validation_enabled = !val.is_empty();
         self.sanity_check(&mut val)?;
 
@@ -81,6 +85,23 @@ impl<M: LightningModule> Run<'_, M> {
         hook!(self, on_train_end());
         hook!(self, on_fit_end());
         Ok(())
+    }
+
+    /// Ctrl-C: saves a resumable checkpoint (`checkpoints/interrupted.ckpt` in the log directory,
+    /// or in `default_root_dir`) and returns the error that ends the run.
+    fn interrupted(&mut self) -> Error {
+        crate::interrupt::clear();
+        let dir = self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir().to_path_buf()).join("checkpoints");
+        let path = dir.join("interrupted.ckpt");
+        let checkpoint = match self.write_checkpoint(&path) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::error!(target: "lit", error = %e, "could not save a checkpoint after Ctrl-C");
+                None
+            }
+        };
+        tracing::warn!(target: "lit", ?checkpoint, "training interrupted");
+        Error::Interrupted { checkpoint }
     }
 
     /// Whether the epoch ended before its last batch (max_steps or a stop request).
@@ -182,6 +203,9 @@ impl<M: LightningModule> Run<'_, M> {
                 self.eval_limited::<eval::Validation>(val, RunningStage::Validating, None)?;
                 self.cx.running = RunningStage::Training;
                 self.process_requests()?;
+            }
+            if crate::interrupt::requested() {
+                return Err(self.interrupted());
             }
             if self.max_steps_reached() || self.stop_allowed(epoch + 1) {
                 break;
@@ -306,6 +330,21 @@ impl<M: LightningModule> Run<'_, M> {
         };
         self.cx.check()?;
         let out = self.model.training_step_end(out, self.cx)?;
+        if let (Some(policy), Some(loss)) = (self.config.nonfinite_loss, &out.loss) {
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                match policy {
+                    crate::NonFinitePolicy::Error => {
+                        return Err(Error::NonFiniteLoss { epoch, batch_idx, value });
+                    }
+                    crate::NonFinitePolicy::Skip => {
+                        tracing::warn!(target: "lit", epoch, batch_idx, value, "non-finite loss: step skipped");
+                        self.cx.skipped_steps += 1;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
         if let (Some(loss), Some((idx, window))) = (&out.loss, optimize) {
             self.optimize(epoch, batch_idx, loss, idx, window)?;
         }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use tch::Device;
 
-pub use config::{Limit, TrainerBuilder, TrainerConfig};
+pub use config::{Limit, NonFinitePolicy, TrainerBuilder, TrainerConfig};
 
 use crate::callback::{self, Callback};
 use crate::ctx::{Ctx, RunningStage, Stage, StopFlag};
@@ -122,6 +122,11 @@ impl Trainer {
     /// Optimizer steps taken.
     pub fn global_step(&self) -> usize {
         self.cx.global_step
+    }
+
+    /// Optimizer steps skipped because the loss was not finite (`nonfinite_loss(Skip)`).
+    pub fn skipped_steps(&self) -> usize {
+        self.cx.skipped_steps
     }
 
     /// The latest value of every logged metric.
@@ -298,7 +303,11 @@ impl Trainer {
             run.teardown(stage)?;
             Ok(out)
         });
-        let status = if result.is_ok() { "success" } else { "failed" };
+        let status = match &result {
+            Ok(_) => "success",
+            Err(crate::Error::Interrupted { .. }) => "interrupted",
+            Err(_) => "failed",
+        };
         if let Err(error) = &result {
             tracing::error!(target: "lit", stage = stage.as_str(), %error, "run failed");
             for cb in run.callbacks.iter_mut() {

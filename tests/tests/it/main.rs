@@ -3,6 +3,7 @@
 mod checkpoint;
 mod common;
 mod data;
+mod faults;
 mod hooks;
 mod idx;
 mod logging;

@@ -1,0 +1,154 @@
+//! Faults: Ctrl-C, SIGKILL during checkpoint writes, non-finite losses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lit::checkpoint::Checkpoint;
+use lit::data::Batches;
+use lit::prelude::*;
+
+use crate::common::temp_dir;
+
+fn trainee(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trainee"));
+    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// Waits until `path` exists (the child is training and checkpointing).
+fn wait_for(path: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the trainee exited early");
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint after 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn checkpoints(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn resume(ckpt: &Path, dir: &Path) -> String {
+    let out = trainee(&["resume", ckpt.to_str().unwrap(), dir.to_str().unwrap(), "3"]).output().unwrap();
+    assert!(out.status.success(), "resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ctrl_c_saves_a_resumable_checkpoint() {
+    let dir = temp_dir("sigint");
+    let mut child = trainee(&["train", dir.to_str().unwrap()]).spawn().unwrap();
+    wait_for(&dir.join("ckpts/last.ckpt"), &mut child);
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let path = stdout.trim().strip_prefix("interrupted: ").expect("the checkpoint path").to_string();
+    assert!(path.ends_with("checkpoints/interrupted.ckpt"), "{path}");
+    let ckpt = Checkpoint::load(&path).unwrap();
+    assert!(ckpt.meta.global_step > 0);
+    let resumed = resume(Path::new(&path), &dir);
+    assert_eq!(
+        resumed.trim(),
+        format!("resumed at step {}, now at step {}", ckpt.meta.global_step, ckpt.meta.global_step + 3)
+    );
+}
+
+#[test]
+fn sigkill_during_checkpoint_writes_leaves_only_loadable_checkpoints() {
+    let dir = temp_dir("sigkill");
+    let ckpts = dir.join("ckpts");
+    let mut seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
+    let mut kills = 0;
+    while kills < 20 {
+        let last = ckpts.join("last.ckpt");
+        let before = std::fs::metadata(&last).and_then(|m| m.modified()).ok();
+        let mut child = trainee(&["train", dir.to_str().unwrap()]).spawn().unwrap();
+        // Wait until this process is writing checkpoints (one per step), then kill it at a
+        // random moment of the next 0–100 ms.
+        let start = Instant::now();
+        while std::fs::metadata(&last).and_then(|m| m.modified()).ok() == before {
+            assert!(child.try_wait().unwrap().is_none(), "the trainee exited early");
+            assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint after 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_micros((seed >> 33) % 100_000));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        for path in checkpoints(&ckpts) {
+            if let Err(e) = Checkpoint::load(&path) {
+                panic!("after kill {kills}, {} does not load: {e}", path.display());
+            }
+        }
+    }
+    let newest = checkpoints(&ckpts)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).unwrap())
+        .expect("checkpoints were written");
+    let step = Checkpoint::load(&newest).unwrap().meta.global_step;
+    assert_eq!(resume(&newest, &dir).trim(), format!("resumed at step {step}, now at step {}", step + 3));
+}
+
+#[lightning_module]
+struct Exploding {
+    vs: nn::VarStore,
+    w: Tensor,
+}
+
+#[lightning_module]
+impl Exploding {
+    fn training_step(&mut self, x: Tensor, batch_idx: usize) -> Tensor {
+        let loss = (&self.w * &x).sum(Kind::Float);
+        if batch_idx == 1 { loss * f64::NAN } else { loss }
+    }
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.1).into()
+    }
+}
+
+#[test]
+fn a_non_finite_loss_fails_or_is_skipped() -> lit::Result<()> {
+    let build = || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().ones("w", &[2]);
+        Exploding { vs, w }
+    };
+    let batches = || Batches::new((0..3).map(|_| Tensor::ones([2], (Kind::Float, Device::Cpu))).collect());
+    let quiet = || {
+        Trainer::builder()
+            .accelerator("cpu")
+            .enable_progress_bar(false)
+            .enable_model_summary(false)
+            .logger(false)
+            .enable_checkpointing(false)
+    };
+
+    let e = quiet()
+        .max_epochs(1)
+        .nonfinite_loss(lit::NonFinitePolicy::Error)
+        .build()?
+        .fit(&mut build(), batches(), ())
+        .unwrap_err();
+    assert!(matches!(e, lit::Error::NonFiniteLoss { batch_idx: 1, .. }), "{e}");
+    assert!(e.to_string().contains("batch 1 in epoch 0 is NaN"), "{e}");
+
+    let mut model = build();
+    let mut trainer = quiet().max_epochs(1).nonfinite_loss(lit::NonFinitePolicy::Skip).build()?;
+    trainer.fit(&mut model, batches(), ())?;
+    assert_eq!((trainer.global_step(), trainer.skipped_steps()), (2, 1));
+    assert!(model.w.isfinite().all().int64_value(&[]) == 1, "the NaN never reached the weights");
+    Ok(())
+}
