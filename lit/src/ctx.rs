@@ -104,6 +104,8 @@ pub struct Ctx {
     pub(crate) validation_enabled: bool,
     pub(crate) default_root_dir: std::path::PathBuf,
     pub(crate) skipped_steps: usize,
+    pub(crate) process_group: Option<crate::dist::ProcessGroup>,
+    pub(crate) local_rank: usize,
 }
 
 /// What a callback asked of the loop about checkpoints.
@@ -143,6 +145,8 @@ impl Ctx {
             validation_enabled: false,
             default_root_dir: std::path::PathBuf::from("."),
             skipped_steps: 0,
+            process_group: None,
+            local_rank: 0,
         }
     }
 
@@ -238,17 +242,22 @@ impl Ctx {
 
     /// This process's rank among all processes (0 on one process).
     pub fn global_rank(&self) -> usize {
-        0
+        self.process_group.as_ref().map_or(0, |pg| pg.rank())
     }
 
     /// This process's rank on its machine (0 on one process).
     pub fn local_rank(&self) -> usize {
-        0
+        self.local_rank
     }
 
     /// The number of processes.
     pub fn world_size(&self) -> usize {
-        1
+        self.process_group.as_ref().map_or(1, |pg| pg.world_size())
+    }
+
+    /// The process group of distributed training, for collectives of your own.
+    pub fn process_group(&self) -> Option<&crate::dist::ProcessGroup> {
+        self.process_group.as_ref()
     }
 
     /// The index of the evaluation loader the current batch came from.

@@ -58,6 +58,14 @@ pub enum Error {
         /// The loss value.
         value: f64,
     },
+    /// A torch.distributed operation failed (another process died, a timeout, a bad address).
+    #[error("distributed `{operation}` failed: {message}")]
+    Distributed {
+        /// The operation, e.g. `all_reduce`.
+        operation: &'static str,
+        /// What c10d reported.
+        message: String,
+    },
     /// Anything a user's hook reports with `?` on their own error types.
     #[error(transparent)]
     User(Box<dyn std::error::Error + Send + Sync + 'static>),

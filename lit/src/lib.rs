@@ -14,6 +14,7 @@ pub mod callbacks;
 pub mod checkpoint;
 mod ctx;
 pub mod data;
+pub mod dist;
 mod error;
 pub mod image;
 mod interrupt;

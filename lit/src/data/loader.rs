@@ -41,6 +41,13 @@ pub trait Loader: Send {
     fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, Self::Batch>> {
         Ok(Box::new(self.iter(epoch)?.skip(start)))
     }
+
+    /// Distributed training: from now on yield only process `rank`'s share of `world` (what
+    /// PyTorch's `DistributedSampler` does; the Trainer calls it). The default shares nothing:
+    /// every process sees every batch.
+    fn shard(&mut self, rank: usize, world: usize) {
+        let _ = (rank, world);
+    }
 }
 
 impl<B: Batch> Loader for Box<dyn Loader<Batch = B>> {
@@ -54,31 +61,43 @@ impl<B: Batch> Loader for Box<dyn Loader<Batch = B>> {
     fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {
         (**self).iter_from(epoch, start)
     }
+    fn shard(&mut self, rank: usize, world: usize) {
+        (**self).shard(rank, world)
+    }
 }
 
 /// Batches made ahead of time and kept in memory; each epoch yields them in order, shared
 /// rather than copied.
 pub struct Batches<B> {
     batches: Vec<B>,
+    shard: Option<(usize, usize)>,
 }
 
 impl<B: Batch> Batches<B> {
     /// A loader over these batches.
     pub fn new(batches: Vec<B>) -> Self {
-        Batches { batches }
+        Batches { batches, shard: None }
     }
 }
 
 impl<B: Batch> Loader for Batches<B> {
     type Batch = B;
     fn len(&self) -> Option<usize> {
-        Some(self.batches.len())
+        Some(match self.shard {
+            Some((rank, world)) => (self.batches.len() + world - 1 - rank) / world,
+            None => self.batches.len(),
+        })
     }
-    fn iter(&mut self, _epoch: usize) -> Result<BatchIter<'_, B>> {
-        Ok(Box::new(self.batches.iter().map(|b| Ok(b.shallow_clone()))))
+    fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, B>> {
+        self.iter_from(epoch, 0)
     }
     fn iter_from(&mut self, _epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {
-        Ok(Box::new(self.batches.iter().skip(start).map(|b| Ok(b.shallow_clone()))))
+        let (rank, world) = self.shard.unwrap_or((0, 1));
+        Ok(Box::new(self.batches.iter().skip(rank).step_by(world).skip(start).map(|b| Ok(b.shallow_clone()))))
+    }
+    /// Process `rank` gets batches `rank`, `rank + world`, ….
+    fn shard(&mut self, rank: usize, world: usize) {
+        self.shard = Some((rank, world.max(1)));
     }
 }
 
@@ -98,6 +117,7 @@ pub struct DataLoader<D: Dataset, B = <D as Dataset>::Item> {
     seed: u64,
     num_workers: usize,
     prefetch_factor: usize,
+    shard: Option<(usize, usize)>,
 }
 
 fn fetch<D: Dataset>(dataset: &D, indices: &[usize]) -> Result<Vec<D::Item>> {
@@ -132,6 +152,7 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
             seed: 0,
             num_workers: 0,
             prefetch_factor: 2,
+            shard: None,
         }
     }
 
@@ -184,17 +205,34 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
         &self.dataset
     }
 
-    /// The sample indices of epoch `epoch`, in visiting order.
+    /// The sample indices of epoch `epoch`, in visiting order (this process's share of them in
+    /// distributed training: the order is padded by repeating its start to a multiple of the
+    /// world size, and rank `r` takes every world-th index from `r`, as `DistributedSampler`).
     pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.shuffle {
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed.wrapping_add(epoch as u64)));
         }
-        order
+        match self.shard {
+            Some((rank, world)) if world > 1 && !order.is_empty() => {
+                let padded = order.len().div_ceil(world) * world;
+                let extra: Vec<usize> = order.iter().cycle().take(padded - order.len()).copied().collect();
+                order.extend(extra);
+                order.into_iter().skip(rank).step_by(world).collect()
+            }
+            _ => order,
+        }
+    }
+
+    fn samples(&self) -> usize {
+        match self.shard {
+            Some((_, world)) if world > 1 => self.dataset.len().div_ceil(world),
+            _ => self.dataset.len(),
+        }
     }
 
     fn num_batches(&self) -> usize {
-        let n = self.dataset.len();
+        let n = self.samples();
         if self.drop_last { n / self.batch_size } else { n.div_ceil(self.batch_size) }
     }
 }
@@ -228,6 +266,10 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
 
     fn iter(&mut self, epoch: usize) -> Result<BatchIter<'_, B>> {
         self.iter_from(epoch, 0)
+    }
+
+    fn shard(&mut self, rank: usize, world: usize) {
+        self.shard = Some((rank, world.max(1)));
     }
 
     fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {

@@ -55,7 +55,12 @@ impl<M: LightningModule> Run<'_, M> {
     /// Carries out the checkpoint writes and deletions callbacks asked for, in order; a failed
     /// write stops there, so the deletions after it (of older checkpoints) do not happen.
     pub(super) fn process_requests(&mut self) -> Result<()> {
-        for request in std::mem::take(&mut self.cx.requests) {
+        let requests = std::mem::take(&mut self.cx.requests);
+        if self.cx.global_rank() != 0 {
+            // Checkpoints are written once, by rank 0.
+            return Ok(());
+        }
+        for request in requests {
             match request {
                 CheckpointRequest::Save(path) => self.write_checkpoint(&path)?,
                 CheckpointRequest::Remove(path) => match std::fs::remove_file(&path) {

@@ -97,8 +97,14 @@ pub struct TrainerConfig {
     pub val_check_interval: Limit,
     /// "cpu", "cuda" (or "gpu"), "cuda:N", or "auto".
     pub accelerator: String,
-    /// Devices to train on.
+    /// Devices (processes) per machine; more than 1 trains with `strategy` "ddp".
     pub devices: usize,
+    /// Machines.
+    pub num_nodes: usize,
+    /// "auto" (one process, or ddp with several devices) or "ddp".
+    pub strategy: String,
+    /// How long a collective may wait for the other processes before failing, in seconds.
+    pub ddp_timeout_secs: u64,
     /// Seeds libtorch's generators when a run starts.
     pub seed: Option<u64>,
     /// Where logs and checkpoints go.
@@ -158,6 +164,9 @@ impl Default for TrainerConfig {
             val_check_interval: Limit::default(),
             accelerator: "auto".into(),
             devices: 1,
+            num_nodes: 1,
+            strategy: "auto".into(),
+            ddp_timeout_secs: 1800,
             seed: None,
             default_root_dir: PathBuf::from("."),
             gradient_clip_val: None,
@@ -235,10 +244,31 @@ impl TrainerConfig {
         if self.log_every_n_steps == 0 {
             return Err(ConfigError::invalid("log_every_n_steps", "must be at least 1").into());
         }
-        if self.devices != 1 {
+        let processes = self.devices * self.num_nodes;
+        if processes == 0 {
+            return Err(ConfigError::invalid("devices", "must be at least 1").into());
+        }
+        match self.strategy.as_str() {
+            "auto" | "ddp" => {}
+            other => {
+                return Err(ConfigError::invalid(
+                    "strategy",
+                    format!("unknown strategy \"{other}\"; expected \"auto\" or \"ddp\""),
+                )
+                .into());
+            }
+        }
+        if (processes > 1 || self.strategy == "ddp") && !crate::dist::ProcessGroup::available() {
             return Err(ConfigError::invalid(
-                "devices",
-                format!("{} devices need a distributed strategy; lit runs on one device for now", self.devices),
+                "strategy",
+                "distributed training needs torch.distributed, which this build of lit lacks (install libgloo-dev and rebuild)",
+            )
+            .into());
+        }
+        if self.accelerator.starts_with("cuda") && processes > 1 {
+            return Err(ConfigError::invalid(
+                "strategy",
+                "ddp on CUDA (NCCL) is not supported by this build; use the CPU (Gloo)",
             )
             .into());
         }
@@ -325,8 +355,14 @@ impl TrainerBuilder {
         val_check_interval: impl Into<Limit> => Into::into;
         /// "cpu", "cuda", "gpu", "cuda:N" or "auto" (default).
         accelerator: impl Into<String> => Into::into;
-        /// Devices to use (1).
+        /// Devices (processes) per machine (1).
         devices: usize => std::convert::identity;
+        /// Machines (1).
+        num_nodes: usize => std::convert::identity;
+        /// "auto" or "ddp".
+        strategy: impl Into<String> => Into::into;
+        /// Seconds a collective waits for the other processes (default 1800).
+        ddp_timeout_secs: u64 => std::convert::identity;
         /// Seed libtorch's generators when a run starts.
         seed: u64 => Some;
         /// Where logs and checkpoints go.

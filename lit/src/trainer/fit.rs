@@ -31,6 +31,18 @@ impl<M: LightningModule> Run<'_, M> {
             tracing::warn!(target: "lit", "{message}");
             self.cx.progress.println(&format!("warning: {message}"));
         }
+        if let Some(pg) = &self.cx.process_group {
+            // Every process starts from rank 0's weights.
+            tch::no_grad(|| -> Result<()> {
+                let mut variables: Vec<(String, tch::Tensor)> =
+                    self.model.var_store().variables().into_iter().collect();
+                variables.sort_by(|a, b| a.0.cmp(&b.0));
+                for (_, mut v) in variables {
+                    pg.broadcast(&mut v, 0)?;
+                }
+                Ok(())
+            })?;
+        }
         self.cx.optimizers = optimizers;
         self.cx.frequencies = frequencies;
         self.cx.schedulers = schedulers;
@@ -61,6 +73,11 @@ impl<M: LightningModule> Run<'_, M> {
             "train_dataloader",
             "fit",
         )?;
+        if let Some(pg) = &self.cx.process_group {
+            let (rank, world) = (pg.rank(), pg.world_size());
+            train.iter_mut().for_each(|l| l.shard(rank, world));
+            val.iter_mut().for_each(|l| l.shard(rank, world));
+        }
         let Some(train) = train.pop().filter(|_| train.is_empty()) else {
             return Err(match train.len() {
                 0 => crate::error::DataError::Missing { stage: "training", method: "fit", hook: "train_dataloader" }
@@ -422,6 +439,9 @@ impl<M: LightningModule> Run<'_, M> {
             }
             self.model.on_before_backward(loss, self.cx)?;
             self.model.backward(loss, idx, self.cx)?;
+            if window.steps {
+                self.all_reduce_gradients()?;
+            }
             hook!(self, on_after_backward());
             if window.steps {
                 for cb in self.callbacks.iter_mut() {
@@ -435,6 +455,35 @@ impl<M: LightningModule> Run<'_, M> {
         })();
         self.cx.optimizers = optimizers;
         result
+    }
+
+    /// Distributed training: averages the gradients of every trainable variable across the
+    /// processes, in one all-reduce of one flat buffer.
+    fn all_reduce_gradients(&mut self) -> Result<()> {
+        let Some(pg) = &self.cx.process_group else { return Ok(()) };
+        tch::no_grad(|| {
+            let grads: Vec<tch::Tensor> = self
+                .model
+                .var_store()
+                .trainable_variables()
+                .iter()
+                .map(tch::Tensor::grad)
+                .filter(tch::Tensor::defined)
+                .collect();
+            if grads.is_empty() {
+                return Ok(());
+            }
+            let mut flat = tch::Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
+            pg.all_reduce(&mut flat, crate::dist::ReduceOp::Avg)?;
+            let mut offset = 0;
+            for g in &grads {
+                let n = g.numel() as i64;
+                let mut g = g.shallow_clone();
+                g.copy_(&flat.narrow(0, offset, n).view_as(&g));
+                offset += n;
+            }
+            Ok(())
+        })
     }
 
     /// Steps the schedulers of `interval` whose frequency divides `count` (steps or epochs).

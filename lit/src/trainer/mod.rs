@@ -2,6 +2,7 @@
 
 mod checkpointing;
 mod config;
+mod ddp;
 mod eval;
 mod fit;
 mod predict;
@@ -58,6 +59,9 @@ impl<L: Loader + ?Sized> Loader for &mut L {
     fn iter_from(&mut self, epoch: usize, start: usize) -> Result<crate::data::BatchIter<'_, L::Batch>> {
         (**self).iter_from(epoch, start)
     }
+    fn shard(&mut self, rank: usize, world: usize) {
+        (**self).shard(rank, world)
+    }
 }
 
 type LoaderVec<'a, B> = Vec<Box<dyn Loader<Batch = B> + 'a>>;
@@ -70,6 +74,8 @@ pub struct Trainer {
     callbacks: Vec<Box<dyn Callback>>,
     cx: Ctx,
     hparams_logged: bool,
+    ddp: Option<ddp::Ddp>,
+    ddp_ready: bool,
 }
 
 /// Metrics of one evaluation loader, as `test` and `validate` return them.
@@ -91,7 +97,7 @@ impl Trainer {
         cx.loggers = loggers;
         cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
         cx.metrics.nan = config.nan_metrics;
-        Trainer { config, device, callbacks, cx, hparams_logged: false }
+        Trainer { config, device, callbacks, cx, hparams_logged: false, ddp: None, ddp_ready: false }
     }
 
     /// The loggers.
@@ -290,6 +296,19 @@ impl Trainer {
         self.cx.default_root_dir = self.config.default_root_dir.clone();
         self.cx.training = stage == Stage::Fit;
         self.cx.grad_enabled = true;
+        if !self.ddp_ready {
+            self.ddp_ready = true;
+            if let Some((ddp, pg)) = ddp::setup(&self.config)? {
+                if pg.rank() != 0 {
+                    // Logging, the progress bar and checkpoints happen once, on rank 0.
+                    self.cx.loggers.clear();
+                    self.cx.progress = crate::progress::Progress::new(false, 1);
+                }
+                self.cx.local_rank = ddp.local_rank;
+                self.cx.process_group = Some(pg);
+                self.ddp = Some(ddp);
+            }
+        }
         callback::merge(&mut self.callbacks, model.configure_callbacks());
         if stage == Stage::Fit && !self.hparams_logged {
             let hparams = model.hparams_json().unwrap_or_else(|| serde_json::json!({}));
@@ -315,6 +334,17 @@ impl Trainer {
             }
         }
         let finalized: Result<()> = run.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status));
+        let result = match (result, &mut self.ddp) {
+            (Err(e), Some(ddp)) => {
+                let report = ddp.worker_report();
+                Err(if report.is_empty() {
+                    e
+                } else {
+                    crate::Error::Distributed { operation: "ddp", message: format!("{e}; {report}") }
+                })
+            }
+            (result, _) => result,
+        };
         let out = result?;
         finalized?;
         Ok(out)
@@ -350,7 +380,7 @@ impl<M: LightningModule> Run<'_, M> {
             self.model.var_store_mut().set_device(self.cx.device);
         }
         self.model.on_post_move_to_device(self.cx)?;
-        if stage == Stage::Fit && self.config.enable_model_summary {
+        if stage == Stage::Fit && self.config.enable_model_summary && self.cx.global_rank() == 0 {
             let summary = crate::ModelSummary::of(self.model.var_store());
             self.cx.progress.println(&summary.table());
         }

@@ -3,6 +3,7 @@
 mod checkpoint;
 mod common;
 mod data;
+mod ddp;
 mod faults;
 mod hooks;
 mod idx;

@@ -1,0 +1,42 @@
+//! Compiles the c10d shim (torch.distributed's Gloo backend) against the libtorch that tch links,
+//! when Gloo's headers are installed (Debian: libgloo-dev; `scripts/with-torch` installs them).
+//! Without them lit builds without distributed training and says so at `build()`.
+
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
+    println!("cargo:rerun-if-env-changed=LIT_GLOO_INCLUDE");
+    println!("cargo:rustc-check-cfg=cfg(lit_c10d)");
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        println!(
+            "cargo:warning=lit: torch-sys did not report its libtorch directory; distributed training is disabled"
+        );
+        return;
+    };
+    let include = Path::new(&lib).parent().map(|torch| torch.join("include")).unwrap_or_default();
+    let gloo = std::env::var("LIT_GLOO_INCLUDE").unwrap_or_else(|_| "/usr/include".into());
+    if !Path::new(&gloo).join("gloo/config.h").exists() {
+        println!(
+            "cargo:warning=lit: Gloo headers not found in {gloo} (apt-get install libgloo-dev); distributed training is disabled"
+        );
+        return;
+    }
+    let built = cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .file("csrc/c10d_shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(&gloo)
+        .define("USE_C10D_GLOO", None)
+        .define("USE_DISTRIBUTED", None)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .try_compile("lit_c10d");
+    match built {
+        Ok(()) => println!("cargo:rustc-cfg=lit_c10d"),
+        Err(e) => println!("cargo:warning=lit: the c10d shim did not compile ({e}); distributed training is disabled"),
+    }
+}

@@ -1,0 +1,100 @@
+// A small C interface to torch.distributed's engine (c10d): a TCPStore rendezvous and a Gloo
+// process group with the collectives lit needs. Every C++ exception becomes an error string
+// returned to Rust (freed with lit_c10d_free_error); nothing unwinds across the FFI boundary.
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+struct lit_pg {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+};
+
+static char* error_string(const std::string& message) {
+  char* out = static_cast<char*>(std::malloc(message.size() + 1));
+  if (out != nullptr) std::memcpy(out, message.c_str(), message.size() + 1);
+  return out;
+}
+
+#define LIT_GUARD(...)                                        \
+  try {                                                       \
+    __VA_ARGS__;                                              \
+    return nullptr;                                           \
+  } catch (const std::exception& e) {                         \
+    return error_string(e.what());                            \
+  } catch (...) {                                             \
+    return error_string("unknown C++ exception in c10d");     \
+  }
+
+static c10d::ReduceOp reduce_op(int op) {
+  switch (op) {
+    case 1: return c10d::ReduceOp::MAX;
+    case 2: return c10d::ReduceOp::MIN;
+    default: return c10d::ReduceOp::SUM;
+  }
+}
+
+extern "C" {
+
+void lit_c10d_free_error(char* error) { std::free(error); }
+
+char* lit_c10d_new_gloo(const char* host, int port, int rank, int world, long timeout_ms, lit_pg** out) {
+  LIT_GUARD({
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<uint16_t>(port);
+    opts.isServer = rank == 0;
+    opts.numWorkers = static_cast<size_t>(world);
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(host)));
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+    *out = new lit_pg{store, pg};
+  })
+}
+
+void lit_c10d_free(lit_pg* pg) { delete pg; }
+
+char* lit_c10d_allreduce(lit_pg* pg, at::Tensor* tensor, int op) {
+  LIT_GUARD({
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = reduce_op(op);
+    pg->pg->allreduce(tensors, opts)->wait();
+  })
+}
+
+char* lit_c10d_broadcast(lit_pg* pg, at::Tensor* tensor, int root) {
+  LIT_GUARD({
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    pg->pg->broadcast(tensors, opts)->wait();
+  })
+}
+
+char* lit_c10d_allgather(lit_pg* pg, at::Tensor* input, at::Tensor* output) {
+  // `output` has world * input.numel() elements: rank r's tensor lands in slice r.
+  LIT_GUARD({
+    int world = pg->pg->getSize();
+    auto flat = output->view({world, -1});
+    std::vector<std::vector<at::Tensor>> outputs(1);
+    for (int r = 0; r < world; ++r) outputs[0].push_back(at::empty_like(*input));
+    std::vector<at::Tensor> inputs{*input};
+    pg->pg->allgather(outputs, inputs)->wait();
+    for (int r = 0; r < world; ++r) flat[r].copy_(outputs[0][r].reshape({-1}));
+  })
+}
+
+char* lit_c10d_barrier(lit_pg* pg) {
+  LIT_GUARD({ pg->pg->barrier()->wait(); })
+}
+
+}  // extern "C"

@@ -1,0 +1,89 @@
+//! Distributed data parallel on torch.distributed's Gloo backend, with two processes: the result
+//! matches one process with twice the batch, logging and checkpoints happen once, a worker that
+//! dies is reported, and a world set up by a launcher (torchrun's variables) is joined.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::temp_dir;
+
+fn demo(mode: &str, dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddp_demo"));
+    c.args([mode, dir.to_str().unwrap()]);
+    for var in ["RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn weights(dir: &Path, rank: usize) -> (Vec<f64>, u64) {
+    let text = std::fs::read_to_string(dir.join(format!("weights-{rank}.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let w = v["weights"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    (w, v["global_step"].as_u64().unwrap())
+}
+
+fn assert_close(a: &[f64], b: &[f64], what: &str) {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    assert!(diff / norm < 1e-5, "{what}: relative difference {}", diff / norm);
+}
+
+fn run(mut c: Command) -> std::process::Output {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn two_processes_match_one_with_twice_the_batch() {
+    let (single, ddp) = (temp_dir("ddp-single"), temp_dir("ddp-two"));
+    run(demo("single", &single));
+    run(demo("ddp", &ddp));
+    let (one, one_steps) = weights(&single, 0);
+    let (rank0, steps0) = weights(&ddp, 0);
+    let (rank1, steps1) = weights(&ddp, 1);
+    assert_eq!((one_steps, steps0, steps1), (8, 8, 8));
+    assert_eq!(rank0, rank1, "both processes hold the same weights");
+    assert_close(&rank0, &one, "ddp against one process");
+    // Logging and checkpointing happened once, on rank 0.
+    let versions: Vec<_> = std::fs::read_dir(ddp.join("lightning_logs")).unwrap().collect();
+    assert_eq!(versions.len(), 1, "one logger run directory");
+    let checkpoints: Vec<_> = std::fs::read_dir(ddp.join("lightning_logs/version_0/checkpoints")).unwrap().collect();
+    assert_eq!(checkpoints.len(), 1);
+}
+
+#[test]
+fn a_dead_worker_is_reported_not_waited_for() {
+    let dir = temp_dir("ddp-crash");
+    let start = Instant::now();
+    let out = demo("crash", &dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("rank 1 exited with exit status: 3"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_world_from_launcher_variables_is_joined() {
+    let (single, joined) = (temp_dir("ddp-ref"), temp_dir("ddp-joined"));
+    run(demo("single", &single));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            let mut c = demo("ddp", &joined);
+            c.env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+    }
+    assert_close(&weights(&joined, 1).0, &weights(&single, 0).0, "joined world against one process");
+}
