@@ -162,6 +162,7 @@ impl Ctx {
             logger: true,
             reduce_fx: Reduce::Mean,
             batch_size: None,
+            sync_dist: false,
         };
         Log { cx: self, name: name.into(), value: Some(value.into().0), options }
     }
@@ -433,8 +434,10 @@ impl Log<'_> {
         self.options.batch_size = Some(batch_size);
         self
     }
-    /// Reduce across processes (one process: nothing to do).
-    pub fn sync_dist(self, _on: bool) -> Self {
+    /// Reduce the epoch value across processes in distributed training (the mean weighted by
+    /// every process's batch sizes, or the global sum, max or min); nothing to do on one process.
+    pub fn sync_dist(mut self, on: bool) -> Self {
+        self.options.sync_dist = on;
         self
     }
 }

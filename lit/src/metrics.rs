@@ -48,6 +48,8 @@ pub struct LogOptions {
     pub reduce_fx: Reduce,
     /// Samples behind the value (weights the epoch mean); read off the batch when unset.
     pub batch_size: Option<usize>,
+    /// Reduce the epoch value across processes.
+    pub sync_dist: bool,
 }
 
 impl LogOptions {
@@ -153,12 +155,26 @@ impl MetricStore {
 
     /// Reduces the epoch's training (or evaluation) values and publishes them (`key` or
     /// `key_epoch`). A NaN result is a warning or an error, as the policy says.
-    pub(crate) fn end_epoch(&mut self, training: bool) -> Result<()> {
+    pub(crate) fn end_epoch(&mut self, training: bool, pg: Option<&crate::dist::ProcessGroup>) -> Result<()> {
         let (ending, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
             std::mem::take(&mut self.epoch).into_iter().partition(|(_, e)| e.training == training);
         self.epoch = rest;
         for (key, entry) in ending {
-            let Some(acc) = entry.acc else { continue };
+            let Some(mut acc) = entry.acc else { continue };
+            if let (Some(pg), true) = (pg, entry.options.sync_dist) {
+                use crate::dist::ReduceOp;
+                let op = match entry.options.reduce_fx {
+                    Reduce::Mean | Reduce::Sum => ReduceOp::Sum,
+                    Reduce::Max => ReduceOp::Max,
+                    Reduce::Min => ReduceOp::Min,
+                };
+                pg.all_reduce(&mut acc.value, op)?;
+                if entry.options.reduce_fx == Reduce::Mean {
+                    let mut weight = Tensor::from(acc.weight);
+                    pg.all_reduce(&mut weight, ReduceOp::Sum)?;
+                    acc.weight = weight.double_value(&[]);
+                }
+            }
             let value = match entry.options.reduce_fx {
                 Reduce::Mean => acc.value / acc.weight.max(1.0),
                 _ => acc.value,

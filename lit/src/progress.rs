@@ -13,6 +13,8 @@ const METRICS_EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) struct Progress {
     enabled: bool,
+    /// Another rank than 0 in distributed training: print nothing at all.
+    silent: bool,
     tty: bool,
     every: usize,
     multi: Option<MultiProgress>,
@@ -39,7 +41,12 @@ fn format_value(v: f64) -> String {
 impl Progress {
     pub(crate) fn new(enabled: bool, every: usize) -> Self {
         let tty = std::io::stderr().is_terminal();
-        Progress { enabled, tty, every: every.max(1), multi: None, bars: Vec::new() }
+        Progress { enabled, silent: false, tty, every: every.max(1), multi: None, bars: Vec::new() }
+    }
+
+    /// A console that prints nothing (ranks other than 0).
+    pub(crate) fn silent() -> Self {
+        Progress { silent: true, ..Progress::new(false, 1) }
     }
 
     /// Starts a loop's bar (`Epoch 3`, `Validation`, …) of `total` batches, if known.
@@ -113,6 +120,9 @@ impl Progress {
 
     /// Prints a line above the bars (or plainly when there are none).
     pub(crate) fn println(&self, message: &str) {
+        if self.silent {
+            return;
+        }
         match &self.multi {
             Some(multi) if self.enabled => {
                 let _ = multi.println(message);

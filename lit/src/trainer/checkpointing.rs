@@ -56,10 +56,22 @@ impl<M: LightningModule> Run<'_, M> {
     /// write stops there, so the deletions after it (of older checkpoints) do not happen.
     pub(super) fn process_requests(&mut self) -> Result<()> {
         let requests = std::mem::take(&mut self.cx.requests);
-        if self.cx.global_rank() != 0 {
-            // Checkpoints are written once, by rank 0.
+        if requests.is_empty() {
             return Ok(());
         }
+        if self.cx.global_rank() == 0 {
+            self.carry_out(requests)?;
+        }
+        // Every rank asked at the same point (the callbacks run everywhere): wait until rank 0's
+        // files are complete, so that no rank reads a half-written checkpoint.
+        if let Some(pg) = &self.cx.process_group {
+            pg.barrier()?;
+        }
+        Ok(())
+    }
+
+    /// Writes and deletes, in order, on rank 0.
+    fn carry_out(&mut self, requests: Vec<CheckpointRequest>) -> Result<()> {
         for request in requests {
             match request {
                 CheckpointRequest::Save(path) => self.write_checkpoint(&path)?,

@@ -241,7 +241,7 @@ impl<M: LightningModule> Run<'_, M> {
             S::outputs_end(self.model, outputs, self.cx)?;
         }
         S::epoch_end(self.model, self.callbacks, self.cx)?;
-        self.cx.metrics.end_epoch(false)?;
+        self.cx.metrics.end_epoch(false, self.cx.process_group.as_ref())?;
         let sanity = self.cx.running == RunningStage::SanityChecking;
         if !sanity {
             let step = if self.cx.stage == crate::Stage::Fit {

@@ -233,7 +233,7 @@ impl<M: LightningModule> Run<'_, M> {
         // The epoch's reductions are visible to the epoch-end hooks (a checkpoint callback may
         // monitor them); what those hooks log is reduced after them. The epoch schedulers step
         // first, so that a checkpoint written by an epoch-end hook holds the whole epoch.
-        self.cx.metrics.end_epoch(true)?;
+        self.cx.metrics.end_epoch(true, self.cx.process_group.as_ref())?;
         let finished = self.cx.epoch_progress.is_some_and(|(_, done)| done >= limit) || !self.stopped_early(limit);
         if finished {
             // A partial epoch (max_steps, a stop request) steps its epoch schedulers when a
@@ -247,7 +247,7 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.check()?;
         }
         hook!(self, on_train_epoch_end());
-        self.cx.metrics.end_epoch(true)?;
+        self.cx.metrics.end_epoch(true, self.cx.process_group.as_ref())?;
         self.flush_logs(self.cx.global_step.saturating_sub(1))?;
         let bar = self.cx.metrics.progress_bar_metrics();
         self.cx.progress.finish(bar, true);

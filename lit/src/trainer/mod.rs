@@ -302,7 +302,7 @@ impl Trainer {
                 if pg.rank() != 0 {
                     // Logging, the progress bar and checkpoints happen once, on rank 0.
                     self.cx.loggers.clear();
-                    self.cx.progress = crate::progress::Progress::new(false, 1);
+                    self.cx.progress = crate::progress::Progress::silent();
                 }
                 self.cx.local_rank = ddp.local_rank;
                 self.cx.process_group = Some(pg);

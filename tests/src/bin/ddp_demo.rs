@@ -22,6 +22,9 @@ impl Net {
         }
         let loss = self.l2.forward(&self.l1.forward(&x).tanh()).mse_loss(&y, lit::tch::Reduction::Mean);
         cx.log("train_loss", &loss);
+        // Reduced across processes at the end of the epoch: the global mean.
+        cx.log("epoch_loss", &loss).on_step(false).on_epoch(true).sync_dist(true);
+        cx.log("rank_mean", cx.global_rank() as f64).on_step(false).on_epoch(true).sync_dist(true);
         loss
     }
 
@@ -60,8 +63,13 @@ fn main() -> lit::Result<()> {
     for name in ["l1.weight", "l1.bias", "l2.weight", "l2.bias"] {
         weights.extend(Vec::<f64>::try_from(net.vs.variables()[name].to_kind(Kind::Double).flatten(0, -1))?);
     }
-    let text =
-        serde_json::to_string(&serde_json::json!({"weights": weights, "global_step": trainer.global_step()})).unwrap();
+    let text = serde_json::to_string(&serde_json::json!({
+        "weights": weights,
+        "global_step": trainer.global_step(),
+        "epoch_loss": trainer.callback_metrics()["epoch_loss"],
+        "rank_mean": trainer.callback_metrics()["rank_mean"],
+    }))
+    .unwrap();
     std::fs::write(dir.join(format!("weights-{rank}.json")), text).map_err(|e| lit::Error::msg(e.to_string()))?;
     Ok(())
 }

@@ -193,3 +193,26 @@ fn tensor_datasets_gather_tuples() {
     assert_eq!(Vec::<i64>::try_from(&batches[1].1).unwrap(), [4, 5]);
     assert_eq!(Vec::<f32>::try_from(&batches[1].0.flatten(0, -1)).unwrap(), [8.0, 9.0, 10.0, 11.0]);
 }
+
+#[test]
+fn distributed_shards_are_disjoint_complete_and_even() {
+    // 10 samples over 3 processes: padded to 12 by repeating the start, 4 samples each.
+    let shards: Vec<Vec<i64>> = (0..3)
+        .map(|rank| {
+            let mut loader = DataLoader::new(numbers(10)).batch_size(2).shuffle(true).seed(4);
+            loader.shard(rank, 3);
+            assert_eq!(loader.len(), Some(2), "every rank gets the same number of batches");
+            epoch(&mut loader, 1).concat()
+        })
+        .collect();
+    assert!(shards.iter().all(|s| s.len() == 4));
+    let all: Vec<i64> = shards.concat();
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(distinct, (0..10).collect(), "complete");
+    assert_eq!(all.len() - distinct.len(), 2, "only the padding repeats");
+    // Shuffling is the same on every rank: the shards interleave one global order.
+    let mut whole = DataLoader::new(numbers(10)).batch_size(2).shuffle(true).seed(4);
+    let order = epoch(&mut whole, 1).concat();
+    assert_eq!(shards[0][0], order[0]);
+    assert_eq!(shards[1][0], order[1]);
+}

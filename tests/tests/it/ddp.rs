@@ -17,9 +17,13 @@ fn demo(mode: &str, dir: &Path) -> Command {
     c
 }
 
-fn weights(dir: &Path, rank: usize) -> (Vec<f64>, u64) {
+fn report(dir: &Path, rank: usize) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join(format!("weights-{rank}.json"))).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn weights(dir: &Path, rank: usize) -> (Vec<f64>, u64) {
+    let v = report(dir, rank);
     let w = v["weights"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     (w, v["global_step"].as_u64().unwrap())
 }
@@ -47,6 +51,15 @@ fn two_processes_match_one_with_twice_the_batch() {
     assert_eq!((one_steps, steps0, steps1), (8, 8, 8));
     assert_eq!(rank0, rank1, "both processes hold the same weights");
     assert_close(&rank0, &one, "ddp against one process");
+    // sync_dist: the epoch mean over both processes equals the single process's.
+    let (r0, r1, one) = (report(&ddp, 0), report(&ddp, 1), report(&single, 0));
+    assert_eq!(r0["rank_mean"], 0.5, "the mean of ranks 0 and 1");
+    assert_eq!(r1["rank_mean"], 0.5);
+    let (l0, l1, l) =
+        (r0["epoch_loss"].as_f64().unwrap(), r1["epoch_loss"].as_f64().unwrap(), one["epoch_loss"].as_f64().unwrap());
+    assert_eq!(l0, l1);
+    assert!((l0 - l).abs() <= 1e-5 * l.abs(), "synced epoch loss {l0}, one process {l}");
+    assert_eq!(one["rank_mean"], 0.0);
     // Logging and checkpointing happened once, on rank 0.
     let versions: Vec<_> = std::fs::read_dir(ddp.join("lightning_logs")).unwrap().collect();
     assert_eq!(versions.len(), 1, "one logger run directory");
