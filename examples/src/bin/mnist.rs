@@ -2,8 +2,11 @@
 //! accuracy and the wall time, and checks that the saved checkpoint reloads.
 //!
 //! ```text
-//! scripts/with-torch cargo run --release -p lit-examples --bin mnist [-- DATA_DIR]
+//! scripts/with-torch cargo run --release -p lit-examples --bin mnist [-- [DATA_DIR] [--devices N --strategy ddp]]
 //! ```
+//!
+//! With `--devices 2 --strategy ddp` the Trainer starts a second process and trains on both,
+//! each on half of every batch's samples.
 
 use std::time::Instant;
 
@@ -79,7 +82,18 @@ fn main() -> lit::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "lit=info".into()))
         .init();
-    let dir = std::env::args().nth(1).unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../data/mnist").into());
+    let mut dir: String = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/mnist").into();
+    let (mut devices, mut strategy) = (1, String::from("auto"));
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--devices" => {
+                devices = args.next().and_then(|n| n.parse().ok()).ok_or_else(|| lit::Error::msg("--devices N"))?
+            }
+            "--strategy" => strategy = args.next().ok_or_else(|| lit::Error::msg("--strategy NAME"))?,
+            other => dir = other.to_string(),
+        }
+    }
     let start = Instant::now();
     seed_everything(42);
 
@@ -94,12 +108,19 @@ fn main() -> lit::Result<()> {
     let mut test = DataLoader::new(test.into_dataset()?).batch_size(1000);
 
     let mut model = LitMnist::new(Config::default());
-    let mut trainer = Trainer::builder().max_epochs(3).accelerator("auto").build()?;
+    let mut trainer = Trainer::builder()
+        .max_epochs(3)
+        .accelerator(if devices > 1 { "cpu" } else { "auto" })
+        .devices(devices)
+        .strategy(strategy)
+        .build()?;
     trainer.fit(&mut model, train, val)?;
     let metrics = trainer.test(&mut model, &mut test)?;
     let accuracy = metrics[0]["test_acc"];
-    println!("test accuracy: {:.2}%", accuracy * 100.0);
-    println!("wall time: {:.1} s", start.elapsed().as_secs_f64());
+    if trainer.global_rank() == 0 {
+        println!("test accuracy: {:.2}%", accuracy * 100.0);
+        println!("wall time: {:.1} s on {} process(es)", start.elapsed().as_secs_f64(), trainer.world_size());
+    }
 
     // The checkpoint rebuilds the same model: same hparams, same predictions.
     let path = std::env::temp_dir().join("lit-mnist-example.ckpt");
@@ -108,7 +129,9 @@ fn main() -> lit::Result<()> {
     let before = trainer.predict(&mut model, Batches::new(vec![test_images.shallow_clone()]))?;
     let after = trainer.predict(&mut restored, Batches::new(vec![test_images]))?;
     let same = before[0].equal(&after[0]);
-    println!("checkpoint {}: {} MB, reloaded predictions identical: {same}", path.display(), restored.model_size());
+    if trainer.global_rank() == 0 {
+        println!("checkpoint {}: {} MB, reloaded predictions identical: {same}", path.display(), restored.model_size());
+    }
     if accuracy < 0.97 || !same {
         return Err(lit::Error::msg(format!("test accuracy {accuracy:.4} is below 0.97, or the reload differs")));
     }

@@ -170,8 +170,25 @@ impl Trainer {
         path: impl AsRef<std::path::Path>,
         model: &mut M,
     ) -> Result<()> {
-        let (meta, state) = checkpointing::build_state(model, &self.callbacks, &mut self.cx)?;
-        crate::checkpoint::save_with(path.as_ref(), model.var_store(), &state, meta)
+        // In distributed training rank 0 writes it and every rank waits until it is complete.
+        if self.cx.global_rank() == 0 {
+            let (meta, state) = checkpointing::build_state(model, &self.callbacks, &mut self.cx)?;
+            crate::checkpoint::save_with(path.as_ref(), model.var_store(), &state, meta)?;
+        }
+        match &self.cx.process_group {
+            Some(pg) => pg.barrier(),
+            None => Ok(()),
+        }
+    }
+
+    /// This process's rank in distributed training (0 on one process).
+    pub fn global_rank(&self) -> usize {
+        self.cx.global_rank()
+    }
+
+    /// The number of processes training together.
+    pub fn world_size(&self) -> usize {
+        self.cx.world_size()
     }
 
     /// Continues training from a checkpoint written by `save_checkpoint` or `ModelCheckpoint`:
