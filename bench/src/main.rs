@@ -4,6 +4,7 @@
 //! scripts/with-torch cargo build --release -p lit-bench
 //! scripts/with-torch target/release/lit-bench [mlp|rnn|all] [--epochs N] [--progress]
 //! scripts/with-torch target/release/lit-bench optim
+//! scripts/with-torch target/release/lit-bench ddp
 //! ```
 //!
 //! Speed: one process trains both variants over the same pre-made batches, alternating epochs
@@ -377,10 +378,87 @@ fn optim_speed() -> Result<()> {
     Ok(())
 }
 
+/// Times the epochs of a fit and, on the first, the all-reduce of a 100 MB tensor.
+struct DdpProbe {
+    epoch_start: Option<Instant>,
+    epochs: Vec<f64>,
+    all_reduce_ms: Vec<f64>,
+    shared: std::rc::Rc<std::cell::RefCell<(Vec<f64>, Vec<f64>)>>,
+}
+
+impl Callback for DdpProbe {
+    fn on_train_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        if let Some(pg) = cx.process_group() {
+            let mut t = Tensor::ones([25_000_000], (Kind::Float, Device::Cpu));
+            for _ in 0..5 {
+                let start = Instant::now();
+                pg.all_reduce(&mut t, lit::dist::ReduceOp::Sum)?;
+                self.all_reduce_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(())
+    }
+    fn on_train_epoch_start(&mut self, _cx: &mut Ctx) -> Result<()> {
+        self.epoch_start = Some(Instant::now());
+        Ok(())
+    }
+    fn on_train_epoch_end(&mut self, _cx: &mut Ctx) -> Result<()> {
+        self.epochs.push(self.epoch_start.map_or(0.0, |t| t.elapsed().as_secs_f64()));
+        *self.shared.borrow_mut() = (self.epochs.clone(), self.all_reduce_ms.clone());
+        Ok(())
+    }
+}
+
+/// `lit-bench ddp`: the shim's all-reduce of 100 MB across 2 CPU processes, and the time per
+/// step of the mlp task with DDP (2 processes, each batch 64) against one process; one torch
+/// thread per process so that both fit on 2 cores.
+fn ddp_speed() -> Result<()> {
+    tch::set_num_threads(1);
+    let batches: Vec<Pair> = Task::Mlp.batches().into_iter().take(300).collect();
+    let run = |devices: usize| -> Result<(Vec<f64>, Vec<f64>, usize)> {
+        let shared = std::rc::Rc::new(std::cell::RefCell::new((Vec::new(), Vec::new())));
+        let probe =
+            DdpProbe { epoch_start: None, epochs: Vec::new(), all_reduce_ms: Vec::new(), shared: shared.clone() };
+        let mut trainer =
+            trainer(3).devices(devices).strategy(if devices > 1 { "ddp" } else { "auto" }).callback(probe).build()?;
+        let batches = batches.iter().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())).collect();
+        trainer.fit(&mut LitNet(Net::new(Task::Mlp)), Batches::new(batches), ())?;
+        let (epochs, ms) = shared.borrow().clone();
+        Ok((epochs, ms, trainer.global_rank()))
+    };
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let worker = std::env::var("RANK").is_ok();
+    let single = if worker { None } else { Some(run(1)?) };
+    let (epochs, all_reduce, rank) = run(2)?;
+    if rank == 0
+        && let Some((single_epochs, _, _)) = single
+    {
+        let one = median(&single_epochs[1..]) / 300.0 * 1e3;
+        let two = median(&epochs[1..]) / 150.0 * 1e3;
+        let ms = median(&all_reduce);
+        println!(
+            "all_reduce of 100 MB (25M floats) across 2 CPU processes (Gloo): {ms:.1} ms, {:.2} GB/s",
+            0.1 / (ms / 1e3)
+        );
+        println!(
+            "mlp step (batch 64 per process, 1 torch thread each): one process {one:.3} ms, ddp on 2 processes {two:.3} ms, ratio {:.3}",
+            two / one
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("optim") {
         return optim_speed();
+    }
+    if args.first().map(String::as_str) == Some("ddp") {
+        return ddp_speed();
     }
     if args.first().map(String::as_str) == Some("rss") {
         let task = args.get(1).and_then(|t| Task::parse(t)).ok_or_else(usage)?;
