@@ -86,6 +86,28 @@ pub(crate) const HOOKS: &[Hook] = &[
     hook("configure_callbacks", &[], Ret::Exact("::std::vec::Vec<::std::boxed::Box<dyn LIT::Callback>>")),
     hook("configure_optimizers", &[CX], Ret::Value("LIT::optim::Optimizers")),
     hook("on_post_move_to_device", &[CX], UNIT),
+    hook(
+        "on_save_checkpoint",
+        &[
+            p(
+                "checkpoint",
+                "&mut LIT::__private::serde_json::Map<::std::string::String, LIT::__private::serde_json::Value>",
+            ),
+            CX,
+        ],
+        UNIT,
+    ),
+    hook(
+        "on_load_checkpoint",
+        &[
+            p(
+                "checkpoint",
+                "&LIT::__private::serde_json::Map<::std::string::String, LIT::__private::serde_json::Value>",
+            ),
+            CX,
+        ],
+        UNIT,
+    ),
     hook("train_dataloader", &[CX], Ret::TrainLoader),
     hook("val_dataloader", &[CX], Ret::EvalLoaders("Self::ValBatch")),
     hook("test_dataloader", &[CX], Ret::EvalLoaders("Self::TestBatch")),
