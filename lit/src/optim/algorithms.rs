@@ -34,6 +34,22 @@ fn axpy(x: &mut Tensor, a: f64, y: &Tensor) {
 }
 
 impl Core {
+    fn new(groups: Vec<ParamGroup>) -> Self {
+        Core { groups, state: BTreeMap::new(), scratch: BTreeMap::new(), step: 0 }
+    }
+
+    /// Every parameter that has a gradient, with its name, gradient and group options
+    /// (learning rate, weight decay), in group order.
+    fn params_with_grads(&self) -> Vec<(String, Tensor, Tensor, f64, f64)> {
+        self.groups
+            .iter()
+            .flat_map(|g| {
+                g.params.iter().map(move |(n, p)| (n.clone(), p.shallow_clone(), p.grad(), g.lr, g.weight_decay))
+            })
+            .filter(|(_, _, grad, _, _)| grad.defined())
+            .collect()
+    }
+
     fn zero_grad(&mut self) {
         for (_, p) in self.groups.iter_mut().flat_map(|g| g.params.iter_mut()) {
             p.zero_grad();
@@ -178,10 +194,7 @@ struct SgdOptimizer {
 impl OptimizerConfig for Sgd {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
         let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(SgdOptimizer {
-            config: self.clone(),
-            core: Core { groups, state: BTreeMap::new(), scratch: BTreeMap::new(), step: 0 },
-        }))
+        Ok(Box::new(SgdOptimizer { config: self.clone(), core: Core::new(groups) }))
     }
 }
 
@@ -196,55 +209,51 @@ impl Optimizer for SgdOptimizer {
         let _guard = tch::no_grad_guard();
         let Sgd { momentum, dampening, nesterov, .. } = self.config;
         self.core.step += 1;
-        for gi in 0..self.core.groups.len() {
-            let (lr, wd) = (self.core.groups[gi].lr, self.core.groups[gi].weight_decay);
-            let mut neg_lr: Option<Tensor> = None;
-            for pi in 0..self.core.groups[gi].params.len() {
-                let (name, mut p) = {
-                    let (n, p) = &self.core.groups[gi].params[pi];
-                    (n.clone(), p.shallow_clone())
+        // -lr as a 0-d tensor, made again only when the group's learning rate changes.
+        let mut neg_lr: Option<(f64, Tensor)> = None;
+        for (name, mut p, g, lr, wd) in self.core.params_with_grads() {
+            // d = grad (+ weight_decay * param)
+            let mut d = if wd != 0.0 {
+                let mut d = self.core.scratch(0, &name, &p);
+                d.copy_(&g);
+                axpy(&mut d, wd, &p);
+                d
+            } else {
+                g
+            };
+            if momentum != 0.0 {
+                let key = format!("momentum_buffer/{name}");
+                let buf = match self.core.state.get(&key) {
+                    None => {
+                        let b = d.detach().copy();
+                        self.core.state.insert(key, b.shallow_clone());
+                        b
+                    }
+                    Some(b) => {
+                        let mut b = b.shallow_clone();
+                        let _ = b.g_mul_scalar_(momentum);
+                        axpy(&mut b, 1.0 - dampening, &d);
+                        b
+                    }
                 };
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                // d = grad (+ weight_decay * param)
-                let mut d = if wd != 0.0 {
-                    let mut d = self.core.scratch(0, &name, &p);
-                    d.copy_(&g);
-                    axpy(&mut d, wd, &p);
-                    d
+                d = if nesterov {
+                    let mut n = self.core.scratch(1, &name, &p);
+                    n.copy_(&d);
+                    axpy(&mut n, momentum, &buf);
+                    n
                 } else {
-                    g
+                    buf
                 };
-                if momentum != 0.0 {
-                    let key = format!("momentum_buffer/{name}");
-                    let mut buf = match self.core.state.get(&key) {
-                        None => {
-                            let b = d.detach().copy();
-                            self.core.state.insert(key, b.shallow_clone());
-                            b
-                        }
-                        Some(b) => {
-                            let mut b = b.shallow_clone();
-                            let _ = b.g_mul_scalar_(momentum);
-                            axpy(&mut b, 1.0 - dampening, &d);
-                            b
-                        }
-                    };
-                    d = if nesterov {
-                        let mut n = self.core.scratch(1, &name, &p);
-                        n.copy_(&d);
-                        axpy(&mut n, momentum, &buf);
-                        n
-                    } else {
-                        buf.shallow_clone()
-                    };
-                    let _ = &mut buf;
-                }
-                let neg_lr = neg_lr.get_or_insert_with(|| scalar(-lr, &p));
-                let _ = p.addcmul_(&d, neg_lr);
             }
+            let neg = match &neg_lr {
+                Some((l, t)) if *l == lr => t.shallow_clone(),
+                _ => {
+                    let t = scalar(-lr, &p);
+                    neg_lr = Some((lr, t.shallow_clone()));
+                    t
+                }
+            };
+            let _ = p.addcmul_(&d, &neg);
         }
     }
 
@@ -346,10 +355,7 @@ struct AdamOptimizer {
 impl OptimizerConfig for Adam {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
         let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(AdamOptimizer {
-            config: self.clone(),
-            core: Core { groups, state: BTreeMap::new(), scratch: BTreeMap::new(), step: 0 },
-        }))
+        Ok(Box::new(AdamOptimizer { config: self.clone(), core: Core::new(groups) }))
     }
 }
 
@@ -373,50 +379,39 @@ impl Optimizer for AdamOptimizer {
         let step = self.core.step as f64;
         let bias1 = 1.0 - beta1.powf(step);
         let bias2_sqrt = (1.0 - beta2.powf(step)).sqrt();
-        for gi in 0..self.core.groups.len() {
-            let (lr, wd) = (self.core.groups[gi].lr, self.core.groups[gi].weight_decay);
+        for (name, mut p, g, lr, wd) in self.core.params_with_grads() {
             let step_size = lr / bias1;
-            for pi in 0..self.core.groups[gi].params.len() {
-                let (name, mut p) = {
-                    let (n, p) = &self.core.groups[gi].params[pi];
-                    (n.clone(), p.shallow_clone())
-                };
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                if wd != 0.0 && decoupled {
-                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
-                }
-                let g = if wd != 0.0 && !decoupled {
-                    let mut d = self.core.scratch(0, &name, &p);
-                    d.copy_(&g);
-                    axpy(&mut d, wd, &p);
-                    d
-                } else {
-                    g
-                };
-                let mut m = self.core.slot("exp_avg", &name, &p);
-                let mut v = self.core.slot("exp_avg_sq", &name, &p);
-                // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-                let _ = m.lerp_(&g, 1.0 - beta1);
-                let squared = self.core.scratch(1, &name, &p);
-                let _ = g.mul_out(&squared, &g);
-                let _ = v.lerp_(&squared, 1.0 - beta2);
-                // sqrt(v) / c + eps = (sqrt(v) + eps * c) / c with c = sqrt(bias_correction2), so
-                // param -= step_size * m / denom is param += m / ((sqrt(v) + eps * c) / (-step_size * c)).
-                let mut denom = self.core.scratch(2, &name, &p);
-                let v = if amsgrad {
-                    let max_v = self.core.slot("max_exp_avg_sq", &name, &p);
-                    let _ = max_v.maximum_out(&max_v, &v);
-                    max_v
-                } else {
-                    v
-                };
-                let _ = v.sqrt_out(&denom);
-                let _ = denom.g_add_scalar_(eps * bias2_sqrt).g_div_scalar_(-step_size * bias2_sqrt);
-                let _ = p.addcdiv_(&m, &denom);
+            if wd != 0.0 && decoupled {
+                let _ = p.g_mul_scalar_(1.0 - lr * wd);
             }
+            let g = if wd != 0.0 && !decoupled {
+                let mut d = self.core.scratch(0, &name, &p);
+                d.copy_(&g);
+                axpy(&mut d, wd, &p);
+                d
+            } else {
+                g
+            };
+            let mut m = self.core.slot("exp_avg", &name, &p);
+            let mut v = self.core.slot("exp_avg_sq", &name, &p);
+            // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+            let _ = m.lerp_(&g, 1.0 - beta1);
+            let squared = self.core.scratch(1, &name, &p);
+            let _ = g.mul_out(&squared, &g);
+            let _ = v.lerp_(&squared, 1.0 - beta2);
+            // sqrt(v) / c + eps = (sqrt(v) + eps * c) / c with c = sqrt(bias_correction2), so
+            // param -= step_size * m / denom is param += m / ((sqrt(v) + eps * c) / (-step_size * c)).
+            let mut denom = self.core.scratch(2, &name, &p);
+            let v = if amsgrad {
+                let max_v = self.core.slot("max_exp_avg_sq", &name, &p);
+                let _ = max_v.maximum_out(&max_v, &v);
+                max_v
+            } else {
+                v
+            };
+            let _ = v.sqrt_out(&denom);
+            let _ = denom.g_add_scalar_(eps * bias2_sqrt).g_div_scalar_(-step_size * bias2_sqrt);
+            let _ = p.addcdiv_(&m, &denom);
         }
     }
 
@@ -487,10 +482,7 @@ struct RmsPropOptimizer {
 impl OptimizerConfig for RmsProp {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
         let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(RmsPropOptimizer {
-            config: self.clone(),
-            core: Core { groups, state: BTreeMap::new(), scratch: BTreeMap::new(), step: 0 },
-        }))
+        Ok(Box::new(RmsPropOptimizer { config: self.clone(), core: Core::new(groups) }))
     }
 }
 
@@ -505,48 +497,37 @@ impl Optimizer for RmsPropOptimizer {
         let _guard = tch::no_grad_guard();
         let RmsProp { alpha, eps, momentum, centered, .. } = self.config;
         self.core.step += 1;
-        for gi in 0..self.core.groups.len() {
-            let (lr, wd) = (self.core.groups[gi].lr, self.core.groups[gi].weight_decay);
-            for pi in 0..self.core.groups[gi].params.len() {
-                let (name, mut p) = {
-                    let (n, p) = &self.core.groups[gi].params[pi];
-                    (n.clone(), p.shallow_clone())
-                };
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let g = if wd != 0.0 {
-                    let mut d = self.core.scratch(0, &name, &p);
-                    d.copy_(&g);
-                    axpy(&mut d, wd, &p);
-                    d
-                } else {
-                    g
-                };
-                let mut sq = self.core.slot("square_avg", &name, &p);
-                let mut scaled = self.core.scratch(1, &name, &p);
-                scaled.copy_(&g);
-                let _ = scaled.g_mul_scalar_(1.0 - alpha);
-                let _ = sq.g_mul_scalar_(alpha).addcmul_(&scaled, &g);
-                let mut avg = self.core.scratch(2, &name, &p);
-                if centered {
-                    let mut ga = self.core.slot("grad_avg", &name, &p);
-                    let _ = ga.lerp_(&g, 1.0 - alpha);
-                    avg.copy_(&sq);
-                    axpy(&mut avg, -1.0, &(&ga * &ga));
-                } else {
-                    avg.copy_(&sq);
-                }
-                let _ = avg.sqrt_().g_add_scalar_(eps);
-                if momentum > 0.0 {
-                    let mut buf = self.core.slot("momentum_buffer", &name, &p);
-                    let _ = buf.g_mul_scalar_(momentum).addcdiv_(&g, &avg);
-                    axpy(&mut p, -lr, &buf);
-                } else {
-                    let _ = avg.g_div_scalar_(-lr);
-                    let _ = p.addcdiv_(&g, &avg);
-                }
+        for (name, mut p, g, lr, wd) in self.core.params_with_grads() {
+            let g = if wd != 0.0 {
+                let mut d = self.core.scratch(0, &name, &p);
+                d.copy_(&g);
+                axpy(&mut d, wd, &p);
+                d
+            } else {
+                g
+            };
+            let mut sq = self.core.slot("square_avg", &name, &p);
+            let mut scaled = self.core.scratch(1, &name, &p);
+            scaled.copy_(&g);
+            let _ = scaled.g_mul_scalar_(1.0 - alpha);
+            let _ = sq.g_mul_scalar_(alpha).addcmul_(&scaled, &g);
+            let mut avg = self.core.scratch(2, &name, &p);
+            if centered {
+                let mut ga = self.core.slot("grad_avg", &name, &p);
+                let _ = ga.lerp_(&g, 1.0 - alpha);
+                avg.copy_(&sq);
+                axpy(&mut avg, -1.0, &(&ga * &ga));
+            } else {
+                avg.copy_(&sq);
+            }
+            let _ = avg.sqrt_().g_add_scalar_(eps);
+            if momentum > 0.0 {
+                let mut buf = self.core.slot("momentum_buffer", &name, &p);
+                let _ = buf.g_mul_scalar_(momentum).addcdiv_(&g, &avg);
+                axpy(&mut p, -lr, &buf);
+            } else {
+                let _ = avg.g_div_scalar_(-lr);
+                let _ = p.addcdiv_(&g, &avg);
             }
         }
     }
