@@ -136,7 +136,9 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///         batch = on_after_batch_transfer(batch)
 ///         out = training_step(batch, batch_idx)          # None: skip the rest of the step
 ///         out = training_step_end(out)
-///         if out has a loss:                              # once per optimizer
+///         if out has a loss:                              # per optimizer (accumulation:
+///                                                         # zero_grad on a window's first
+///                                                         # batch, the step on its last)
 ///             on_before_zero_grad(optimizer)
 ///             optimizer_zero_grad(epoch, batch_idx, optimizer)
 ///             on_before_backward(loss)
@@ -148,6 +150,7 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///         on_train_batch_end(out, batch, batch_idx)
 ///         if val_check_interval says so: val_loop()
 ///         if global_step == max_steps or a stop was requested: break
+///     <epoch-interval schedulers step>       # when the epoch ran to its end
 ///     training_epoch_end(outputs)            # when implemented
 ///     on_train_epoch_end()
 ///
