@@ -31,7 +31,7 @@ fn weights(dir: &Path, rank: usize) -> (Vec<f64>, u64) {
 fn assert_close(a: &[f64], b: &[f64], what: &str) {
     let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
     let norm: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    assert!(diff / norm < 1e-5, "{what}: relative difference {}", diff / norm);
+    assert!(diff / norm <= 1e-6, "{what}: relative difference {}", diff / norm);
 }
 
 fn run(mut c: Command) -> std::process::Output {
