@@ -160,6 +160,9 @@ impl HookFn {
             );
         }
         match sig.inputs.first() {
+            Some(FnArg::Receiver(r)) if hook.shared && r.mutability.is_some() => {
+                errors.push(r, format!("hook `{}` only reads the module: write `&self`, not `&mut self`", hook.name))
+            }
             Some(FnArg::Receiver(r)) if r.reference.is_some() => {}
             Some(FnArg::Receiver(r)) => errors.push(
                 r,

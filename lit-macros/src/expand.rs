@@ -372,6 +372,7 @@ fn hook_method(lit: &TokenStream, self_ty: &Type, h: &HookFn) -> TokenStream {
     let types = hook.params.iter().map(|p| parse_type(p.ty, lit));
     let params = names.iter().zip(types).map(|(n, t)| quote!(#n: #t));
     let generics = hook.generic.then(|| quote!(<B: #lit::data::Batch>));
+    let receiver = if hook.shared { quote!(&self) } else { quote!(&mut self) };
     let cx = names.iter().zip(hook.params).find(|(_, p)| p.name == "cx").map(|(n, _)| n);
     let mut prelude = quote!();
     let args = h.args.iter().map(|a| match a.role {
@@ -435,7 +436,7 @@ fn hook_method(lit: &TokenStream, self_ty: &Type, h: &HookFn) -> TokenStream {
     };
     quote! {
         #[allow(clippy::needless_question_mark, clippy::unit_arg)]
-        fn #name #generics(&mut self, #(#params),*) -> #ret {
+        fn #name #generics(#receiver, #(#params),*) -> #ret {
             #prelude
             #body
         }

@@ -48,6 +48,8 @@ pub(crate) struct Hook {
     pub(crate) step: Option<Stage>,
     /// Generic over the batch type (`<B: Batch>`), as the transfer hooks are.
     pub(crate) generic: bool,
+    /// Takes `&self`: the hook only reads the module.
+    pub(crate) shared: bool,
 }
 
 const CX: Param = Param { name: "cx", ty: "&mut LIT::Ctx" };
@@ -64,15 +66,15 @@ const fn p(name: &'static str, ty: &'static str) -> Param {
 }
 
 const fn hook(name: &'static str, params: &'static [Param], ret: Ret) -> Hook {
-    Hook { name, params, ret, step: None, generic: false }
+    Hook { name, params, ret, step: None, generic: false, shared: false }
 }
 
 const fn step(name: &'static str, params: &'static [Param], ret: Ret, stage: Stage) -> Hook {
-    Hook { name, params, ret, step: Some(stage), generic: false }
+    Hook { name, params, ret, step: Some(stage), generic: false, shared: false }
 }
 
 const fn generic(name: &'static str, params: &'static [Param]) -> Hook {
-    Hook { name, params, ret: Ret::Value("B"), step: None, generic: true }
+    Hook { name, params, ret: Ret::Value("B"), step: None, generic: true, shared: false }
 }
 
 const UNIT: Ret = Ret::Value("()");
@@ -86,6 +88,14 @@ pub(crate) const HOOKS: &[Hook] = &[
     hook("configure_callbacks", &[], Ret::Exact("::std::vec::Vec<::std::boxed::Box<dyn LIT::Callback>>")),
     hook("configure_optimizers", &[CX], Ret::Value("LIT::optim::Optimizers")),
     hook("on_post_move_to_device", &[CX], UNIT),
+    Hook {
+        name: "get_progress_bar_dict",
+        params: &[p("metrics", "::std::collections::BTreeMap<::std::string::String, f64>")],
+        ret: Ret::Exact("::std::collections::BTreeMap<::std::string::String, f64>"),
+        step: None,
+        generic: false,
+        shared: true,
+    },
     hook(
         "on_save_checkpoint",
         &[

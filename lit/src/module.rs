@@ -271,6 +271,11 @@ pub trait LightningModule {
     ) -> Result<()> {
         Ok(())
     }
+    /// What the progress bar shows, from the `prog_bar` metrics (Lightning's
+    /// `get_progress_bar_dict`): add, rename or drop entries.
+    fn get_progress_bar_dict(&self, metrics: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+        metrics
+    }
     /// Called once the variables are on the training device.
     fn on_post_move_to_device(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())

@@ -229,7 +229,8 @@ impl<M: LightningModule> Run<'_, M> {
                 S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, self.cx)?;
                 self.cx.check()?;
                 let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
-                progress.advance(|| metrics.progress_bar_metrics());
+                let model = &*self.model;
+                progress.advance(|| model.get_progress_bar_dict(metrics.progress_bar_metrics()));
                 if keep {
                     kept.extend(out);
                 }
@@ -251,7 +252,7 @@ impl<M: LightningModule> Run<'_, M> {
             };
             self.flush_logs(step)?;
         }
-        let bar = self.cx.metrics.progress_bar_metrics();
+        let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());
         self.cx.progress.finish(bar, self.cx.stage != crate::Stage::Fit);
         S::end(self.model, self.callbacks, self.cx)?;
         self.cx.num_dataloaders = 1;

@@ -201,7 +201,8 @@ impl<M: LightningModule> Run<'_, M> {
             let out = self.train_batch(epoch, batch, batch_idx, is_last)?;
             self.cx.in_step = false;
             let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
-            progress.advance(|| metrics.progress_bar_metrics());
+            let model = &*self.model;
+            progress.advance(|| model.get_progress_bar_dict(metrics.progress_bar_metrics()));
             if self.cx.global_step != stepped && self.cx.global_step.is_multiple_of(log_every) {
                 self.flush_logs(self.cx.global_step - 1)?;
             }
@@ -249,7 +250,7 @@ impl<M: LightningModule> Run<'_, M> {
         hook!(self, on_train_epoch_end());
         self.cx.metrics.end_epoch(true, self.cx.process_group.as_ref())?;
         self.flush_logs(self.cx.global_step.saturating_sub(1))?;
-        let bar = self.cx.metrics.progress_bar_metrics();
+        let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());
         self.cx.progress.finish(bar, true);
         if tracing::enabled!(target: "lit", tracing::Level::INFO) {
             tracing::info!(target: "lit", epoch, global_step = self.cx.global_step, metrics = ?self.cx.progress_bar_or_callback(), "training epoch done");
