@@ -6,6 +6,8 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/rng_shim.cpp");
+    println!("cargo:rustc-check-cfg=cfg(lit_rng)");
     println!("cargo:rerun-if-env-changed=LIT_GLOO_INCLUDE");
     println!("cargo:rustc-check-cfg=cfg(lit_c10d)");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
@@ -15,6 +17,22 @@ fn main() {
         return;
     };
     let include = Path::new(&lib).parent().map(|torch| torch.join("include")).unwrap_or_default();
+    let rng = cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .file("csrc/rng_shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .try_compile("lit_rng");
+    match rng {
+        Ok(()) => println!("cargo:rustc-cfg=lit_rng"),
+        Err(e) => println!(
+            "cargo:warning=lit: the RNG shim did not compile ({e}); checkpoints will not store generator state"
+        ),
+    }
     let gloo = std::env::var("LIT_GLOO_INCLUDE").unwrap_or_else(|_| "/usr/include".into());
     if !Path::new(&gloo).join("gloo/config.h").exists() {
         println!(

@@ -23,6 +23,7 @@ mod metrics;
 mod module;
 pub mod optim;
 mod progress;
+mod rng;
 mod summary;
 mod trainer;
 

@@ -34,6 +34,9 @@ pub(crate) fn build_state<M: LightningModule>(
         meta.optimizers.push(state.meta);
     }
     meta.schedulers = cx.schedulers.iter().map(|s| s.scheduler.state()).collect();
+    if let Some(state) = crate::rng::cpu_state()? {
+        tensors.insert(format!("{STATE_PREFIX}rng.cpu"), state);
+    }
     for cb in callbacks {
         if let Some(state) = cb.state_dict() {
             meta.callbacks.insert(cb.name().to_string(), state);
@@ -116,6 +119,9 @@ impl<M: LightningModule> Run<'_, M> {
             }
         }
         self.model.on_load_checkpoint(&meta.module, self.cx)?;
+        if let Some(state) = ckpt.tensors().get(&format!("{STATE_PREFIX}rng.cpu")) {
+            crate::rng::set_cpu_state(state)?;
+        }
         self.cx.global_step = meta.global_step;
         self.cx.total_batch_idx = meta.loops.total_batch_idx;
         self.cx.current_epoch = meta.loops.epoch;

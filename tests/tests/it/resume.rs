@@ -253,3 +253,12 @@ with torch.no_grad():
     assert!(diff / norm <= 1e-6, "relative difference {} between lit and PyTorch", diff / norm);
     Ok(())
 }
+
+#[test]
+fn resume_restores_the_random_generator() {
+    // In its own process: the tests of this binary share libtorch's global generator.
+    let out = Command::new(env!("CARGO_BIN_EXE_dropout_resume")).arg(temp_dir("dropout-resume")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "resumed weights equal the uninterrupted run's: true");
+}
