@@ -1,13 +1,14 @@
-//! Compiles the c10d shim (torch.distributed's Gloo backend) against the libtorch that tch links,
-//! when Gloo's headers are installed (Debian: libgloo-dev; `scripts/with-torch` installs them).
-//! Without them lit builds without distributed training and says so at `build()`.
+//! Compiles lit's two C++ shims against the libtorch that tch links: `torch_shim.cpp` (generator
+//! state, autocast, determinism flags, tracing) and `c10d_shim.cpp` (torch.distributed's Gloo
+//! backend, when Gloo's headers are installed: Debian's libgloo-dev, which `scripts/with-torch`
+//! installs). Without them lit builds without those features and says so where they are asked for.
 
 use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
-    println!("cargo:rerun-if-changed=csrc/rng_shim.cpp");
-    println!("cargo:rustc-check-cfg=cfg(lit_rng)");
+    println!("cargo:rerun-if-changed=csrc/torch_shim.cpp");
+    println!("cargo:rustc-check-cfg=cfg(lit_shim)");
     println!("cargo:rerun-if-env-changed=LIT_GLOO_INCLUDE");
     println!("cargo:rustc-check-cfg=cfg(lit_c10d)");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
@@ -17,20 +18,20 @@ fn main() {
         return;
     };
     let include = Path::new(&lib).parent().map(|torch| torch.join("include")).unwrap_or_default();
-    let rng = cc::Build::new()
+    let shim = cc::Build::new()
         .cpp(true)
         .pic(true)
         .std("c++17")
-        .file("csrc/rng_shim.cpp")
+        .file("csrc/torch_shim.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
-        .try_compile("lit_rng");
-    match rng {
-        Ok(()) => println!("cargo:rustc-cfg=lit_rng"),
+        .try_compile("lit_shim");
+    match shim {
+        Ok(()) => println!("cargo:rustc-cfg=lit_shim"),
         Err(e) => println!(
-            "cargo:warning=lit: the RNG shim did not compile ({e}); checkpoints will not store generator state"
+            "cargo:warning=lit: the libtorch shim did not compile ({e}); checkpoints will not store generator state, and CPU autocast, determinism flags and ONNX export are unavailable"
         ),
     }
     let gloo = std::env::var("LIT_GLOO_INCLUDE").unwrap_or_else(|_| "/usr/include".into());

@@ -5,6 +5,7 @@
 //! scripts/with-torch target/release/lit-bench [mlp|rnn|all] [--epochs N] [--progress]
 //! scripts/with-torch target/release/lit-bench optim
 //! scripts/with-torch target/release/lit-bench ddp
+//! scripts/with-torch target/release/lit-bench precision [--device cpu|cuda] [--epochs N]
 //! ```
 //!
 //! Speed: one process trains both variants over the same pre-made batches, alternating epochs
@@ -452,8 +453,113 @@ fn ddp_speed() -> Result<()> {
     Ok(())
 }
 
+/// The hand-written loop at a precision: tch's Adam, the forward pass under autocast for the mixed
+/// precisions, and for "16-mixed" the loss scaling a hand-written PyTorch loop does with
+/// `torch.amp.GradScaler` (scale, unscale and check, skip or step, update).
+fn hand_epoch_at(net: &Net, opt: &mut nn::Optimizer, batches: &[Pair], precision: lit::amp::Precision) -> Result<f64> {
+    let device = net.vs.device();
+    let mut scale = Tensor::from_slice(&[65536.0f32]).to_device(device);
+    let tracker = Tensor::from_slice(&[0i32]).to_device(device);
+    let mut last = f64::NAN;
+    for (x, y) in batches {
+        let loss = {
+            let _autocast = precision.autocast_kind().map(|k| lit::amp::AutocastGuard::enter(device, k)).transpose()?;
+            net.loss(x, y)
+        };
+        opt.zero_grad();
+        if precision == lit::amp::Precision::F16Mixed {
+            (&loss * scale.reshape([])).backward();
+            let inv = scale.reciprocal();
+            let mut found = Tensor::zeros([1], (Kind::Float, device));
+            tch::no_grad(|| {
+                for v in net.vs.trainable_variables() {
+                    let mut g = v.grad();
+                    if g.defined() {
+                        g.internal_amp_non_finite_check_and_unscale(&mut found, &inv);
+                    }
+                }
+            });
+            if found.double_value(&[0]) == 0.0 {
+                opt.step();
+            }
+            let _ = scale.internal_amp_update_scale_(&tracker, &found, 2.0, 0.5, 2000);
+        } else {
+            loss.backward();
+            opt.step();
+        }
+        last = loss.double_value(&[]);
+    }
+    Ok(last)
+}
+
+/// `lit-bench precision`: seconds per epoch of the mlp task, lit and hand-written, at each
+/// precision the device supports, alternating epochs.
+fn precision_speed(args: &[String]) -> Result<()> {
+    let mut device = if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
+    let mut epochs = 3;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--device" => {
+                device = match it.next().map(String::as_str) {
+                    Some("cpu") => Device::Cpu,
+                    Some("cuda") => Device::Cuda(0),
+                    _ => return Err(lit::Error::msg("--device takes cpu or cuda")),
+                }
+            }
+            "--epochs" => epochs = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0).ok_or_else(usage)?,
+            other => return Err(lit::Error::msg(format!("unknown argument `{other}`"))),
+        }
+    }
+    let precisions: &[&str] =
+        if device.is_cuda() { &["32-true", "bf16-mixed", "16-mixed"] } else { &["32-true", "bf16-mixed"] };
+    let batches: Vec<Pair> =
+        Task::Mlp.batches().into_iter().map(|(x, y)| (x.to_device(device), y.to_device(device))).collect();
+    println!("mlp task on {device:?}: seconds per epoch, median of {epochs} after 1 warm-up, lit and hand alternating");
+    println!(
+        "{:<11} {:>9} {:>9} {:>6} {:>10} {:>10}",
+        "precision", "lit s", "hand s", "ratio", "lit loss", "hand loss"
+    );
+    let mut fp32 = None;
+    for &name in precisions {
+        let precision: lit::amp::Precision = name.parse()?;
+        let (mut lit_t, mut hand_t) = (Vec::new(), Vec::new());
+        let mut model = LitNet(Net::new(Task::Mlp));
+        let mut hand = Net::new(Task::Mlp);
+        hand.vs.set_device(device);
+        let mut opt = hand.optimizer();
+        let accelerator = if device.is_cuda() { "cuda" } else { "cpu" };
+        let (mut lit_loss_last, mut hand_loss) = (f64::NAN, f64::NAN);
+        for _ in 0..=epochs {
+            // One `fit` of one epoch per timed epoch: the timing includes each fit's set-up.
+            let mut trainer = trainer(1).accelerator(accelerator).precision(name).build()?;
+            let data = Batches::new(batches.iter().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())).collect());
+            let start = Instant::now();
+            trainer.fit(&mut model, data, ())?;
+            if device.is_cuda() {
+                tch::Cuda::synchronize(0);
+            }
+            lit_t.push(start.elapsed().as_secs_f64());
+            lit_loss_last = lit_loss(&trainer);
+            let start = Instant::now();
+            hand_loss = hand_epoch_at(&hand, &mut opt, &batches, precision)?;
+            hand_t.push(start.elapsed().as_secs_f64());
+        }
+        let (l, h) = (median(&lit_t[1..]), median(&hand_t[1..]));
+        println!("{name:<11} {l:>9.4} {h:>9.4} {:>6.3} {lit_loss_last:>10.4} {hand_loss:>10.4}", l / h);
+        match fp32 {
+            None => fp32 = Some(l),
+            Some(base) => println!("{name} speed-up over 32-true (lit): {:.2}x", base / l),
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("precision") {
+        return precision_speed(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("optim") {
         return optim_speed();
     }

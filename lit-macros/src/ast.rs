@@ -115,6 +115,34 @@ pub(crate) struct ModuleImpl {
     pub(crate) hooks: Vec<HookFn>,
     pub(crate) init: Option<InitFn>,
     pub(crate) example_input: Option<Ident>,
+    /// `forward(&self, x)` or `forward(&self, x, train: bool)`: what export traces.
+    pub(crate) forward: Option<ForwardFn>,
+}
+
+/// A `forward` method export can trace: one input, and optionally a `train: bool` flag.
+pub(crate) struct ForwardFn {
+    pub(crate) ident: Ident,
+    pub(crate) train_flag: bool,
+}
+
+impl ForwardFn {
+    fn from_sig(sig: &syn::Signature) -> Option<Self> {
+        let mut inputs = sig.inputs.iter();
+        match inputs.next() {
+            Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+            _ => return None,
+        }
+        let typed: Vec<&syn::PatType> =
+            inputs.map(|a| if let FnArg::Typed(t) = a { Some(t) } else { None }).collect::<Option<_>>()?;
+        let is_bool = |ty: &syn::Type| matches!(ty, syn::Type::Path(p) if p.path.is_ident("bool"));
+        let train_flag = match typed.as_slice() {
+            [_] => false,
+            [_, flag] if is_bool(&flag.ty) => true,
+            _ => return None,
+        };
+        (sig.generics.params.is_empty() && sig.output != syn::ReturnType::Default)
+            .then(|| ForwardFn { ident: sig.ident.clone(), train_flag })
+    }
 }
 
 /// The table's name for a user parameter: its identifier without leading underscores.
@@ -300,11 +328,14 @@ impl ModuleImpl {
             errors.push(&item.generics, "`#[lightning_module]` does not support generic impl blocks yet");
         }
         let mut hooks: Vec<HookFn> = Vec::new();
-        let (mut init, mut marked_init, mut example_input) = (None, None, None);
+        let (mut init, mut marked_init, mut example_input, mut forward) = (None, None, None, None);
         let mut duplicates = Vec::new();
         for (index, impl_item) in item.items.iter_mut().enumerate() {
             let ImplItem::Fn(f) = impl_item else { continue };
             let name = f.sig.ident.to_string();
+            if name == "forward" {
+                forward = ForwardFn::from_sig(&f.sig);
+            }
             let init_attr = take_attr(&mut f.attrs, "init");
             if let Some(attr) = take_attr(&mut f.attrs, "example_input")
                 && example_input.replace(f.sig.ident.clone()).is_some()
@@ -356,7 +387,7 @@ impl ModuleImpl {
         for index in duplicates.into_iter().rev() {
             item.items.remove(index);
         }
-        ModuleImpl { item, hooks, init: marked_init.or(init), example_input }
+        ModuleImpl { item, hooks, init: marked_init.or(init), example_input, forward }
     }
 
     pub(crate) fn hook(&self, name: &str) -> Option<&HookFn> {

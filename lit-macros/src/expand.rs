@@ -98,10 +98,22 @@ fn module_struct(args: TokenStream, item: syn::ItemStruct) -> TokenStream {
             }
         }
     });
+    let has_example = module.example_input.as_ref().map(|field| {
+        quote! {
+            #[automatically_derived]
+            impl #lit::__private::HasExampleInput for #ident {
+                fn example_input(&self) -> #tch::Tensor {
+                    self.#field.shallow_clone()
+                }
+            }
+        }
+    });
     quote! {
         #item
 
         const _: () = {
+            #has_example
+
             #[automatically_derived]
             impl #lit::__private::ModelParts for #ident {
                 type Hparams = #hparams_ty;
@@ -326,8 +338,18 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
                     ::core::option::Option::Some(self.#m())
                 }
             }
+
+            const _: () = {
+                #[automatically_derived]
+                impl #lit::__private::HasExampleInput for #self_ty {
+                    fn example_input(&self) -> #lit::__private::tch::Tensor {
+                        self.#m()
+                    }
+                }
+            };
         }
     });
+    let export = module.forward.as_ref().map(|f| export_methods(&lit, self_ty, f));
     quote! {
         const _: () = {
             #[automatically_derived]
@@ -360,6 +382,58 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
             #init
         };
         #example
+        #export
+    }
+}
+
+/// `to_torchscript`, `to_onnx` and their `_with` forms, tracing the module's `forward`.
+fn export_methods(lit: &TokenStream, self_ty: &Type, forward: &crate::ast::ForwardFn) -> TokenStream {
+    let ident = &forward.ident;
+    let flag = forward.train_flag.then(|| quote!(, false));
+    let tch = quote!(#lit::__private::tch);
+    let closure = quote! {
+        |__lit_inputs: &[#tch::Tensor]| {
+            #lit::__private::IntoTraceOutputs::into_trace_outputs(<#self_ty>::#ident(self, &__lit_inputs[0] #flag))
+        }
+    };
+    quote! {
+        #[automatically_derived]
+        impl #self_ty {
+            /// Traces `forward` on the example input (`#[example_input]`) into TorchScript, as
+            /// Lightning's `to_torchscript(method="trace")`. Save it with `.save(path)`; PyTorch
+            /// loads it with `torch.jit.load`.
+            pub fn to_torchscript(&self) -> #lit::Result<#tch::CModule> {
+                #[allow(unused_imports)]
+                use #lit::__private::{ViaExampleInput as _, ViaNoExampleInput as _};
+                let input = (&&#lit::__private::ExampleProbe(self)).example()?;
+                self.to_torchscript_with(&input)
+            }
+
+            /// Traces `forward` on `input` into TorchScript.
+            pub fn to_torchscript_with(&self, input: &#tch::Tensor) -> #lit::Result<#tch::CModule> {
+                let vs = #lit::__private::ModelParts::var_store(self);
+                #lit::export::to_torchscript(vs, &[input.to_device(vs.device())], #closure)
+            }
+
+            /// Traces `forward` on the example input and writes an ONNX model to `path`, as
+            /// Lightning's `to_onnx(file_path)`.
+            pub fn to_onnx(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> #lit::Result<()> {
+                #[allow(unused_imports)]
+                use #lit::__private::{ViaExampleInput as _, ViaNoExampleInput as _};
+                let input = (&&#lit::__private::ExampleProbe(self)).example()?;
+                self.to_onnx_with(path, &input)
+            }
+
+            /// Traces `forward` on `input` and writes an ONNX model to `path`.
+            pub fn to_onnx_with(
+                &self,
+                path: impl ::core::convert::AsRef<::std::path::Path>,
+                input: &#tch::Tensor,
+            ) -> #lit::Result<()> {
+                let vs = #lit::__private::ModelParts::var_store(self);
+                #lit::export::to_onnx(vs, &[input.to_device(vs.device())], #closure, path.as_ref())
+            }
+        }
     }
 }
 

@@ -178,10 +178,14 @@ pub trait Callback: Any {
 /// Merges the module's callbacks into the Trainer's, as Lightning does: a module callback
 /// replaces every Trainer callback of the same type.
 pub(crate) fn merge(trainer: &mut Vec<Box<dyn Callback>>, module: Vec<Box<dyn Callback>>) {
-    if module.is_empty() {
-        return;
-    }
     let types: Vec<_> = module.iter().map(|c| Any::type_id(&**c)).collect();
     trainer.retain(|c| !types.contains(&Any::type_id(&**c)));
     trainer.extend(module);
+    // Checkpointing runs last, so that it sees what every other callback did in the same hook
+    // (as Lightning orders them).
+    let checkpoint = std::any::TypeId::of::<crate::callbacks::ModelCheckpoint>();
+    let (mut others, checkpoints): (Vec<_>, Vec<_>) =
+        std::mem::take(trainer).into_iter().partition(|c| Any::type_id(&**c) != checkpoint);
+    others.extend(checkpoints);
+    *trainer = others;
 }

@@ -106,6 +106,8 @@ pub struct Ctx {
     pub(crate) skipped_steps: usize,
     pub(crate) process_group: Option<crate::dist::ProcessGroup>,
     pub(crate) local_rank: usize,
+    pub(crate) precision: crate::amp::Precision,
+    pub(crate) scaler: Option<crate::amp::GradScaler>,
 }
 
 /// What a callback asked of the loop about checkpoints.
@@ -147,6 +149,8 @@ impl Ctx {
             skipped_steps: 0,
             process_group: None,
             local_rank: 0,
+            precision: crate::amp::Precision::F32,
+            scaler: None,
         }
     }
 
@@ -239,6 +243,26 @@ impl Ctx {
     /// The device the module and batches are on.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// The run's precision (`"32-true"`, `"bf16-mixed"`, …).
+    pub fn precision(&self) -> crate::amp::Precision {
+        self.precision
+    }
+
+    /// Whether the step hooks run under autocast (a mixed precision).
+    pub fn use_amp(&self) -> bool {
+        self.precision.is_mixed()
+    }
+
+    /// The gradient scaler of "16-mixed" (for manual optimization that steps on its own).
+    pub fn grad_scaler(&mut self) -> Option<&mut crate::amp::GradScaler> {
+        self.scaler.as_mut()
+    }
+
+    /// Autocast for a step hook, when the precision is mixed.
+    pub(crate) fn autocast(&self) -> Result<Option<crate::amp::AutocastGuard>> {
+        self.precision.autocast_kind().map(|kind| crate::amp::AutocastGuard::enter(self.device, kind)).transpose()
     }
 
     /// This process's rank among all processes (0 on one process).
@@ -344,8 +368,12 @@ impl Ctx {
     }
 
     /// Manual optimization: back-propagates `loss` (Lightning's `self.manual_backward`).
+    /// With "16-mixed" the loss is scaled first.
     pub fn manual_backward(&mut self, loss: &Tensor) -> Result<()> {
-        Ok(loss.f_backward()?)
+        match &self.scaler {
+            Some(scaler) => Ok(scaler.scale_loss(loss).f_backward()?),
+            None => Ok(loss.f_backward()?),
+        }
     }
 
     /// Manual optimization: steps learning-rate scheduler `index` (in the order
@@ -476,10 +504,18 @@ impl OptimizerHandle<'_> {
     pub fn zero_grad(&mut self) {
         self.cx.optimizers[self.index].zero_grad();
     }
-    /// Applies one update; counts as a global step.
-    pub fn step(&mut self) {
-        self.cx.optimizers[self.index].step();
+    /// Applies one update; counts as a global step. With "16-mixed" the gradients are unscaled
+    /// first, and a step whose gradients hold inf or NaN is skipped (the scale shrinks).
+    pub fn step(&mut self) -> Result<()> {
+        let optimizer = &mut *self.cx.optimizers[self.index];
+        if let Some(scaler) = &mut self.cx.scaler {
+            scaler.step(optimizer)?;
+            scaler.update()?;
+        } else {
+            optimizer.step();
+        }
         self.cx.global_step += 1;
+        Ok(())
     }
     /// The learning rate of the first group.
     pub fn lr(&self) -> f64 {

@@ -66,6 +66,15 @@ pub enum Error {
         /// What c10d reported.
         message: String,
     },
+    /// Exporting the model (TorchScript, ONNX) failed, e.g. on an operator ONNX export does
+    /// not support.
+    #[error("{format} export: {message}")]
+    Export {
+        /// "TorchScript" or "ONNX".
+        format: &'static str,
+        /// What went wrong, naming the operator or value.
+        message: String,
+    },
     /// Anything a user's hook reports with `?` on their own error types.
     #[error(transparent)]
     User(Box<dyn std::error::Error + Send + Sync + 'static>),

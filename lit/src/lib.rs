@@ -9,6 +9,7 @@
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+pub mod amp;
 mod callback;
 pub mod callbacks;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ mod ctx;
 pub mod data;
 pub mod dist;
 mod error;
+pub mod export;
 pub mod image;
 mod interrupt;
 pub mod loggers;
@@ -24,6 +26,8 @@ mod module;
 pub mod optim;
 mod progress;
 mod rng;
+#[cfg(lit_shim)]
+mod shim;
 mod summary;
 mod trainer;
 

@@ -340,3 +340,75 @@ pub fn load_from_checkpoint<M: Init>(path: &std::path::Path) -> Result<M> {
     ckpt.load_into(model.var_store_mut())?;
     Ok(model)
 }
+
+/// Implemented by the macro for a module with an `#[example_input]` field or method.
+pub trait HasExampleInput {
+    /// The example input.
+    fn example_input(&self) -> Tensor;
+}
+
+/// Finds a module's example input, or reports that it has none (by autoref specialisation:
+/// `(&&ExampleProbe(model)).example()` picks `ViaExampleInput` when the module implements
+/// [`HasExampleInput`], and `ViaNoExampleInput` otherwise).
+pub struct ExampleProbe<'a, T>(pub &'a T);
+
+/// The probe's method when the module has an example input.
+pub trait ViaExampleInput {
+    /// The example input.
+    fn example(&self) -> Result<Tensor>;
+}
+
+impl<T: HasExampleInput> ViaExampleInput for &ExampleProbe<'_, T> {
+    fn example(&self) -> Result<Tensor> {
+        Ok(self.0.example_input())
+    }
+}
+
+/// The probe's method when the module has none.
+pub trait ViaNoExampleInput {
+    /// An error saying how to add one.
+    fn example(&self) -> Result<Tensor>;
+}
+
+impl<T> ViaNoExampleInput for ExampleProbe<'_, T> {
+    fn example(&self) -> Result<Tensor> {
+        Err(crate::Error::Export {
+            format: "model",
+            message: format!(
+                "`{}` has no example input to trace `forward` with; mark a field or method `#[example_input]`, \
+                 or use `to_torchscript_with` / `to_onnx_with`",
+                std::any::type_name::<T>()
+            ),
+        })
+    }
+}
+
+/// What `forward` returns, as the list of traced outputs.
+pub trait IntoTraceOutputs {
+    /// The output tensors.
+    fn into_trace_outputs(self) -> Vec<Tensor>;
+}
+
+impl IntoTraceOutputs for Tensor {
+    fn into_trace_outputs(self) -> Vec<Tensor> {
+        vec![self]
+    }
+}
+
+impl IntoTraceOutputs for Vec<Tensor> {
+    fn into_trace_outputs(self) -> Vec<Tensor> {
+        self
+    }
+}
+
+impl IntoTraceOutputs for (Tensor, Tensor) {
+    fn into_trace_outputs(self) -> Vec<Tensor> {
+        vec![self.0, self.1]
+    }
+}
+
+impl IntoTraceOutputs for (Tensor, Tensor, Tensor) {
+    fn into_trace_outputs(self) -> Vec<Tensor> {
+        vec![self.0, self.1, self.2]
+    }
+}

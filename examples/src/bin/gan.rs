@@ -65,7 +65,7 @@ impl Gan {
         let g_loss = Self::bce(&self.discriminator.forward(&fake), true);
         cx.optimizer(0)?.zero_grad();
         cx.manual_backward(&g_loss)?;
-        cx.optimizer(0)?.step();
+        cx.optimizer(0)?.step()?;
 
         // Discriminator: tell real digits from (detached) generated ones.
         let real_loss = Self::bce(&self.discriminator.forward(&real), true);
@@ -73,7 +73,7 @@ impl Gan {
         let d_loss = (real_loss + fake_loss) / 2.0;
         cx.optimizer(1)?.zero_grad();
         cx.manual_backward(&d_loss)?;
-        cx.optimizer(1)?.step();
+        cx.optimizer(1)?.step()?;
 
         cx.log("g_loss", &g_loss).prog_bar(true);
         cx.log("d_loss", &d_loss).prog_bar(true);

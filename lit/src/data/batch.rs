@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// A value that flows through the loops as a batch: tensors, tuples, `Vec`, `Option`, maps and
 /// plain scalars. The Trainer moves every batch with [`Batch::to_device`]; user code makes no
@@ -15,11 +15,17 @@ pub trait Batch: Send + Sized + 'static {
     /// The number of samples, read off the first tensor's first dimension; used to weight
     /// epoch means of logged values.
     fn batch_size(&self) -> Option<usize>;
+    /// The same batch with its floating-point tensors converted to `kind` (precision "64-true",
+    /// "bf16-true", "16-true"); integer tensors (labels, indices) are left as they are.
+    fn cast_floats(self, kind: Kind) -> Self;
 }
 
 impl Batch for Tensor {
     fn to_device(self, device: Device) -> Self {
         if self.device() == device { self } else { self.to_device(device) }
+    }
+    fn cast_floats(self, kind: Kind) -> Self {
+        if self.is_floating_point() && self.kind() != kind { self.to_kind(kind) } else { self }
     }
     fn shallow_clone(&self) -> Self {
         Tensor::shallow_clone(self)
@@ -33,6 +39,7 @@ macro_rules! scalar_batch {
     ($($t:ty),*) => {$(
         impl Batch for $t {
             fn to_device(self, _device: Device) -> Self { self }
+            fn cast_floats(self, _kind: Kind) -> Self { self }
             fn shallow_clone(&self) -> Self { self.clone() }
             fn batch_size(&self) -> Option<usize> { None }
         }
@@ -45,6 +52,9 @@ macro_rules! tuple_batch {
         impl<$($name: Batch),+> Batch for ($($name,)+) {
             fn to_device(self, device: Device) -> Self {
                 ($(self.$idx.to_device(device),)+)
+            }
+            fn cast_floats(self, kind: Kind) -> Self {
+                ($(self.$idx.cast_floats(kind),)+)
             }
             fn shallow_clone(&self) -> Self {
                 ($(self.$idx.shallow_clone(),)+)
@@ -65,6 +75,9 @@ impl<T: Batch> Batch for Vec<T> {
     fn to_device(self, device: Device) -> Self {
         self.into_iter().map(|b| b.to_device(device)).collect()
     }
+    fn cast_floats(self, kind: Kind) -> Self {
+        self.into_iter().map(|b| b.cast_floats(kind)).collect()
+    }
     fn shallow_clone(&self) -> Self {
         self.iter().map(Batch::shallow_clone).collect()
     }
@@ -76,6 +89,9 @@ impl<T: Batch> Batch for Vec<T> {
 impl<T: Batch> Batch for Option<T> {
     fn to_device(self, device: Device) -> Self {
         self.map(|b| b.to_device(device))
+    }
+    fn cast_floats(self, kind: Kind) -> Self {
+        self.map(|b| b.cast_floats(kind))
     }
     fn shallow_clone(&self) -> Self {
         self.as_ref().map(Batch::shallow_clone)
@@ -89,6 +105,9 @@ impl<K: Ord + Clone + Send + 'static, T: Batch> Batch for BTreeMap<K, T> {
     fn to_device(self, device: Device) -> Self {
         self.into_iter().map(|(k, v)| (k, v.to_device(device))).collect()
     }
+    fn cast_floats(self, kind: Kind) -> Self {
+        self.into_iter().map(|(k, v)| (k, v.cast_floats(kind))).collect()
+    }
     fn shallow_clone(&self) -> Self {
         self.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
     }
@@ -100,6 +119,9 @@ impl<K: Ord + Clone + Send + 'static, T: Batch> Batch for BTreeMap<K, T> {
 impl<K: std::hash::Hash + Eq + Clone + Send + 'static, T: Batch> Batch for HashMap<K, T> {
     fn to_device(self, device: Device) -> Self {
         self.into_iter().map(|(k, v)| (k, v.to_device(device))).collect()
+    }
+    fn cast_floats(self, kind: Kind) -> Self {
+        self.into_iter().map(|(k, v)| (k, v.cast_floats(kind))).collect()
     }
     fn shallow_clone(&self) -> Self {
         self.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()

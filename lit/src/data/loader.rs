@@ -48,6 +48,10 @@ pub trait Loader: Send {
     fn shard(&mut self, rank: usize, world: usize) {
         let _ = (rank, world);
     }
+
+    /// `overfit_batches`: from now on yield the batches in their stored order (the Trainer
+    /// calls it). The default does nothing: a loader that does not shuffle needs nothing.
+    fn disable_shuffle(&mut self) {}
 }
 
 impl<B: Batch> Loader for Box<dyn Loader<Batch = B>> {
@@ -63,6 +67,9 @@ impl<B: Batch> Loader for Box<dyn Loader<Batch = B>> {
     }
     fn shard(&mut self, rank: usize, world: usize) {
         (**self).shard(rank, world)
+    }
+    fn disable_shuffle(&mut self) {
+        (**self).disable_shuffle()
     }
 }
 
@@ -270,6 +277,10 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
 
     fn shard(&mut self, rank: usize, world: usize) {
         self.shard = Some((rank, world.max(1)));
+    }
+
+    fn disable_shuffle(&mut self) {
+        self.shuffle = false;
     }
 
     fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {

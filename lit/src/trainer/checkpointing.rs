@@ -37,6 +37,11 @@ pub(crate) fn build_state<M: LightningModule>(
     if let Some(state) = crate::rng::cpu_state()? {
         tensors.insert(format!("{STATE_PREFIX}rng.cpu"), state);
     }
+    if let Some(scaler) = &cx.scaler {
+        for (name, t) in scaler.state_tensors() {
+            tensors.insert(format!("{STATE_PREFIX}grad_scaler/{name}"), t);
+        }
+    }
     for cb in callbacks {
         if let Some(state) = cb.state_dict() {
             meta.callbacks.insert(cb.name().to_string(), state);
@@ -121,6 +126,12 @@ impl<M: LightningModule> Run<'_, M> {
         self.model.on_load_checkpoint(&meta.module, self.cx)?;
         if let Some(state) = ckpt.tensors().get(&format!("{STATE_PREFIX}rng.cpu")) {
             crate::rng::set_cpu_state(state)?;
+        }
+        let scaler_state = ckpt.state_tensors("grad_scaler/");
+        if let (Some(scaler), Some(scale), Some(tracker)) =
+            (&mut self.cx.scaler, scaler_state.get("scale"), scaler_state.get("growth_tracker"))
+        {
+            scaler.load_state_tensors(scale, tracker)?;
         }
         self.cx.global_step = meta.global_step;
         self.cx.total_batch_idx = meta.loops.total_batch_idx;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::amp::Precision;
 use crate::error::{ConfigError, Result};
 use crate::module::GradientClipAlgorithm;
 
@@ -107,6 +108,17 @@ pub struct TrainerConfig {
     pub ddp_timeout_secs: u64,
     /// Seeds libtorch's generators when a run starts.
     pub seed: Option<u64>,
+    /// "32-true" (default), "64-true", "bf16-mixed", "16-mixed" (CUDA), "bf16-true" or "16-true";
+    /// see [`Precision`](crate::amp::Precision).
+    pub precision: String,
+    /// Use deterministic algorithms only (`torch.use_deterministic_algorithms`): an operation
+    /// without a deterministic implementation fails (or, with `deterministic_warn_only`, warns).
+    pub deterministic: bool,
+    /// With `deterministic`: warn instead of failing on non-deterministic operations.
+    pub deterministic_warn_only: bool,
+    /// cuDNN's algorithm autotuning (`torch.backends.cudnn.benchmark`); unset leaves libtorch's
+    /// default (off).
+    pub benchmark: Option<bool>,
     /// Where logs and checkpoints go.
     pub default_root_dir: PathBuf,
     /// Clip gradients at this value.
@@ -136,6 +148,18 @@ pub struct TrainerConfig {
     pub handle_sigint: bool,
     /// Check every loss for NaN/Inf (one device sync per step): fail, or skip the step and count it.
     pub nonfinite_loss: Option<NonFinitePolicy>,
+    /// A quick check that everything runs (0: off; Lightning's `True` is 1): this many batches
+    /// of training, validation, test and prediction, one epoch, no sanity check, no loggers and
+    /// no checkpoints.
+    pub fast_dev_run: usize,
+    /// Train (and validate) on the same first batches every epoch, without shuffling: a count or
+    /// a fraction of the training batches (0: off).
+    pub overfit_batches: Limit,
+    /// Autograd's anomaly detection: `backward` fails naming the forward operation that produced
+    /// NaN (slow; for debugging).
+    pub detect_anomaly: bool,
+    /// Everything that costs speed off: progress bar, model summary, loggers, checkpoints.
+    pub barebones: bool,
 }
 
 /// What a NaN or infinite loss does when `nonfinite_loss` is set.
@@ -168,6 +192,10 @@ impl Default for TrainerConfig {
             strategy: "auto".into(),
             ddp_timeout_secs: 1800,
             seed: None,
+            precision: "32-true".into(),
+            deterministic: false,
+            deterministic_warn_only: false,
+            benchmark: None,
             default_root_dir: PathBuf::from("."),
             gradient_clip_val: None,
             gradient_clip_algorithm: GradientClipAlgorithm::Norm,
@@ -181,6 +209,10 @@ impl Default for TrainerConfig {
             max_time: None,
             handle_sigint: true,
             nonfinite_loss: None,
+            fast_dev_run: 0,
+            overfit_batches: Limit::Batches(0),
+            detect_anomaly: false,
+            barebones: false,
         }
     }
 }
@@ -272,7 +304,57 @@ impl TrainerConfig {
             )
             .into());
         }
-        Ok(resolve_device(&self.accelerator)?)
+        if self.deterministic && self.benchmark == Some(true) {
+            return Err(ConfigError::invalid(
+                "benchmark",
+                "cuDNN autotuning picks algorithms by timing them, which is not deterministic; drop `benchmark` or `deterministic`",
+            )
+            .into());
+        }
+        let device = resolve_device(&self.accelerator)?;
+        self.precision()?.check_device(device)?;
+        Ok(device)
+    }
+
+    /// What `fast_dev_run`, `overfit_batches` and `barebones` imply for the other options.
+    fn apply_debugging_flags(&mut self) {
+        if self.fast_dev_run > 0 {
+            let n = Limit::Batches(self.fast_dev_run);
+            self.limit_train_batches = n;
+            self.limit_val_batches = n;
+            self.limit_test_batches = n;
+            self.limit_predict_batches = n;
+            self.max_epochs = Some(1);
+            self.max_steps = Some(self.fast_dev_run);
+            self.min_epochs = None;
+            self.min_steps = None;
+            self.num_sanity_val_steps = 0;
+            self.val_check_interval = Limit::Fraction(1.0);
+            self.check_val_every_n_epoch = 1;
+            self.logger = false;
+            self.enable_checkpointing = false;
+            self.max_time = None;
+        }
+        if self.overfitting() {
+            self.limit_train_batches = self.overfit_batches;
+            self.limit_val_batches = self.overfit_batches;
+        }
+        if self.barebones {
+            self.enable_progress_bar = false;
+            self.enable_model_summary = false;
+            self.logger = false;
+            self.enable_checkpointing = false;
+        }
+    }
+
+    /// Whether `overfit_batches` is on.
+    pub(crate) fn overfitting(&self) -> bool {
+        self.overfit_batches != Limit::Batches(0) && self.overfit_batches != Limit::Fraction(0.0)
+    }
+
+    /// The parsed `precision`.
+    pub fn precision(&self) -> Result<Precision, ConfigError> {
+        self.precision.parse()
     }
 
     /// The number of epochs to stop at (Lightning's 1000 when neither limit is set).
@@ -365,6 +447,14 @@ impl TrainerBuilder {
         ddp_timeout_secs: u64 => std::convert::identity;
         /// Seed libtorch's generators when a run starts.
         seed: u64 => Some;
+        /// "32-true" (default), "64-true", "bf16-mixed", "16-mixed" (CUDA), "bf16-true", "16-true".
+        precision: impl Into<String> => Into::into;
+        /// Deterministic algorithms only (default false).
+        deterministic: bool => std::convert::identity;
+        /// With `deterministic`: warn on non-deterministic operations instead of failing.
+        deterministic_warn_only: bool => std::convert::identity;
+        /// cuDNN autotuning (default: libtorch's, off).
+        benchmark: bool => Some;
         /// Where logs and checkpoints go.
         default_root_dir: impl Into<PathBuf> => Into::into;
         /// Clip gradients at this value.
@@ -391,6 +481,14 @@ impl TrainerBuilder {
         handle_sigint: bool => std::convert::identity;
         /// Check losses for NaN/Inf and fail or skip.
         nonfinite_loss: NonFinitePolicy => Some;
+        /// Run this many batches of each loop, once, writing nothing (Lightning's `True` is 1).
+        fast_dev_run: usize => std::convert::identity;
+        /// Train and validate on the same first batches every epoch: a count or a fraction.
+        overfit_batches: impl Into<Limit> => Into::into;
+        /// Autograd's anomaly detection (slow).
+        detect_anomaly: bool => std::convert::identity;
+        /// Progress bar, model summary, loggers and checkpoints off.
+        barebones: bool => std::convert::identity;
     }
 
     /// Adds a logger (several may be added); without any, a `CsvLogger` under
@@ -407,9 +505,15 @@ impl TrainerBuilder {
     }
 
     /// Validates the configuration and makes the Trainer.
-    pub fn build(self) -> Result<crate::Trainer> {
+    pub fn build(mut self) -> Result<crate::Trainer> {
+        self.config.apply_debugging_flags();
         let device = self.config.validate()?;
         let mut callbacks = self.callbacks;
+        if self.config.fast_dev_run > 0 || self.config.barebones {
+            let checkpoint = std::any::TypeId::of::<crate::callbacks::ModelCheckpoint>();
+            callbacks.retain(|c| std::any::Any::type_id(&**c) != checkpoint);
+            self.loggers.clear();
+        }
         let has = |callbacks: &[Box<dyn crate::Callback>], id: std::any::TypeId| {
             callbacks.iter().any(|c| std::any::Any::type_id(&**c) == id)
         };

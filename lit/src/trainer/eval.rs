@@ -222,7 +222,11 @@ impl<M: LightningModule> Run<'_, M> {
                 S::batch_start(self.model, self.callbacks, &batch, i, dl, self.cx)?;
                 let batch = self.transfer(batch, dl)?;
                 let held = batch.shallow_clone();
-                let out = match S::step(self.model, batch, i, dl, self.cx)? {
+                let out = {
+                    let _autocast = self.cx.autocast()?;
+                    S::step(self.model, batch, i, dl, self.cx)?
+                };
+                let out = match out {
                     Some(out) => Some(S::step_end(self.model, out, self.cx)?),
                     None => None,
                 };

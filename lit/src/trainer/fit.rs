@@ -86,6 +86,9 @@ impl<M: LightningModule> Run<'_, M> {
             });
         };
         let mut train = train;
+        if self.config.overfitting() {
+            train.disable_shuffle();
+        }
 
         hook!(self, on_train_start());
         let max_epochs = self.config.epoch_limit();
@@ -342,7 +345,11 @@ impl<M: LightningModule> Run<'_, M> {
         batch_idx: usize,
         optimize: Option<(usize, Window)>,
     ) -> Result<Option<StepOutput>> {
-        let Some(out) = self.model.training_step(batch, batch_idx, self.cx)? else {
+        let out = {
+            let _autocast = self.cx.autocast()?;
+            self.model.training_step(batch, batch_idx, self.cx)?
+        };
+        let Some(out) = out else {
             self.cx.check()?;
             return Ok(None);
         };
@@ -428,10 +435,10 @@ impl<M: LightningModule> Run<'_, M> {
                 self.model.on_before_zero_grad(opt, self.cx)?;
                 self.model.optimizer_zero_grad(epoch, batch_idx, opt, idx, self.cx)?;
             }
-            let scaled;
+            let divided;
             let loss = if window.size > 1 {
-                scaled = loss / window.size as f64;
-                &scaled
+                divided = loss / window.size as f64;
+                &divided
             } else {
                 loss
             };
@@ -439,18 +446,31 @@ impl<M: LightningModule> Run<'_, M> {
                 cb.on_before_backward(self.cx)?;
             }
             self.model.on_before_backward(loss, self.cx)?;
-            self.model.backward(loss, idx, self.cx)?;
+            match self.cx.scaler.as_ref().map(|s| s.scale_loss(loss)) {
+                Some(scaled) => self.model.backward(&scaled, idx, self.cx)?,
+                None => self.model.backward(loss, idx, self.cx)?,
+            }
             if window.steps {
                 self.all_reduce_gradients()?;
             }
             hook!(self, on_after_backward());
             if window.steps {
+                // "16-mixed": hooks and clipping see unscaled gradients; a step with inf/NaN
+                // gradients is skipped and the scale shrinks.
+                if let Some(scaler) = &mut self.cx.scaler {
+                    scaler.unscale(opt)?;
+                }
                 for cb in self.callbacks.iter_mut() {
                     cb.on_before_optimizer_step(idx, self.cx)?;
                 }
                 self.model.on_before_optimizer_step(opt, idx, self.cx)?;
                 self.model.configure_gradient_clipping(opt, idx, clip, algorithm, self.cx)?;
-                self.model.optimizer_step(epoch, batch_idx, opt, idx, self.cx)?;
+                if self.cx.scaler.as_mut().is_none_or(|s| s.take_found_inf().is_none_or(|found| !found)) {
+                    self.model.optimizer_step(epoch, batch_idx, opt, idx, self.cx)?;
+                }
+                if let Some(scaler) = &mut self.cx.scaler {
+                    scaler.update()?;
+                }
             }
             self.cx.check()
         })();

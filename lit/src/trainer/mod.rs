@@ -62,6 +62,9 @@ impl<L: Loader + ?Sized> Loader for &mut L {
     fn shard(&mut self, rank: usize, world: usize) {
         (**self).shard(rank, world)
     }
+    fn disable_shuffle(&mut self) {
+        (**self).disable_shuffle()
+    }
 }
 
 type LoaderVec<'a, B> = Vec<Box<dyn Loader<Batch = B> + 'a>>;
@@ -97,6 +100,10 @@ impl Trainer {
         cx.loggers = loggers;
         cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
         cx.metrics.nan = config.nan_metrics;
+        cx.precision = config.precision().unwrap_or_default();
+        if cx.precision == crate::amp::Precision::F16Mixed {
+            cx.scaler = Some(crate::amp::GradScaler::new(device));
+        }
         Trainer { config, device, callbacks, cx, hparams_logged: false, ddp: None, ddp_ready: false }
     }
 
@@ -248,6 +255,58 @@ impl Trainer {
         self.run(model, Stage::Fit, |run| run.fit(train, val, None))
     }
 
+    /// `fit` on a [`DataModule`](crate::data::DataModule)'s training and validation loaders,
+    /// around its `prepare_data`, `setup(Fit)` and `teardown(Fit)`.
+    pub fn fit_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<()>
+    where
+        M: LightningModule,
+        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch>,
+    {
+        with_datamodule(datamodule, Stage::Fit, |dm| {
+            let train = dm.train_dataloader()?.ok_or_else(|| {
+                crate::Error::hook("DataModule::train_dataloader", "returned no loader; `fit_datamodule` needs one")
+            })?;
+            let val = dm.val_dataloader()?;
+            self.fit(model, train, val)
+        })
+    }
+
+    /// `validate` on a data module's validation loaders.
+    pub fn validate_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
+    where
+        M: LightningModule,
+        D: crate::data::DataModule<ValBatch = M::ValBatch>,
+    {
+        with_datamodule(datamodule, Stage::Validate, |dm| {
+            let val = dm.val_dataloader()?;
+            self.validate(model, val)
+        })
+    }
+
+    /// `test` on a data module's test loaders.
+    pub fn test_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
+    where
+        M: LightningModule,
+        D: crate::data::DataModule<TestBatch = M::TestBatch>,
+    {
+        with_datamodule(datamodule, Stage::Test, |dm| {
+            let test = dm.test_dataloader()?;
+            self.test(model, test)
+        })
+    }
+
+    /// `predict` on a data module's prediction loaders.
+    pub fn predict_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<M::Prediction>>
+    where
+        M: LightningModule,
+        D: crate::data::DataModule<PredictBatch = M::PredictBatch>,
+    {
+        with_datamodule(datamodule, Stage::Predict, |dm| {
+            let loaders = dm.predict_dataloader()?;
+            self.predict(model, loaders)
+        })
+    }
+
     /// Runs one validation epoch; returns the metrics of each loader.
     pub fn validate<'a, M: LightningModule>(
         &mut self,
@@ -301,6 +360,14 @@ impl Trainer {
         if let Some(seed) = self.config.seed {
             tch::manual_seed(seed as i64);
         }
+        crate::amp::set_global_flags(
+            self.config.deterministic,
+            self.config.deterministic_warn_only,
+            self.config.benchmark,
+        )?;
+        if self.config.detect_anomaly {
+            crate::amp::set_detect_anomaly(true)?;
+        }
         self.cx.stage = stage;
         self.cx.running = match stage {
             Stage::Fit => RunningStage::Training,
@@ -350,6 +417,9 @@ impl Trainer {
                 cb.on_exception(error, run.cx);
             }
         }
+        if self.config.detect_anomaly {
+            crate::amp::set_detect_anomaly(false)?;
+        }
         let finalized: Result<()> = run.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status));
         let result = match (result, &mut self.ddp) {
             (Err(e), Some(ddp)) => {
@@ -366,6 +436,24 @@ impl Trainer {
         finalized?;
         Ok(out)
     }
+}
+
+/// `prepare_data` (local rank 0), `setup(stage)`, `body`, then `teardown(stage)` whatever
+/// `body` returned.
+fn with_datamodule<D: crate::data::DataModule, T>(
+    dm: &mut D,
+    stage: Stage,
+    body: impl FnOnce(&mut D) -> Result<T>,
+) -> Result<T> {
+    if crate::data::prepares_data() {
+        dm.prepare_data()?;
+    }
+    dm.setup(stage)?;
+    let out = body(dm);
+    let torn = dm.teardown(stage);
+    let out = out?;
+    torn?;
+    Ok(out)
 }
 
 /// One run in progress: the module, the callbacks, the context and the configuration.
@@ -395,6 +483,9 @@ impl<M: LightningModule> Run<'_, M> {
         hook!(self, setup(stage));
         if self.model.var_store().device() != self.cx.device {
             self.model.var_store_mut().set_device(self.cx.device);
+        }
+        if let Some(kind) = self.cx.precision.param_kind() {
+            self.model.var_store_mut().set_kind(kind);
         }
         self.model.on_post_move_to_device(self.cx)?;
         if stage == Stage::Fit && self.config.enable_model_summary && self.cx.global_rank() == 0 {
@@ -449,6 +540,10 @@ impl<M: LightningModule> Run<'_, M> {
     fn transfer<B: Batch>(&mut self, batch: B, dataloader_idx: usize) -> Result<B> {
         let batch = self.model.on_before_batch_transfer(batch, dataloader_idx, self.cx)?;
         let batch = self.model.transfer_batch_to_device(batch, self.cx.device, dataloader_idx, self.cx)?;
+        let batch = match self.cx.precision.param_kind() {
+            Some(kind) => batch.cast_floats(kind),
+            None => batch,
+        };
         let batch = self.model.on_after_batch_transfer(batch, dataloader_idx, self.cx)?;
         self.cx.batch_size = batch.batch_size().unwrap_or(1);
         Ok(batch)

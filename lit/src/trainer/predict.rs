@@ -31,7 +31,10 @@ impl<M: LightningModule> Run<'_, M> {
                     self.model.on_predict_batch_start(&batch, i, dl, self.cx)?;
                     let batch = self.transfer(batch, dl)?;
                     let held = batch.shallow_clone();
-                    let out = self.model.predict_step(batch, i, dl, self.cx)?;
+                    let out = {
+                        let _autocast = self.cx.autocast()?;
+                        self.model.predict_step(batch, i, dl, self.cx)?
+                    };
                     for cb in self.callbacks.iter_mut() {
                         cb.on_predict_batch_end(i, dl, self.cx)?;
                     }

@@ -3,13 +3,17 @@
 mod checkpoint;
 mod common;
 mod data;
+mod datamodule;
 mod ddp;
+mod export;
 mod faults;
+mod flags;
 mod hooks;
 mod idx;
 mod logging;
 mod macros;
 mod mnist;
 mod optim;
+mod precision;
 mod resume;
 mod trainer;

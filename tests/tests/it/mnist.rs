@@ -28,6 +28,8 @@ struct Mlp {
     vs: nn::VarStore,
     l1: nn::Linear,
     l2: nn::Linear,
+    /// The dtype of the logits in the last training step.
+    step_kind: Option<Kind>,
 }
 
 impl Mlp {
@@ -35,7 +37,7 @@ impl Mlp {
         let vs = nn::VarStore::new(Device::Cpu);
         let l1 = nn::linear(vs.root() / "l1", 784, 64, Default::default());
         let l2 = nn::linear(vs.root() / "l2", 64, 10, Default::default());
-        Mlp { vs, l1, l2 }
+        Mlp { vs, l1, l2, step_kind: None }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         self.l2.forward(&self.l1.forward(x).relu())
@@ -57,7 +59,9 @@ impl LightningModule for Mlp {
         &mut self.vs
     }
     fn training_step(&mut self, (x, y): (Tensor, Tensor), _: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
-        let loss = self.forward(&x).cross_entropy_for_logits(&y);
+        let logits = self.forward(&x);
+        self.step_kind = Some(logits.kind());
+        let loss = logits.cross_entropy_for_logits(&y);
         cx.log("train_loss", &loss).on_epoch(true);
         Ok(Some(loss.into()))
     }
@@ -91,5 +95,40 @@ fn an_mlp_learns_mnist_through_the_trainer() -> lit::Result<()> {
     let result = trainer.test(&mut model, DataLoader::new(test).batch_size(500))?;
     let acc = result[0]["test_acc"];
     assert!(acc > 0.9, "test accuracy {acc} after two epochs on 10,000 images");
+    Ok(())
+}
+
+/// Test accuracy after training on a slice of MNIST at `precision`.
+fn accuracy_at(precision: &str) -> lit::Result<(f64, Mlp)> {
+    let dir = repo_root().join("data/mnist");
+    let train = Mnist::train(&dir)?;
+    let test = Mnist::test(&dir)?;
+    let train = TensorDataset::new((train.images.narrow(0, 0, 10_000), train.labels.narrow(0, 0, 10_000)))?;
+    let test = TensorDataset::new((test.images.narrow(0, 0, 2_000), test.labels.narrow(0, 0, 2_000)))?;
+    seed_everything(1);
+    let mut model = Mlp::new();
+    let mut trainer = Trainer::builder()
+        .accelerator("cpu")
+        .precision(precision)
+        .max_epochs(2)
+        .enable_progress_bar(false)
+        .enable_checkpointing(false)
+        .logger(false)
+        .build()?;
+    trainer.fit(&mut model, DataLoader::new(train).batch_size(64).shuffle(true), ())?;
+    let acc = trainer.test(&mut model, DataLoader::new(test).batch_size(500))?[0]["test_acc"];
+    Ok((acc, model))
+}
+
+#[test]
+fn bf16_mixed_trains_mnist_as_well_as_fp32() -> lit::Result<()> {
+    let (fp32, model32) = accuracy_at("32-true")?;
+    let (bf16, model16) = accuracy_at("bf16-mixed")?;
+    // Autocast ran the forward pass in bfloat16; the variables stayed float32.
+    assert_eq!(model32.step_kind, Some(Kind::Float));
+    assert_eq!(model16.step_kind, Some(Kind::BFloat16));
+    assert!(model16.vs.variables().values().all(|v| v.kind() == Kind::Float));
+    assert!(fp32 > 0.9, "fp32 accuracy {fp32}");
+    assert!((fp32 - bf16).abs() <= 0.005, "bf16-mixed accuracy {bf16} against fp32 {fp32}");
     Ok(())
 }

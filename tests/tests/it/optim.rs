@@ -418,7 +418,7 @@ impl Manual {
         if self.step_it {
             cx.optimizer(0)?.zero_grad();
             cx.manual_backward(&loss)?;
-            cx.optimizer(0)?.step();
+            cx.optimizer(0)?.step()?;
         }
         Ok(loss)
     }

@@ -1,0 +1,303 @@
+// libtorch calls that tch does not expose, for lit: the CPU generator state (exact resume),
+// autocast on any device type with any dtype (mixed precision), the global determinism and cuDNN
+// flags, and tracing a function into a graph that lit reads (ONNX export).
+// Every C++ exception becomes an error string that the caller frees with `lit_shim_free_error`.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/anomaly_mode.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/jit/passes/fixup_trace_scope_blocks.h>
+#include <torch/csrc/jit/passes/normalize_ops.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <iomanip>
+#include <limits>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+static char* shim_string(const std::string& message) {
+  char* out = static_cast<char*>(std::malloc(message.size() + 1));
+  if (out != nullptr) std::memcpy(out, message.c_str(), message.size() + 1);
+  return out;
+}
+
+#define SHIM_TRY(context, body)                                  \
+  try {                                                       \
+    body;                                                     \
+    return nullptr;                                           \
+  } catch (const std::exception& e) {                         \
+    return shim_string(e.what());                             \
+  } catch (...) {                                             \
+    return shim_string("unknown C++ exception " context);        \
+  }
+
+static c10::DeviceType device_type(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
+
+// Writes one value's id and, when the tracer recorded it, its dtype and sizes:
+// `<id> <scalar type or -1> <rank or -1> <dims...>`.
+static void write_value(std::ostringstream& out, const torch::jit::Value* v) {
+  out << v->unique();
+  auto tt = v->type()->cast<c10::TensorType>();
+  if (!tt) {
+    out << " -1 -1";
+    return;
+  }
+  auto dtype = tt->scalarType();
+  out << ' ' << (dtype ? static_cast<int>(*dtype) : -1);
+  auto sizes = tt->sizes().concrete_sizes();
+  if (!sizes) {
+    out << " -1";
+    return;
+  }
+  out << ' ' << sizes->size();
+  for (auto d : *sizes) out << ' ' << d;
+}
+
+extern "C" {
+
+void lit_shim_free_error(char* error) { std::free(error); }
+
+// ----- random generator -----
+
+char* lit_rng_get_cpu_state(at::Tensor** out) {
+  SHIM_TRY("reading the generator state", {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    *out = new at::Tensor(gen.get_state());
+  })
+}
+
+char* lit_rng_set_cpu_state(at::Tensor* state) {
+  SHIM_TRY("restoring the generator state", {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*state);
+  })
+}
+
+// ----- autocast -----
+
+// Enables autocast on CPU or CUDA with `dtype` (a c10::ScalarType); writes the previous enabled
+// flag and dtype, which `lit_autocast_exit` restores.
+char* lit_autocast_enter(int cuda, int dtype, int* was_enabled, int* old_dtype) {
+  SHIM_TRY("entering autocast", {
+    auto dev = device_type(cuda);
+    *was_enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
+    *old_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dev));
+    at::autocast::set_autocast_enabled(dev, true);
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(dtype));
+    at::autocast::increment_nesting();
+  })
+}
+
+char* lit_autocast_exit(int cuda, int was_enabled, int old_dtype) {
+  SHIM_TRY("leaving autocast", {
+    auto dev = device_type(cuda);
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(dev, was_enabled != 0);
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(old_dtype));
+  })
+}
+
+int lit_autocast_is_enabled(int cuda) { return at::autocast::is_autocast_enabled(device_type(cuda)) ? 1 : 0; }
+
+// ----- global flags -----
+
+char* lit_set_deterministic(int deterministic, int warn_only) {
+  SHIM_TRY("setting deterministic algorithms", {
+    at::globalContext().setDeterministicAlgorithms(deterministic != 0, warn_only != 0);
+    at::globalContext().setDeterministicCuDNN(deterministic != 0);
+  })
+}
+
+char* lit_set_cudnn_benchmark(int benchmark) {
+  SHIM_TRY("setting the cuDNN benchmark flag", { at::globalContext().setBenchmarkCuDNN(benchmark != 0); })
+}
+
+char* lit_set_detect_anomaly(int enabled) {
+  SHIM_TRY("setting anomaly detection", { torch::autograd::AnomalyMode::set_enabled(enabled != 0); })
+}
+
+// ----- tracing -----
+
+// Starts tracing with `inputs` as the graph's inputs.
+char* lit_trace_begin(at::Tensor** inputs, int ninputs) {
+  try {
+    if (torch::jit::tracer::isTracing()) throw std::runtime_error("cannot nest tracing calls");
+    auto state = std::make_shared<torch::jit::tracer::TracingState>();
+    torch::jit::tracer::setTracingState(state);
+    for (int i = 0; i < ninputs; ++i) {
+      auto value = state->graph->addInput();
+      value->inferTypeFrom(*inputs[i]);
+      state->setValue(*inputs[i], value);
+    }
+    return nullptr;
+  } catch (const std::exception& e) {
+    torch::jit::tracer::abandon();
+    return shim_string(e.what());
+  } catch (...) {
+    torch::jit::tracer::abandon();
+    return shim_string("unknown C++ exception starting a trace");
+  }
+}
+
+// Stops tracing with `outputs` as the graph's outputs and describes the graph, one line each:
+//   input <value>
+//   const <id> int <i> | float <f> | bool <b> | none | str <s> | ints <n> <i...> |
+//                floats <n> <f...> | tensor <index into *tensors> | other <type>
+//   node <kind> <ninputs> <input ids...> <noutputs> <output values...>
+//   output <value>
+// where <value> is `<id> <scalar type> <rank> <dims...>`. Tensor constants (the traced function's
+// captured weights) are returned as new tensors that the caller owns.
+char* lit_trace_end(at::Tensor** outputs, int noutputs, char** description, at::Tensor*** tensors,
+                    int64_t* ntensors) {
+  try {
+    auto state = torch::jit::tracer::getTracingState();
+    if (state == nullptr) throw std::runtime_error("not tracing");
+    for (int i = 0; i < noutputs; ++i) state->graph->registerOutput(state->getOutput(*outputs[i], i));
+    torch::jit::tracer::setTracingState(nullptr);
+    auto graph = state->graph;
+    torch::jit::EliminateDeadCode(graph);
+    std::ostringstream out;
+    out << std::setprecision(std::numeric_limits<double>::max_digits10);
+    std::vector<at::Tensor> consts;
+    for (auto* v : graph->inputs()) {
+      out << "input ";
+      write_value(out, v);
+      out << '\n';
+    }
+    for (auto* node : graph->nodes()) {
+      if (node->kind() == c10::prim::Constant) {
+        out << "const " << node->output()->unique() << ' ';
+        auto iv = torch::jit::toIValue(node->output());
+        if (!iv || iv->isNone()) {
+          out << "none";
+        } else if (iv->isTensor()) {
+          out << "tensor " << consts.size();
+          consts.push_back(iv->toTensor());
+        } else if (iv->isBool()) {
+          out << "bool " << (iv->toBool() ? 1 : 0);
+        } else if (iv->isInt()) {
+          out << "int " << iv->toInt();
+        } else if (iv->isDouble()) {
+          out << "float " << iv->toDouble();
+        } else if (iv->isString()) {
+          out << "str " << iv->toStringRef();
+        } else if (iv->isIntList()) {
+          auto list = iv->toIntVector();
+          out << "ints " << list.size();
+          for (auto x : list) out << ' ' << x;
+        } else if (iv->isDoubleList()) {
+          auto list = iv->toDoubleVector();
+          out << "floats " << list.size();
+          for (auto x : list) out << ' ' << x;
+        } else {
+          out << "other " << iv->tagKind();
+        }
+        out << '\n';
+        continue;
+      }
+      out << "node " << node->kind().toQualString() << ' ' << node->inputs().size();
+      for (auto* v : node->inputs()) out << ' ' << v->unique();
+      out << ' ' << node->outputs().size();
+      for (auto* v : node->outputs()) {
+        out << ' ';
+        write_value(out, v);
+      }
+      out << '\n';
+    }
+    for (auto* v : graph->outputs()) {
+      out << "output ";
+      write_value(out, v);
+      out << '\n';
+    }
+    *description = shim_string(out.str());
+    *ntensors = static_cast<int64_t>(consts.size());
+    *tensors = static_cast<at::Tensor**>(std::malloc(sizeof(at::Tensor*) * (consts.size() + 1)));
+    for (size_t i = 0; i < consts.size(); ++i) (*tensors)[i] = new at::Tensor(consts[i]);
+    return nullptr;
+  } catch (const std::exception& e) {
+    torch::jit::tracer::abandon();
+    return shim_string(e.what());
+  } catch (...) {
+    torch::jit::tracer::abandon();
+    return shim_string("unknown C++ exception ending a trace");
+  }
+}
+
+// Starts tracing into a new TorchScript module holding `params` (named `names`; the module's
+// parameters, read through `prim::GetAttr` so that they are saved as its state, not as constants).
+char* lit_script_trace_begin(at::Tensor** params, const char** names, int nparams, at::Tensor** inputs,
+                             int ninputs, void** module) {
+  try {
+    if (torch::jit::tracer::isTracing()) throw std::runtime_error("cannot nest tracing calls");
+    auto* modl = new torch::jit::Module("lit");
+    *module = modl;
+    for (int i = 0; i < nparams; ++i) modl->register_parameter(names[i], *params[i], false);
+    auto state = std::make_shared<torch::jit::tracer::TracingState>();
+    torch::jit::tracer::setTracingState(state);
+    auto* self = state->graph->insertInput(0, "self")->setType(modl->_ivalue()->type());
+    for (int i = 0; i < nparams; ++i) state->setValue(*params[i], state->graph->insertGetAttr(self, names[i]));
+    for (int i = 0; i < ninputs; ++i) {
+      auto value = state->graph->addInput();
+      value->setType(torch::jit::TensorType::get());
+      state->setValue(*inputs[i], value);
+    }
+    return nullptr;
+  } catch (const std::exception& e) {
+    torch::jit::tracer::abandon();
+    return shim_string(e.what());
+  } catch (...) {
+    torch::jit::tracer::abandon();
+    return shim_string("unknown C++ exception starting a trace");
+  }
+}
+
+// Ends the trace begun by `lit_script_trace_begin`, adds it as the module's `forward` and
+// serialises the module (torch.jit.save's format) into a new buffer; frees the module.
+char* lit_script_trace_end(void* module, at::Tensor** outputs, int noutputs, char** bytes, int64_t* len) {
+  auto* modl = static_cast<torch::jit::Module*>(module);
+  try {
+    auto state = torch::jit::tracer::getTracingState();
+    if (state == nullptr) throw std::runtime_error("not tracing");
+    for (int i = 0; i < noutputs; ++i) state->graph->registerOutput(state->getOutput(*outputs[i], i));
+    torch::jit::FixupTraceScopeBlocks(state->graph, modl);
+    torch::jit::NormalizeOps(state->graph);
+    torch::jit::tracer::setTracingState(nullptr);
+    auto fn = modl->_ivalue()->compilation_unit()->create_function("forward", state->graph);
+    modl->type()->addMethod(fn);
+    std::ostringstream out;
+    modl->save(out);
+    std::string data = out.str();
+    *len = static_cast<int64_t>(data.size());
+    *bytes = static_cast<char*>(std::malloc(data.size() + 1));
+    std::memcpy(*bytes, data.data(), data.size());
+    delete modl;
+    return nullptr;
+  } catch (const std::exception& e) {
+    torch::jit::tracer::abandon();
+    delete modl;
+    return shim_string(e.what());
+  } catch (...) {
+    torch::jit::tracer::abandon();
+    delete modl;
+    return shim_string("unknown C++ exception ending a trace");
+  }
+}
+
+// Frees the description and the (already taken over) tensor pointer array of `lit_trace_end`.
+void lit_trace_free(char* description, at::Tensor** tensors) {
+  std::free(description);
+  std::free(tensors);
+}
+
+}  // extern "C"

@@ -1,0 +1,60 @@
+//! [`DataModule`]: the data of a task in one place (Lightning's `LightningDataModule`): how to
+//! download or prepare it, how to split it per stage, and its loaders.
+
+use crate::ctx::Stage;
+use crate::data::{Batch, Loader};
+use crate::error::Result;
+
+/// A boxed loader of a data module.
+pub type BoxLoader<B> = Box<dyn Loader<Batch = B>>;
+
+/// The data side of a task, shared by every model trained on it. The Trainer's
+/// [`fit_datamodule`](crate::Trainer::fit_datamodule), `validate_datamodule`,
+/// `test_datamodule` and `predict_datamodule` call, in order: `prepare_data` (once per machine:
+/// in the process of local rank 0), `setup(stage)`, the stage's `*_dataloader`s, the run, and
+/// `teardown(stage)` (also when the run fails).
+#[allow(unused_variables)]
+pub trait DataModule {
+    /// Training batches.
+    type TrainBatch: Batch;
+    /// Validation batches.
+    type ValBatch: Batch;
+    /// Test batches.
+    type TestBatch: Batch;
+    /// Prediction batches.
+    type PredictBatch: Batch;
+
+    /// Downloads or writes what every process then reads; runs once per machine.
+    fn prepare_data(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Loads and splits the data for `stage`; runs in every process.
+    fn setup(&mut self, stage: Stage) -> Result<()> {
+        Ok(())
+    }
+    /// The training loader (none: `fit_datamodule` fails, naming this hook).
+    fn train_dataloader(&mut self) -> Result<Option<BoxLoader<Self::TrainBatch>>> {
+        Ok(None)
+    }
+    /// Validation loaders (none: no validation).
+    fn val_dataloader(&mut self) -> Result<Vec<BoxLoader<Self::ValBatch>>> {
+        Ok(Vec::new())
+    }
+    /// Test loaders.
+    fn test_dataloader(&mut self) -> Result<Vec<BoxLoader<Self::TestBatch>>> {
+        Ok(Vec::new())
+    }
+    /// Prediction loaders.
+    fn predict_dataloader(&mut self) -> Result<Vec<BoxLoader<Self::PredictBatch>>> {
+        Ok(Vec::new())
+    }
+    /// After the run of `stage`.
+    fn teardown(&mut self, stage: Stage) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether this process prepares the data: local rank 0 (`LOCAL_RANK` unset or 0).
+pub(crate) fn prepares_data() -> bool {
+    std::env::var("LOCAL_RANK").map_or(true, |r| r.trim() == "0")
+}

@@ -1,0 +1,284 @@
+//! Inference in production: a trained module's `forward` as TorchScript (loadable by
+//! `torch.jit.load` and tch's `CModule`) or as ONNX (for onnxruntime and other runtimes).
+//!
+//! A `#[lightning_module]` with a `forward(&self, x: &Tensor)` method (optionally with a trailing
+//! `train: bool`, passed `false`) and an `#[example_input]` gets `to_torchscript()` and
+//! `to_onnx(path)`; the functions here work on any closure.
+//!
+//! Both trace `forward` once on the example input, in eval mode and without autograd: the
+//! exported graph has the shapes of that input (as `torch.onnx.export` without dynamic axes)
+//! and the operations that one call ran.
+
+mod onnx;
+mod proto;
+
+use std::path::Path;
+
+use tch::nn::VarStore;
+use tch::{CModule, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Traces `forward` on `inputs` into a TorchScript module whose `forward` method runs the same
+/// operations. The variables of `vs` become the module's parameters (`conv1.weight` is
+/// `conv1_weight`). Save it with `.save(path)`; PyTorch loads it with `torch.jit.load`.
+pub fn to_torchscript(
+    vs: &VarStore,
+    inputs: &[Tensor],
+    forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
+) -> Result<CModule> {
+    let _detached = DetachedVariables::new(vs);
+    tch::no_grad(|| trace_module(vs, inputs, forward))
+}
+
+#[cfg(lit_shim)]
+fn trace_module(
+    vs: &VarStore,
+    inputs: &[Tensor],
+    mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
+) -> Result<CModule> {
+    use std::ffi::CString;
+
+    use crate::shim;
+    let export = |message: String| Error::Export { format: "TorchScript", message };
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<CString> = vars
+        .iter()
+        .map(|(n, _)| CString::new(n.replace('.', "_")).map_err(|e| export(e.to_string())))
+        .collect::<Result<_>>()?;
+    let name_ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
+    let params: Vec<*mut torch_sys::C_tensor> = vars.iter().map(|(_, t)| t.as_ptr() as *mut _).collect();
+    let c_inputs: Vec<*mut torch_sys::C_tensor> = inputs.iter().map(|t| t.as_ptr() as *mut _).collect();
+    let mut module = std::ptr::null_mut();
+    // SAFETY: every pointer is live for the call; the shim owns the module it creates until
+    // `lit_script_trace_end` frees it.
+    let error = unsafe {
+        shim::lit_script_trace_begin(
+            params.as_ptr(),
+            name_ptrs.as_ptr(),
+            params.len() as i32,
+            c_inputs.as_ptr(),
+            c_inputs.len() as i32,
+            &mut module,
+        )
+    };
+    shim::check("tracing `forward`", error).map_err(|e| export(e.to_string()))?;
+    let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(inputs))).unwrap_or_default();
+    let c_outputs: Vec<*mut torch_sys::C_tensor> = outputs.iter().map(|t| t.as_ptr() as *mut _).collect();
+    let (mut bytes, mut len) = (std::ptr::null_mut(), 0i64);
+    // SAFETY: ends the trace begun above (and frees its module); on success the shim allocates
+    // `len` bytes, copied below and freed with `lit_trace_free`.
+    let error =
+        unsafe { shim::lit_script_trace_end(module, c_outputs.as_ptr(), c_outputs.len() as i32, &mut bytes, &mut len) };
+    shim::check("tracing `forward`", error).map_err(|e| export(e.to_string()))?;
+    if outputs.is_empty() {
+        // SAFETY: `bytes` came from the shim.
+        unsafe { shim::lit_trace_free(bytes, std::ptr::null_mut()) };
+        return Err(export("`forward` panicked or returned no tensor while being traced".into()));
+    }
+    // SAFETY: the shim wrote `len` bytes at `bytes`.
+    let data = unsafe { std::slice::from_raw_parts(bytes as *const u8, len as usize) }.to_vec();
+    // SAFETY: `bytes` came from the shim and is freed once.
+    unsafe { shim::lit_trace_free(bytes, std::ptr::null_mut()) };
+    CModule::load_data(&mut std::io::Cursor::new(data)).map_err(|e| export(format!("reloading the traced module: {e}")))
+}
+
+#[cfg(not(lit_shim))]
+fn trace_module(
+    _vs: &VarStore,
+    inputs: &[Tensor],
+    mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
+) -> Result<CModule> {
+    // Without the shim the weights are baked into the graph as constants: tch can run the result,
+    // but PyTorch's loader may not accept it.
+    CModule::create_by_tracing("lit", "forward", inputs, &mut forward)
+        .map_err(|e| Error::Export { format: "TorchScript", message: format!("tracing `forward` failed: {e}") })
+}
+
+/// Traces `forward` on `inputs` and writes it to `path` as an ONNX model (opset 17). The graph's
+/// inputs are `input_0`, `input_1`, …, its outputs `output_0`, …. An operator without an ONNX
+/// counterpart here is an error naming it; nothing is written then.
+pub fn to_onnx(
+    vs: &VarStore,
+    inputs: &[Tensor],
+    forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let graph = {
+        let _detached = DetachedVariables::new(vs);
+        tch::no_grad(|| trace(inputs, forward))?
+    };
+    let bytes = onnx::convert(&graph).map_err(|message| Error::Export { format: "ONNX", message })?;
+    crate::checkpoint::write_atomically(path, &bytes)
+}
+
+/// Turns `requires_grad` off on a variable store's variables while it lives (the tracer bakes
+/// the weights into the graph as constants, which it refuses for tensors that require grad).
+struct DetachedVariables(Vec<Tensor>);
+
+impl DetachedVariables {
+    fn new(vs: &VarStore) -> Self {
+        let vars: Vec<Tensor> = vs.variables().into_values().filter(Tensor::requires_grad).collect();
+        for v in &vars {
+            let _ = v.shallow_clone().set_requires_grad(false);
+        }
+        DetachedVariables(vars)
+    }
+}
+
+impl Drop for DetachedVariables {
+    fn drop(&mut self) {
+        for v in &self.0 {
+            let _ = v.shallow_clone().set_requires_grad(true);
+        }
+    }
+}
+
+/// The graph one call of a function ran, as the tracer recorded it.
+#[derive(Debug, Default)]
+pub(crate) struct Graph {
+    pub(crate) inputs: Vec<Value>,
+    pub(crate) consts: std::collections::HashMap<u64, Const>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) outputs: Vec<Value>,
+    pub(crate) tensors: Vec<Tensor>,
+}
+
+/// A value of the graph with the dtype (c10 ScalarType) and sizes the tracer saw.
+#[derive(Debug, Clone)]
+pub(crate) struct Value {
+    pub(crate) id: u64,
+    pub(crate) dtype: Option<i32>,
+    pub(crate) sizes: Option<Vec<i64>>,
+}
+
+/// A constant of the graph. (Every payload is read, if only in error messages through `Debug`.)
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+pub(crate) enum Const {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Ints(Vec<i64>),
+    Floats(Vec<f64>),
+    /// An index into `Graph::tensors`.
+    Tensor(usize),
+    Other(String),
+}
+
+/// An operation: `aten::linear`, `prim::ListConstruct`, …
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub(crate) kind: String,
+    pub(crate) inputs: Vec<u64>,
+    pub(crate) outputs: Vec<Value>,
+}
+
+/// Runs `forward` under libtorch's tracer and returns the graph it recorded.
+#[cfg(lit_shim)]
+fn trace(inputs: &[Tensor], mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>) -> Result<Graph> {
+    use crate::shim;
+    let export = |message: String| Error::Export { format: "ONNX", message };
+    let mut c_inputs: Vec<*mut torch_sys::C_tensor> = inputs.iter().map(|t| t.as_ptr() as *mut _).collect();
+    // SAFETY: the pointers are live tensors for the duration of the call.
+    shim::check("tracing", unsafe { shim::lit_trace_begin(c_inputs.as_mut_ptr(), c_inputs.len() as i32) })
+        .map_err(|e| export(e.to_string()))?;
+    let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(inputs)));
+    let outputs = match outputs {
+        Ok(outputs) => outputs,
+        Err(_) => {
+            // End the trace so that the next one can start.
+            let mut d = std::ptr::null_mut();
+            let mut t = std::ptr::null_mut();
+            let mut n = 0;
+            // SAFETY: ends the trace started above; outputs are empty.
+            let error = unsafe { shim::lit_trace_end(std::ptr::null(), 0, &mut d, &mut t, &mut n) };
+            let _ = shim::check("tracing", error);
+            // SAFETY: frees what the shim allocated, if anything.
+            unsafe { shim::lit_trace_free(d, t) };
+            return Err(export("`forward` panicked while being traced".into()));
+        }
+    };
+    let c_outputs: Vec<*mut torch_sys::C_tensor> = outputs.iter().map(|t| t.as_ptr() as *mut _).collect();
+    let (mut description, mut tensors, mut ntensors) = (std::ptr::null_mut(), std::ptr::null_mut(), 0i64);
+    // SAFETY: the output pointers are live; on success the shim allocates the description and an
+    // array of new tensors, which are taken over below and freed with `lit_trace_free`.
+    let error = unsafe {
+        shim::lit_trace_end(c_outputs.as_ptr(), c_outputs.len() as i32, &mut description, &mut tensors, &mut ntensors)
+    };
+    shim::check("tracing", error).map_err(|e| export(e.to_string()))?;
+    // SAFETY: `description` is a NUL-terminated string from the shim.
+    let text = unsafe { std::ffi::CStr::from_ptr(description) }.to_string_lossy().into_owned();
+    let taken: Vec<Tensor> = (0..ntensors as usize)
+        // SAFETY: each entry is a new at::Tensor owned by no one else.
+        .map(|i| unsafe { Tensor::from_ptr(*tensors.add(i)) })
+        .collect();
+    // SAFETY: both came from `lit_trace_end`; the tensors themselves are owned by `taken`.
+    unsafe { shim::lit_trace_free(description, tensors) };
+    let mut graph = parse(&text).map_err(export)?;
+    graph.tensors = taken;
+    Ok(graph)
+}
+
+#[cfg(not(lit_shim))]
+fn trace(_inputs: &[Tensor], _forward: impl FnMut(&[Tensor]) -> Vec<Tensor>) -> Result<Graph> {
+    Err(Error::Export { format: "ONNX", message: "needs lit's libtorch shim, which did not compile".into() })
+}
+
+/// Parses the shim's description of a traced graph.
+#[cfg_attr(not(lit_shim), allow(dead_code))]
+fn parse(text: &str) -> std::result::Result<Graph, String> {
+    fn value<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Value> {
+        let id = words.next()?.parse().ok()?;
+        let dtype: i32 = words.next()?.parse().ok()?;
+        let rank: i64 = words.next()?.parse().ok()?;
+        let sizes = if rank < 0 {
+            None
+        } else {
+            Some((0..rank).map(|_| words.next().and_then(|w| w.parse().ok())).collect::<Option<Vec<i64>>>()?)
+        };
+        Some(Value { id, dtype: (dtype >= 0).then_some(dtype), sizes })
+    }
+    fn numbers<'a, T: std::str::FromStr>(words: &mut impl Iterator<Item = &'a str>) -> Option<Vec<T>> {
+        let n: usize = words.next()?.parse().ok()?;
+        (0..n).map(|_| words.next().and_then(|w| w.parse().ok())).collect()
+    }
+    let mut graph = Graph::default();
+    for line in text.lines() {
+        let bad = || format!("unreadable trace line `{line}`");
+        let mut words = line.split(' ');
+        match words.next() {
+            Some("input") => graph.inputs.push(value(&mut words).ok_or_else(bad)?),
+            Some("output") => graph.outputs.push(value(&mut words).ok_or_else(bad)?),
+            Some("const") => {
+                let id: u64 = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+                let c = match words.next() {
+                    Some("none") => Const::None,
+                    Some("bool") => Const::Bool(words.next() == Some("1")),
+                    Some("int") => Const::Int(words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?),
+                    Some("float") => Const::Float(words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?),
+                    Some("str") => Const::Str(words.collect::<Vec<_>>().join(" ")),
+                    Some("ints") => Const::Ints(numbers(&mut words).ok_or_else(bad)?),
+                    Some("floats") => Const::Floats(numbers(&mut words).ok_or_else(bad)?),
+                    Some("tensor") => Const::Tensor(words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?),
+                    Some("other") => Const::Other(words.collect::<Vec<_>>().join(" ")),
+                    _ => return Err(bad()),
+                };
+                graph.consts.insert(id, c);
+            }
+            Some("node") => {
+                let kind = words.next().ok_or_else(bad)?.to_string();
+                let inputs = numbers(&mut words).ok_or_else(bad)?;
+                let n: usize = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+                let outputs = (0..n).map(|_| value(&mut words)).collect::<Option<Vec<_>>>().ok_or_else(bad)?;
+                graph.nodes.push(Node { kind, inputs, outputs });
+            }
+            _ if line.is_empty() => {}
+            _ => return Err(bad()),
+        }
+    }
+    Ok(graph)
+}

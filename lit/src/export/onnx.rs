@@ -1,0 +1,722 @@
+//! A traced graph of aten operations, rewritten as an ONNX model (opset 17).
+
+use std::collections::{HashMap, HashSet};
+
+use tch::{Kind, Tensor};
+
+use super::proto::{self, Attr, Message};
+use super::{Const, Graph, Node, Value};
+
+const OPSET: i64 = 17;
+const IR_VERSION: i64 = 8;
+
+/// The aten operators `convert` rewrites.
+pub(crate) const SUPPORTED: &[&str] = &[
+    "linear",
+    "matmul",
+    "mm",
+    "bmm",
+    "addmm",
+    "t",
+    "transpose",
+    "permute",
+    "add",
+    "sub",
+    "rsub",
+    "mul",
+    "div",
+    "pow",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "sqrt",
+    "neg",
+    "abs",
+    "erf",
+    "sin",
+    "cos",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "softplus",
+    "hardtanh",
+    "clamp",
+    "softmax",
+    "log_softmax",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "_convolution",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "batch_norm",
+    "layer_norm",
+    "dropout",
+    "feature_dropout",
+    "alpha_dropout",
+    "view",
+    "reshape",
+    "flatten",
+    "squeeze",
+    "unsqueeze",
+    "cat",
+    "stack",
+    "mean",
+    "sum",
+    "argmax",
+    "select",
+    "slice",
+    "embedding",
+    "contiguous",
+    "detach",
+    "clone",
+    "to",
+    "type_as",
+];
+
+struct OnnxNode {
+    op: &'static str,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    attrs: Vec<(&'static str, Attr)>,
+}
+
+/// The model being built: nodes, initializers (weights and constant operands), what is known
+/// about each traced value.
+struct Builder<'g> {
+    graph: &'g Graph,
+    nodes: Vec<OnnxNode>,
+    initializers: Vec<(String, Tensor)>,
+    emitted: HashSet<String>,
+    /// Values known at export time: the graph's constants and constant lists.
+    consts: HashMap<u64, Const>,
+    /// Lists of values (`prim::ListConstruct` of tensors, for `cat`/`stack`).
+    lists: HashMap<u64, Vec<u64>>,
+    values: HashMap<u64, Value>,
+    fresh: usize,
+}
+
+type Res<T> = std::result::Result<T, String>;
+
+/// The ONNX model's bytes.
+pub(super) fn convert(graph: &Graph) -> Res<Vec<u8>> {
+    let mut b = Builder {
+        graph,
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        emitted: HashSet::new(),
+        consts: graph.consts.clone(),
+        lists: HashMap::new(),
+        values: HashMap::new(),
+        fresh: 0,
+    };
+    for v in graph.inputs.iter().chain(&graph.outputs) {
+        b.values.insert(v.id, v.clone());
+    }
+    for node in &graph.nodes {
+        for v in &node.outputs {
+            b.values.insert(v.id, v.clone());
+        }
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        b.node(node).map_err(|e| format!("{e} (node {i}: `{}`)", node.kind))?;
+    }
+    let mut g = Message::default();
+    for (i, v) in graph.inputs.iter().enumerate() {
+        let name = format!("input_{i}");
+        b.nodes.insert(0, OnnxNode { op: "Identity", inputs: vec![name], outputs: vec![name_of(v.id)], attrs: vec![] });
+    }
+    for (i, v) in graph.outputs.iter().enumerate() {
+        let src = b.tensor(v.id)?;
+        b.nodes.push(OnnxNode {
+            op: "Identity",
+            inputs: vec![src],
+            outputs: vec![format!("output_{i}")],
+            attrs: vec![],
+        });
+    }
+    for n in &b.nodes {
+        let mut m = Message::default();
+        for i in &n.inputs {
+            m.string(1, i);
+        }
+        for o in &n.outputs {
+            m.string(2, o);
+        }
+        m.string(4, n.op);
+        for (name, attr) in &n.attrs {
+            m.message(5, &proto::attribute(name, attr));
+        }
+        g.message(1, &m);
+    }
+    g.string(2, "lit");
+    for (name, t) in &b.initializers {
+        g.message(5, &proto::tensor(name, t)?);
+    }
+    for (i, v) in graph.inputs.iter().enumerate() {
+        g.message(11, &info(&format!("input_{i}"), v)?);
+    }
+    for (i, v) in graph.outputs.iter().enumerate() {
+        g.message(12, &info(&format!("output_{i}"), v)?);
+    }
+    let mut opset = Message::default();
+    opset.string(1, "").int(2, OPSET);
+    let mut model = Message::default();
+    model.int(1, IR_VERSION).string(2, "lit").string(3, env!("CARGO_PKG_VERSION")).message(7, &g).message(8, &opset);
+    Ok(model.into_bytes())
+}
+
+fn name_of(id: u64) -> String {
+    format!("v{id}")
+}
+
+fn info(name: &str, v: &Value) -> Res<Message> {
+    let kind = v.dtype.and_then(proto::kind_of_scalar_type).ok_or_else(|| format!("`{name}` has an unknown dtype"))?;
+    let elem = proto::elem_type(kind).ok_or_else(|| format!("`{name}` has dtype {kind:?}, which ONNX lacks"))?;
+    let dims = v.sizes.clone().ok_or_else(|| format!("`{name}` has unknown sizes"))?;
+    Ok(proto::value_info(name, elem, &dims))
+}
+
+impl Builder<'_> {
+    fn push(&mut self, op: &'static str, inputs: Vec<String>, outputs: Vec<String>, attrs: Vec<(&'static str, Attr)>) {
+        self.nodes.push(OnnxNode { op, inputs, outputs, attrs });
+    }
+
+    fn temp(&mut self) -> String {
+        self.fresh += 1;
+        format!("t{}", self.fresh)
+    }
+
+    fn initializer(&mut self, name: String, t: Tensor) -> String {
+        if self.emitted.insert(name.clone()) {
+            self.initializers.push((name.clone(), t));
+        }
+        name
+    }
+
+    fn ints_init(&mut self, values: &[i64]) -> String {
+        let name = self.temp();
+        self.initializer(name, Tensor::from_slice(values))
+    }
+
+    /// The name of tensor value `id` (a constant tensor becomes an initializer).
+    fn tensor(&mut self, id: u64) -> Res<String> {
+        match self.consts.get(&id) {
+            Some(Const::Tensor(i)) => {
+                let t = self.graph.tensors[*i].shallow_clone();
+                Ok(self.initializer(name_of(id), t))
+            }
+            Some(c) => Err(format!("value {id} is a constant {c:?} where a tensor was expected")),
+            None => Ok(name_of(id)),
+        }
+    }
+
+    /// A tensor operand: a tensor value, or a scalar constant turned into a 0-d tensor of `kind`.
+    fn operand(&mut self, id: u64, kind: Kind) -> Res<String> {
+        let scalar = match self.consts.get(&id) {
+            Some(Const::Int(i)) => Some(*i as f64),
+            Some(Const::Float(f)) => Some(*f),
+            Some(Const::Bool(b)) => Some(f64::from(u8::from(*b))),
+            _ => None,
+        };
+        match scalar {
+            Some(s) => {
+                let name = self.temp();
+                Ok(self.initializer(name, Tensor::from(s).to_kind(kind)))
+            }
+            None => self.tensor(id),
+        }
+    }
+
+    fn constant(&self, id: u64) -> Option<&Const> {
+        self.consts.get(&id)
+    }
+
+    fn is_none(&self, id: u64) -> bool {
+        matches!(self.constant(id), Some(Const::None))
+    }
+
+    fn int(&self, id: u64) -> Res<i64> {
+        match self.constant(id) {
+            Some(Const::Int(i)) => Ok(*i),
+            Some(Const::Bool(b)) => Ok(i64::from(*b)),
+            other => Err(format!("expected a constant integer, found {other:?}")),
+        }
+    }
+
+    fn float(&self, id: u64) -> Res<f64> {
+        match self.constant(id) {
+            Some(Const::Float(f)) => Ok(*f),
+            Some(Const::Int(i)) => Ok(*i as f64),
+            other => Err(format!("expected a constant number, found {other:?}")),
+        }
+    }
+
+    fn bool(&self, id: u64) -> Res<bool> {
+        match self.constant(id) {
+            Some(Const::Bool(b)) => Ok(*b),
+            Some(Const::Int(i)) => Ok(*i != 0),
+            other => Err(format!("expected a constant bool, found {other:?}")),
+        }
+    }
+
+    fn ints(&self, id: u64) -> Res<Vec<i64>> {
+        match self.constant(id) {
+            Some(Const::Ints(v)) => Ok(v.clone()),
+            Some(Const::Int(i)) => Ok(vec![*i]),
+            other => Err(format!("expected constant integers, found {other:?}")),
+        }
+    }
+
+    fn rank(&self, id: u64) -> Res<usize> {
+        if let Some(Const::Tensor(i)) = self.constant(id) {
+            return Ok(self.graph.tensors[*i].dim());
+        }
+        self.sizes(id).map(|s| s.len())
+    }
+
+    fn sizes(&self, id: u64) -> Res<Vec<i64>> {
+        if let Some(Const::Tensor(i)) = self.constant(id) {
+            return Ok(self.graph.tensors[*i].size());
+        }
+        self.values.get(&id).and_then(|v| v.sizes.clone()).ok_or_else(|| format!("the sizes of value {id} are unknown"))
+    }
+
+    fn kind(v: &Value) -> Kind {
+        v.dtype.and_then(proto::kind_of_scalar_type).unwrap_or(Kind::Float)
+    }
+
+    fn node(&mut self, node: &Node) -> Res<()> {
+        let Some(op) = node.kind.strip_prefix("aten::") else {
+            return self.prim(node);
+        };
+        let op = op.trim_end_matches('_');
+        let ins = &node.inputs;
+        let out = node.outputs.first().ok_or("the operation has no output")?;
+        let y = name_of(out.id);
+        let kind = Self::kind(out);
+        let axis = |d: i64, rank: usize| if d < 0 { d + rank as i64 } else { d };
+        match op {
+            "linear" => {
+                let w = ins[1];
+                let wt = match self.constant(w) {
+                    Some(Const::Tensor(i)) => {
+                        let t = self.graph.tensors[*i].tr().contiguous();
+                        self.initializer(format!("{}_t", name_of(w)), t)
+                    }
+                    _ => {
+                        let (w, t) = (self.tensor(w)?, self.temp());
+                        self.push("Transpose", vec![w], vec![t.clone()], vec![("perm", Attr::Ints(vec![1, 0]))]);
+                        t
+                    }
+                };
+                let x = self.tensor(ins[0])?;
+                if ins.len() > 2 && !self.is_none(ins[2]) {
+                    let (b, t) = (self.tensor(ins[2])?, self.temp());
+                    self.push("MatMul", vec![x, wt], vec![t.clone()], vec![]);
+                    self.push("Add", vec![t, b], vec![y], vec![]);
+                } else {
+                    self.push("MatMul", vec![x, wt], vec![y], vec![]);
+                }
+            }
+            "matmul" | "mm" | "bmm" => {
+                let (a, b) = (self.tensor(ins[0])?, self.tensor(ins[1])?);
+                self.push("MatMul", vec![a, b], vec![y], vec![]);
+            }
+            "addmm" => {
+                if self.float(ins[3])? != 1.0 || self.float(ins[4])? != 1.0 {
+                    return Err("`addmm` with beta or alpha other than 1".into());
+                }
+                let (c, a, b, t) = (self.tensor(ins[0])?, self.tensor(ins[1])?, self.tensor(ins[2])?, self.temp());
+                self.push("MatMul", vec![a, b], vec![t.clone()], vec![]);
+                self.push("Add", vec![t, c], vec![y], vec![]);
+            }
+            "t" | "transpose" | "permute" => {
+                let rank = self.rank(ins[0])?;
+                let perm: Vec<i64> = match op {
+                    "t" if rank < 2 => (0..rank as i64).collect(),
+                    "t" => vec![1, 0],
+                    "transpose" => {
+                        let (a, b) = (axis(self.int(ins[1])?, rank), axis(self.int(ins[2])?, rank));
+                        let mut p: Vec<i64> = (0..rank as i64).collect();
+                        p.swap(a as usize, b as usize);
+                        p
+                    }
+                    _ => self.ints(ins[1])?.into_iter().map(|d| axis(d, rank)).collect(),
+                };
+                let x = self.tensor(ins[0])?;
+                self.push("Transpose", vec![x], vec![y], vec![("perm", Attr::Ints(perm))]);
+            }
+            "add" | "sub" | "rsub" | "mul" | "div" | "pow" => {
+                if op == "div" && ins.len() > 2 && !self.is_none(ins[2]) {
+                    return Err("`div` with a rounding mode".into());
+                }
+                let (mut a, mut b) = (self.operand(ins[0], kind)?, self.operand(ins[1], kind)?);
+                if matches!(op, "add" | "sub" | "rsub") && ins.len() > 2 && self.float(ins[2])? != 1.0 {
+                    let alpha = self.operand(ins[2], kind)?;
+                    let t = self.temp();
+                    self.push("Mul", vec![b, alpha], vec![t.clone()], vec![]);
+                    b = t;
+                }
+                let onnx = match op {
+                    "add" => "Add",
+                    "sub" => "Sub",
+                    "rsub" => {
+                        std::mem::swap(&mut a, &mut b);
+                        "Sub"
+                    }
+                    "mul" => "Mul",
+                    "div" => "Div",
+                    _ => "Pow",
+                };
+                self.push(onnx, vec![a, b], vec![y], vec![]);
+            }
+            "relu" | "sigmoid" | "tanh" | "exp" | "log" | "sqrt" | "neg" | "abs" | "erf" | "sin" | "cos" => {
+                let onnx = match op {
+                    "relu" => "Relu",
+                    "sigmoid" => "Sigmoid",
+                    "tanh" => "Tanh",
+                    "exp" => "Exp",
+                    "log" => "Log",
+                    "sqrt" => "Sqrt",
+                    "neg" => "Neg",
+                    "abs" => "Abs",
+                    "erf" => "Erf",
+                    "sin" => "Sin",
+                    _ => "Cos",
+                };
+                let x = self.tensor(ins[0])?;
+                self.push(onnx, vec![x], vec![y], vec![]);
+            }
+            "contiguous" | "detach" | "clone" => {
+                let x = self.tensor(ins[0])?;
+                self.push("Identity", vec![x], vec![y], vec![]);
+            }
+            "dropout" | "feature_dropout" | "alpha_dropout" => {
+                if self.bool(ins[2])? {
+                    return Err(format!(
+                        "`{op}` in training mode; trace `forward` in eval mode (pass `train = false` to `forward_t`)"
+                    ));
+                }
+                let x = self.tensor(ins[0])?;
+                self.push("Identity", vec![x], vec![y], vec![]);
+            }
+            "leaky_relu" => {
+                let alpha = if ins.len() > 1 { self.float(ins[1])? } else { 0.01 };
+                let x = self.tensor(ins[0])?;
+                self.push("LeakyRelu", vec![x], vec![y], vec![("alpha", Attr::Float(alpha as f32))]);
+            }
+            "elu" => {
+                let alpha = self.float(ins[1])?;
+                if self.float(ins[2])? != 1.0 || self.float(ins[3])? != 1.0 {
+                    return Err("`elu` with a scale other than 1".into());
+                }
+                let x = self.tensor(ins[0])?;
+                self.push("Elu", vec![x], vec![y], vec![("alpha", Attr::Float(alpha as f32))]);
+            }
+            "softplus" => {
+                if self.float(ins[1])? != 1.0 {
+                    return Err("`softplus` with beta other than 1".into());
+                }
+                let x = self.tensor(ins[0])?;
+                self.push("Softplus", vec![x], vec![y], vec![]);
+            }
+            "silu" => {
+                let (x, s) = (self.tensor(ins[0])?, self.temp());
+                self.push("Sigmoid", vec![x.clone()], vec![s.clone()], vec![]);
+                self.push("Mul", vec![x, s], vec![y], vec![]);
+            }
+            "gelu" => {
+                let tanh = matches!(self.constant(ins[1]), Some(Const::Str(s)) if s == "tanh");
+                let x = self.tensor(ins[0])?;
+                let c = |b: &mut Self, v: f64| {
+                    let name = b.temp();
+                    b.initializer(name, Tensor::from(v).to_kind(kind))
+                };
+                let (half, one) = (c(self, 0.5), c(self, 1.0));
+                let inner = self.temp();
+                if tanh {
+                    // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+                    let (k, a, three) = (c(self, (2.0 / std::f64::consts::PI).sqrt()), c(self, 0.044715), c(self, 3.0));
+                    let (cube, scaled, sum, arg) = (self.temp(), self.temp(), self.temp(), self.temp());
+                    self.push("Pow", vec![x.clone(), three], vec![cube.clone()], vec![]);
+                    self.push("Mul", vec![cube, a], vec![scaled.clone()], vec![]);
+                    self.push("Add", vec![x.clone(), scaled], vec![sum.clone()], vec![]);
+                    self.push("Mul", vec![sum, k], vec![arg.clone()], vec![]);
+                    self.push("Tanh", vec![arg], vec![inner.clone()], vec![]);
+                } else {
+                    // 0.5 x (1 + erf(x / sqrt 2))
+                    let root2 = c(self, std::f64::consts::SQRT_2);
+                    let div = self.temp();
+                    self.push("Div", vec![x.clone(), root2], vec![div.clone()], vec![]);
+                    self.push("Erf", vec![div], vec![inner.clone()], vec![]);
+                }
+                let (plus, halfx) = (self.temp(), self.temp());
+                self.push("Add", vec![inner, one], vec![plus.clone()], vec![]);
+                self.push("Mul", vec![x, half], vec![halfx.clone()], vec![]);
+                self.push("Mul", vec![halfx, plus], vec![y], vec![]);
+            }
+            "hardtanh" | "clamp" => {
+                let x = self.tensor(ins[0])?;
+                let mut inputs = vec![x];
+                for &id in &ins[1..3] {
+                    inputs.push(if self.is_none(id) { String::new() } else { self.operand(id, kind)? });
+                }
+                self.push("Clip", inputs, vec![y], vec![]);
+            }
+            "softmax" | "log_softmax" => {
+                let rank = self.rank(ins[0])?;
+                let dim = axis(self.int(ins[1])?, rank);
+                let x = self.tensor(ins[0])?;
+                let onnx = if op == "softmax" { "Softmax" } else { "LogSoftmax" };
+                self.push(onnx, vec![x], vec![y], vec![("axis", Attr::Int(dim))]);
+            }
+            "conv1d" | "conv2d" | "conv3d" | "_convolution" => {
+                let spatial = self.rank(ins[1])? - 2;
+                let expand = |v: Vec<i64>| if v.len() == 1 { vec![v[0]; spatial] } else { v };
+                let stride = expand(self.ints(ins[3])?);
+                let dilation = expand(self.ints(ins[5])?);
+                let (transposed, output_padding, groups) = if op == "_convolution" {
+                    (self.bool(ins[6])?, expand(self.ints(ins[7])?), self.int(ins[8])?)
+                } else {
+                    (false, vec![], self.int(ins[6])?)
+                };
+                let mut attrs = vec![
+                    ("kernel_shape", Attr::Ints(self.sizes(ins[1])?[2..].to_vec())),
+                    ("strides", Attr::Ints(stride)),
+                    ("dilations", Attr::Ints(dilation)),
+                    ("group", Attr::Int(groups)),
+                ];
+                match self.constant(ins[4]) {
+                    Some(Const::Str(s)) if s == "same" => attrs.push(("auto_pad", Attr::Str("SAME_UPPER".into()))),
+                    Some(Const::Str(_)) => attrs.push(("pads", Attr::Ints(vec![0; 2 * spatial]))),
+                    _ => {
+                        let pad = expand(self.ints(ins[4])?);
+                        attrs.push(("pads", Attr::Ints([pad.clone(), pad].concat())));
+                    }
+                }
+                if transposed {
+                    attrs.push(("output_padding", Attr::Ints(output_padding)));
+                }
+                let mut inputs = vec![self.tensor(ins[0])?, self.tensor(ins[1])?];
+                if !self.is_none(ins[2]) {
+                    inputs.push(self.tensor(ins[2])?);
+                }
+                self.push(if transposed { "ConvTranspose" } else { "Conv" }, inputs, vec![y], attrs);
+            }
+            "max_pool1d" | "max_pool2d" | "avg_pool1d" | "avg_pool2d" => {
+                let kernel = self.ints(ins[1])?;
+                let spatial = kernel.len();
+                let expand = |v: Vec<i64>| if v.len() == 1 { vec![v[0]; spatial] } else { v };
+                let stride = self.ints(ins[2])?;
+                let stride = if stride.is_empty() { kernel.clone() } else { expand(stride) };
+                let pad = expand(self.ints(ins[3])?);
+                let mut attrs = vec![
+                    ("kernel_shape", Attr::Ints(kernel)),
+                    ("strides", Attr::Ints(stride)),
+                    ("pads", Attr::Ints([pad.clone(), pad].concat())),
+                ];
+                let x = self.tensor(ins[0])?;
+                if op.starts_with("max") {
+                    attrs.push(("dilations", Attr::Ints(expand(self.ints(ins[4])?))));
+                    attrs.push(("ceil_mode", Attr::Int(self.int(ins[5])?)));
+                    self.push("MaxPool", vec![x], vec![y], attrs);
+                } else {
+                    if ins.len() > 6 && !self.is_none(ins[6]) {
+                        return Err("`avg_pool` with `divisor_override`".into());
+                    }
+                    attrs.push(("ceil_mode", Attr::Int(self.int(ins[4])?)));
+                    attrs.push(("count_include_pad", Attr::Int(self.int(ins[5])?)));
+                    self.push("AveragePool", vec![x], vec![y], attrs);
+                }
+            }
+            "adaptive_avg_pool1d" | "adaptive_avg_pool2d" => {
+                let target = self.ints(ins[1])?;
+                let sizes = self.sizes(ins[0])?;
+                let spatial = &sizes[sizes.len() - target.len()..];
+                let x = self.tensor(ins[0])?;
+                if target.iter().all(|&t| t == 1) {
+                    self.push("GlobalAveragePool", vec![x], vec![y], vec![]);
+                } else if spatial.iter().zip(&target).all(|(s, t)| *t > 0 && s % t == 0) {
+                    let kernel: Vec<i64> = spatial.iter().zip(&target).map(|(s, t)| s / t).collect();
+                    let attrs = vec![
+                        ("kernel_shape", Attr::Ints(kernel.clone())),
+                        ("strides", Attr::Ints(kernel)),
+                        ("pads", Attr::Ints(vec![0; 2 * target.len()])),
+                    ];
+                    self.push("AveragePool", vec![x], vec![y], attrs);
+                } else {
+                    return Err(format!("`{op}` from {spatial:?} to {target:?}, which is not a whole-number ratio"));
+                }
+            }
+            "batch_norm" => {
+                if self.bool(ins[5])? {
+                    return Err(
+                        "`batch_norm` in training mode; trace `forward` in eval mode (pass `train = false`)".into()
+                    );
+                }
+                let channels = self.sizes(ins[3])?[0];
+                let mut inputs = vec![self.tensor(ins[0])?];
+                for (id, fill) in [(ins[1], 1.0), (ins[2], 0.0)] {
+                    inputs.push(if self.is_none(id) {
+                        let name = self.temp();
+                        self.initializer(name, Tensor::full([channels], fill, (kind, tch::Device::Cpu)))
+                    } else {
+                        self.tensor(id)?
+                    });
+                }
+                inputs.push(self.tensor(ins[3])?);
+                inputs.push(self.tensor(ins[4])?);
+                let attrs = vec![("epsilon", Attr::Float(self.float(ins[7])? as f32)), ("momentum", Attr::Float(0.9))];
+                self.push("BatchNormalization", inputs, vec![y], attrs);
+            }
+            "layer_norm" => {
+                let shape = self.ints(ins[1])?;
+                let mut inputs = vec![self.tensor(ins[0])?];
+                for (id, fill) in [(ins[2], 1.0), (ins[3], 0.0)] {
+                    inputs.push(if self.is_none(id) {
+                        let name = self.temp();
+                        self.initializer(name, Tensor::full(shape.as_slice(), fill, (kind, tch::Device::Cpu)))
+                    } else {
+                        self.tensor(id)?
+                    });
+                }
+                let attrs = vec![
+                    ("axis", Attr::Int(-(shape.len() as i64))),
+                    ("epsilon", Attr::Float(self.float(ins[4])? as f32)),
+                ];
+                self.push("LayerNormalization", inputs, vec![y], attrs);
+            }
+            "view" | "reshape" | "flatten" => {
+                let shape = if op == "flatten" {
+                    let sizes = self.sizes(ins[0])?;
+                    let rank = sizes.len().max(1);
+                    let (s, e) = (axis(self.int(ins[1])?, rank) as usize, axis(self.int(ins[2])?, rank) as usize);
+                    let mut shape = vec![0; s];
+                    shape.push(-1);
+                    shape.extend_from_slice(sizes.get(e + 1..).unwrap_or(&[]));
+                    shape
+                } else {
+                    self.ints(ins[1])?
+                };
+                let (x, s) = (self.tensor(ins[0])?, self.ints_init(&shape));
+                self.push("Reshape", vec![x, s], vec![y], vec![]);
+            }
+            "squeeze" | "unsqueeze" => {
+                let x = self.tensor(ins[0])?;
+                let mut inputs = vec![x];
+                if ins.len() > 1 {
+                    let axes = self.ints(ins[1])?;
+                    inputs.push(self.ints_init(&axes));
+                }
+                self.push(if op == "squeeze" { "Squeeze" } else { "Unsqueeze" }, inputs, vec![y], vec![]);
+            }
+            "cat" | "stack" => {
+                let items = self.lists.get(&ins[0]).cloned().ok_or("the tensors to join are not a list")?;
+                let rank = self.rank(items[0])? + usize::from(op == "stack");
+                let dim = axis(self.int(ins[1])?, rank);
+                let mut inputs = Vec::new();
+                for id in items {
+                    let t = self.tensor(id)?;
+                    inputs.push(if op == "stack" {
+                        let (u, axes) = (self.temp(), self.ints_init(&[dim]));
+                        self.push("Unsqueeze", vec![t, axes], vec![u.clone()], vec![]);
+                        u
+                    } else {
+                        t
+                    });
+                }
+                self.push("Concat", inputs, vec![y], vec![("axis", Attr::Int(dim))]);
+            }
+            "mean" | "sum" => {
+                let x = self.tensor(ins[0])?;
+                let all = ins.len() <= 2;
+                let keep = if all { 0 } else { self.int(ins[2])? };
+                let axes = if all { None } else { Some(self.ints(ins[1])?) };
+                if op == "mean" {
+                    let mut attrs = vec![("keepdims", Attr::Int(keep))];
+                    if let Some(axes) = axes {
+                        attrs.push(("axes", Attr::Ints(axes)));
+                    }
+                    self.push("ReduceMean", vec![x], vec![y], attrs);
+                } else {
+                    let mut inputs = vec![x];
+                    if let Some(axes) = axes {
+                        inputs.push(self.ints_init(&axes));
+                    }
+                    self.push("ReduceSum", inputs, vec![y], vec![("keepdims", Attr::Int(keep))]);
+                }
+            }
+            "argmax" => {
+                if self.is_none(ins[1]) {
+                    return Err("`argmax` over all dimensions".into());
+                }
+                let attrs = vec![("axis", Attr::Int(self.int(ins[1])?)), ("keepdims", Attr::Int(self.int(ins[2])?))];
+                let x = self.tensor(ins[0])?;
+                self.push("ArgMax", vec![x], vec![y], attrs);
+            }
+            "select" => {
+                let index = self.int(ins[2])?;
+                let (x, i) = (self.tensor(ins[0])?, self.temp());
+                let i = self.initializer(i, Tensor::from(index));
+                self.push("Gather", vec![x, i], vec![y], vec![("axis", Attr::Int(self.int(ins[1])?))]);
+            }
+            "slice" => {
+                let start = if self.is_none(ins[2]) { 0 } else { self.int(ins[2])? };
+                let end = if self.is_none(ins[3]) { i64::MAX } else { self.int(ins[3])? };
+                let x = self.tensor(ins[0])?;
+                let inputs = vec![
+                    x,
+                    self.ints_init(&[start]),
+                    self.ints_init(&[end]),
+                    self.ints_init(&[self.int(ins[1])?]),
+                    self.ints_init(&[self.int(ins[4])?]),
+                ];
+                self.push("Slice", inputs, vec![y], vec![]);
+            }
+            "embedding" => {
+                let (w, i) = (self.tensor(ins[0])?, self.tensor(ins[1])?);
+                self.push("Gather", vec![w, i], vec![y], vec![("axis", Attr::Int(0))]);
+            }
+            "to" | "type_as" | "_to_copy" => {
+                let elem = proto::elem_type(kind).ok_or_else(|| format!("a cast to {kind:?}, which ONNX lacks"))?;
+                let x = self.tensor(ins[0])?;
+                self.push("Cast", vec![x], vec![y], vec![("to", Attr::Int(elem))]);
+            }
+            _ => {
+                return Err(format!(
+                    "operator `{}` is not supported (supported: {})",
+                    node.kind,
+                    SUPPORTED.iter().map(|s| format!("aten::{s}")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn prim(&mut self, node: &Node) -> Res<()> {
+        let out = node.outputs.first().ok_or("the operation has no output")?;
+        match node.kind.as_str() {
+            "prim::ListConstruct" => {
+                let ints: Option<Vec<i64>> = node.inputs.iter().map(|&i| self.int(i).ok()).collect();
+                match ints {
+                    Some(v) => {
+                        self.consts.insert(out.id, Const::Ints(v));
+                    }
+                    None => {
+                        self.lists.insert(out.id, node.inputs.clone());
+                    }
+                }
+                Ok(())
+            }
+            other => Err(format!("operator `{other}` is not supported")),
+        }
+    }
+}
