@@ -75,6 +75,13 @@ pub enum Error {
         /// What went wrong, naming the operator or value.
         message: String,
     },
+    /// The command line (`lit::cli`) could not be understood: a configuration file, an unknown key,
+    /// a value of the wrong type.
+    #[error("command line: {message}")]
+    Cli {
+        /// What is wrong, naming the file or key.
+        message: String,
+    },
     /// Anything a user's hook reports with `?` on their own error types.
     #[error(transparent)]
     User(Box<dyn std::error::Error + Send + Sync + 'static>),

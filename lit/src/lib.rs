@@ -13,6 +13,7 @@ pub mod amp;
 mod callback;
 pub mod callbacks;
 pub mod checkpoint;
+pub mod cli;
 mod ctx;
 pub mod data;
 pub mod dist;

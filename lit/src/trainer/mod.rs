@@ -227,7 +227,7 @@ impl Trainer {
     }
 
     /// `"best"`, `"last"` or a path, as a checkpoint file.
-    fn resolve_checkpoint(&self, ckpt: &str) -> Result<std::path::PathBuf> {
+    pub(crate) fn resolve_checkpoint(&self, ckpt: &str) -> Result<std::path::PathBuf> {
         let callback = self
             .callbacks
             .iter()
@@ -440,7 +440,7 @@ impl Trainer {
 
 /// `prepare_data` (local rank 0), `setup(stage)`, `body`, then `teardown(stage)` whatever
 /// `body` returned.
-fn with_datamodule<D: crate::data::DataModule, T>(
+pub(crate) fn with_datamodule<D: crate::data::DataModule, T>(
     dm: &mut D,
     stage: Stage,
     body: impl FnOnce(&mut D) -> Result<T>,

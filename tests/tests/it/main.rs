@@ -1,6 +1,7 @@
 //! lit's integration tests, through the public API only. One binary, one module per area.
 
 mod checkpoint;
+mod cli;
 mod common;
 mod data;
 mod datamodule;
