@@ -373,6 +373,13 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
                 fn hparams_json(&self) -> ::core::option::Option<#lit::__private::serde_json::Value> {
                     #lit::__private::hparams_json(self)
                 }
+                fn prediction_tensors(
+                    prediction: &Self::Prediction,
+                ) -> ::core::option::Option<::std::vec::Vec<(::std::string::String, #lit::__private::tch::Tensor)>> {
+                    #[allow(unused_imports)]
+                    use #lit::__private::{ViaNoPredictionTensors as _, ViaPredictionTensors as _};
+                    (&&#lit::__private::PredictionProbe(prediction)).tensors()
+                }
 
                 #missing_training
                 #default_split

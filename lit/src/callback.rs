@@ -147,6 +147,11 @@ pub trait Callback: Any {
     fn on_predict_batch_end(&mut self, batch_idx: usize, dataloader_idx: usize, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
+    /// A prediction batch's output, before `on_predict_batch_end`, when the module's
+    /// `Prediction` type holds tensors ([`PredictionTensors`](crate::callbacks::PredictionTensors)).
+    fn on_prediction(&mut self, prediction: &crate::callbacks::Predicted<'_>, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
     /// After back-propagation.
     fn on_after_backward(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())

@@ -212,6 +212,14 @@ pub trait LightningModule {
     /// Which optional hooks exist.
     const HOOKS: Hooks = Hooks::TRAINING_ONLY;
 
+    /// A prediction's tensors, for callbacks that write predictions; `None` when `Prediction`
+    /// holds none. `#[lightning_module]` implements it for every
+    /// [`PredictionTensors`](crate::callbacks::PredictionTensors) type.
+    fn prediction_tensors(prediction: &Self::Prediction) -> Option<Vec<(String, Tensor)>> {
+        let _ = prediction;
+        None
+    }
+
     /// Truncated back-propagation through time: split each training batch into chunks of this
     /// many time steps (dim 1) with [`LightningModule::tbptt_split_batch`], run
     /// `training_step` and an optimizer step per chunk, and hand each chunk the detached

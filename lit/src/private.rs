@@ -412,3 +412,32 @@ impl IntoTraceOutputs for (Tensor, Tensor, Tensor) {
         vec![self.0, self.1, self.2]
     }
 }
+
+/// Finds a prediction's tensors (autoref specialisation, as [`ExampleProbe`]):
+/// `(&&PredictionProbe(p)).tensors()` is `Some` when the prediction type implements
+/// [`PredictionTensors`](crate::callbacks::PredictionTensors).
+pub struct PredictionProbe<'a, T>(pub &'a T);
+
+/// The probe's method for predictions that hold tensors.
+pub trait ViaPredictionTensors {
+    /// The tensors.
+    fn tensors(&self) -> Option<Vec<(String, Tensor)>>;
+}
+
+impl<T: crate::callbacks::PredictionTensors> ViaPredictionTensors for &PredictionProbe<'_, T> {
+    fn tensors(&self) -> Option<Vec<(String, Tensor)>> {
+        Some(self.0.prediction_tensors())
+    }
+}
+
+/// The probe's method for other predictions.
+pub trait ViaNoPredictionTensors {
+    /// `None`.
+    fn tensors(&self) -> Option<Vec<(String, Tensor)>>;
+}
+
+impl<T> ViaNoPredictionTensors for PredictionProbe<'_, T> {
+    fn tensors(&self) -> Option<Vec<(String, Tensor)>> {
+        None
+    }
+}

@@ -1,14 +1,18 @@
 //! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
-//! [`LearningRateMonitor`] and [`Timer`]. They decide; the loop acts (a checkpoint request, a
+//! [`LearningRateMonitor`], [`Timer`] and [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
 //! stop request).
 
 mod early_stopping;
 mod model_checkpoint;
+mod prediction_writer;
 
 use std::time::{Duration, Instant};
 
 pub use early_stopping::EarlyStopping;
 pub use model_checkpoint::ModelCheckpoint;
+pub use prediction_writer::{
+    Predicted, PredictionFormat, PredictionTensors, PredictionWriter, WriteInterval, read_predictions,
+};
 
 use crate::callback::Callback;
 use crate::ctx::Ctx;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{LoaderVec, Run, hook};
+use crate::callbacks::Predicted;
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::module::LightningModule;
@@ -23,6 +24,7 @@ impl<M: LightningModule> Run<'_, M> {
             for (dl, loader) in loaders.iter_mut().enumerate() {
                 self.cx.dataloader_idx = dl;
                 let n = self.config.limit_predict_batches.of(loader.len(), "limit_predict_batches")?;
+                let mut offset = 0i64;
                 for (i, batch) in loader.iter(0)?.take(n).enumerate() {
                     let batch = batch?;
                     for cb in self.callbacks.iter_mut() {
@@ -35,6 +37,22 @@ impl<M: LightningModule> Run<'_, M> {
                         let _autocast = self.cx.autocast()?;
                         self.model.predict_step(batch, i, dl, self.cx)?
                     };
+                    if !self.callbacks.is_empty()
+                        && let Some(tensors) = M::prediction_tensors(&out)
+                    {
+                        let n = tensors.first().and_then(|(_, t)| t.size().first().copied()).unwrap_or(0);
+                        let batch_indices: Vec<i64> = (offset..offset + n).collect();
+                        offset += n;
+                        let p = Predicted {
+                            tensors: &tensors,
+                            batch_indices: &batch_indices,
+                            batch_idx: i,
+                            dataloader_idx: dl,
+                        };
+                        for cb in self.callbacks.iter_mut() {
+                            cb.on_prediction(&p, self.cx)?;
+                        }
+                    }
                     for cb in self.callbacks.iter_mut() {
                         cb.on_predict_batch_end(i, dl, self.cx)?;
                     }

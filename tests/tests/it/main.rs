@@ -16,5 +16,6 @@ mod macros;
 mod mnist;
 mod optim;
 mod precision;
+mod predictions;
 mod resume;
 mod trainer;
