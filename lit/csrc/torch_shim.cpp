@@ -7,6 +7,7 @@
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/anomaly_mode.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/passes/fixup_trace_scope_blocks.h>
@@ -125,6 +126,19 @@ char* lit_set_cudnn_benchmark(int benchmark) {
 
 char* lit_set_detect_anomaly(int enabled) {
   SHIM_TRY("setting anomaly detection", { torch::autograd::AnomalyMode::set_enabled(enabled != 0); })
+}
+
+// ----- profiler -----
+
+// Starts libtorch's autograd profiler; `lit_profile_end` stops it and writes a Chrome trace to
+// `path`.
+char* lit_profile_begin(const char* path, void** recorder) {
+  SHIM_TRY("starting the profiler", { *recorder = new torch::autograd::profiler::RecordProfile(std::string(path)); })
+}
+
+char* lit_profile_end(void* recorder) {
+  SHIM_TRY("writing the profiler trace",
+           { delete static_cast<torch::autograd::profiler::RecordProfile*>(recorder); })
 }
 
 // ----- tracing -----

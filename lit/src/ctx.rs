@@ -108,6 +108,7 @@ pub struct Ctx {
     pub(crate) local_rank: usize,
     pub(crate) precision: crate::amp::Precision,
     pub(crate) scaler: Option<crate::amp::GradScaler>,
+    pub(crate) profiler: Option<crate::profiler::Profiler>,
 }
 
 /// What a callback asked of the loop about checkpoints.
@@ -151,6 +152,7 @@ impl Ctx {
             local_rank: 0,
             precision: crate::amp::Precision::F32,
             scaler: None,
+            profiler: None,
         }
     }
 
@@ -258,6 +260,26 @@ impl Ctx {
     /// The gradient scaler of "16-mixed" (for manual optimization that steps on its own).
     pub fn grad_scaler(&mut self) -> Option<&mut crate::amp::GradScaler> {
         self.scaler.as_mut()
+    }
+
+    /// With the simple profiler: the start of an action to time.
+    pub(crate) fn profile_start(&self) -> Option<std::time::Instant> {
+        matches!(self.profiler, Some(crate::profiler::Profiler::Simple(_))).then(std::time::Instant::now)
+    }
+
+    /// With the simple profiler: records `action`, begun at `start`.
+    pub(crate) fn profile_end(&mut self, action: &'static str, start: Option<std::time::Instant>) {
+        if let (Some(start), Some(crate::profiler::Profiler::Simple(p))) = (start, &mut self.profiler) {
+            p.record(action, start.elapsed());
+        }
+    }
+
+    /// The simple profiler's records so far (for callbacks and tests).
+    pub fn simple_profiler(&self) -> Option<&crate::profiler::SimpleProfiler> {
+        match &self.profiler {
+            Some(crate::profiler::Profiler::Simple(p)) => Some(p),
+            _ => None,
+        }
     }
 
     /// Autocast for a step hook, when the precision is mixed.

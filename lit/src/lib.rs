@@ -25,6 +25,7 @@ pub mod loggers;
 mod metrics;
 mod module;
 pub mod optim;
+pub mod profiler;
 mod progress;
 mod rng;
 #[cfg(lit_shim)]

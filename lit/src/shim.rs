@@ -22,6 +22,8 @@ unsafe extern "C" {
     pub(crate) fn lit_set_deterministic(deterministic: c_int, warn_only: c_int) -> *mut c_char;
     pub(crate) fn lit_set_cudnn_benchmark(benchmark: c_int) -> *mut c_char;
     pub(crate) fn lit_set_detect_anomaly(enabled: c_int) -> *mut c_char;
+    pub(crate) fn lit_profile_begin(path: *const c_char, recorder: *mut *mut std::ffi::c_void) -> *mut c_char;
+    pub(crate) fn lit_profile_end(recorder: *mut std::ffi::c_void) -> *mut c_char;
     pub(crate) fn lit_trace_begin(inputs: *const *mut C_tensor, ninputs: c_int) -> *mut c_char;
     pub(crate) fn lit_trace_end(
         outputs: *const *mut C_tensor,

@@ -160,6 +160,10 @@ pub struct TrainerConfig {
     pub detect_anomaly: bool,
     /// Everything that costs speed off: progress bar, model summary, loggers, checkpoints.
     pub barebones: bool,
+    /// `"simple"`: time per hook and loop action, reported at the end of each run and written
+    /// to the log directory (`fit-profile.txt`); `"pytorch"`: libtorch's operator profile as a
+    /// Chrome trace (`fit-pytorch-trace.json`).
+    pub profiler: Option<String>,
 }
 
 /// What a NaN or infinite loss does when `nonfinite_loss` is set.
@@ -213,6 +217,7 @@ impl Default for TrainerConfig {
             overfit_batches: Limit::Batches(0),
             detect_anomaly: false,
             barebones: false,
+            profiler: None,
         }
     }
 }
@@ -313,6 +318,9 @@ impl TrainerConfig {
         }
         let device = resolve_device(&self.accelerator)?;
         self.precision()?.check_device(device)?;
+        if let Some(p) = &self.profiler {
+            crate::profiler::ProfilerKind::parse(p)?;
+        }
         Ok(device)
     }
 
@@ -489,6 +497,8 @@ impl TrainerBuilder {
         detect_anomaly: bool => std::convert::identity;
         /// Progress bar, model summary, loggers and checkpoints off.
         barebones: bool => std::convert::identity;
+        /// "simple" or "pytorch".
+        profiler: impl Into<String> => |p: _| Some(Into::into(p));
     }
 
     /// Adds a logger (several may be added); without any, a `CsvLogger` under

@@ -11,6 +11,8 @@ use crate::module::{LightningModule, StepOutput};
 /// The hooks of one evaluation stage (validation or test), so one loop serves both.
 pub(super) trait EvalStage<M: LightningModule> {
     type Batch: Batch;
+    /// The step hook's name (for the profiler).
+    const STEP: &'static str;
     fn has_step() -> bool;
     fn has_epoch_end() -> bool;
     fn limit(config: &super::TrainerConfig) -> (Limit, &'static str);
@@ -51,6 +53,7 @@ macro_rules! eval_stage {
         pub(super) struct $ty;
         impl<M: LightningModule> EvalStage<M> for $ty {
             type Batch = M::$batch;
+            const STEP: &'static str = stringify!($step);
             fn has_step() -> bool {
                 M::HOOKS.$has_step
             }
@@ -222,10 +225,12 @@ impl<M: LightningModule> Run<'_, M> {
                 S::batch_start(self.model, self.callbacks, &batch, i, dl, self.cx)?;
                 let batch = self.transfer(batch, dl)?;
                 let held = batch.shallow_clone();
+                let started = self.cx.profile_start();
                 let out = {
                     let _autocast = self.cx.autocast()?;
                     S::step(self.model, batch, i, dl, self.cx)?
                 };
+                self.cx.profile_end(S::STEP, started);
                 let out = match out {
                     Some(out) => Some(S::step_end(self.model, out, self.cx)?),
                     None => None,

@@ -196,7 +196,10 @@ impl<M: LightningModule> Run<'_, M> {
         let mut batches = train.iter_from(epoch, start)?.take(limit.saturating_sub(start)).peekable();
         let mut batch_idx = start;
         self.cx.epoch_progress = Some((epoch, start));
-        while let Some(batch) = batches.next() {
+        loop {
+            let started = self.cx.profile_start();
+            let Some(batch) = batches.next() else { break };
+            self.cx.profile_end("get_train_batch", started);
             let batch = batch?;
             let is_last = batches.peek().is_none();
             self.cx.in_step = true;
@@ -345,10 +348,12 @@ impl<M: LightningModule> Run<'_, M> {
         batch_idx: usize,
         optimize: Option<(usize, Window)>,
     ) -> Result<Option<StepOutput>> {
+        let started = self.cx.profile_start();
         let out = {
             let _autocast = self.cx.autocast()?;
             self.model.training_step(batch, batch_idx, self.cx)?
         };
+        self.cx.profile_end("training_step", started);
         let Some(out) = out else {
             self.cx.check()?;
             return Ok(None);
@@ -433,7 +438,9 @@ impl<M: LightningModule> Run<'_, M> {
                     cb.on_before_zero_grad(self.cx)?;
                 }
                 self.model.on_before_zero_grad(opt, self.cx)?;
+                let started = self.cx.profile_start();
                 self.model.optimizer_zero_grad(epoch, batch_idx, opt, idx, self.cx)?;
+                self.cx.profile_end("optimizer_zero_grad", started);
             }
             let divided;
             let loss = if window.size > 1 {
@@ -446,10 +453,12 @@ impl<M: LightningModule> Run<'_, M> {
                 cb.on_before_backward(self.cx)?;
             }
             self.model.on_before_backward(loss, self.cx)?;
+            let started = self.cx.profile_start();
             match self.cx.scaler.as_ref().map(|s| s.scale_loss(loss)) {
                 Some(scaled) => self.model.backward(&scaled, idx, self.cx)?,
                 None => self.model.backward(loss, idx, self.cx)?,
             }
+            self.cx.profile_end("backward", started);
             if window.steps {
                 self.all_reduce_gradients()?;
             }
@@ -466,7 +475,9 @@ impl<M: LightningModule> Run<'_, M> {
                 self.model.on_before_optimizer_step(opt, idx, self.cx)?;
                 self.model.configure_gradient_clipping(opt, idx, clip, algorithm, self.cx)?;
                 if self.cx.scaler.as_mut().is_none_or(|s| s.take_found_inf().is_none_or(|found| !found)) {
+                    let started = self.cx.profile_start();
                     self.model.optimizer_step(epoch, batch_idx, opt, idx, self.cx)?;
+                    self.cx.profile_end("optimizer_step", started);
                 }
                 if let Some(scaler) = &mut self.cx.scaler {
                     scaler.update()?;

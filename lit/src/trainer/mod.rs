@@ -401,6 +401,10 @@ impl Trainer {
             }
             self.hparams_logged = true;
         }
+        if let Some(kind) = self.config.profiler.as_deref().map(crate::profiler::ProfilerKind::parse).transpose()? {
+            let dir = self.log_dir().map_or_else(|| self.config.default_root_dir.clone(), std::path::Path::to_path_buf);
+            self.cx.profiler = Some(crate::profiler::Profiler::start(kind, &dir, stage.as_str())?);
+        }
         let mut run = Run { model, callbacks: &mut self.callbacks, cx: &mut self.cx, config: &self.config };
         let result = run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
             run.teardown(stage)?;
@@ -419,6 +423,19 @@ impl Trainer {
         }
         if self.config.detect_anomaly {
             crate::amp::set_detect_anomaly(false)?;
+        }
+        if let Some(profiler) = run.cx.profiler.take() {
+            let dir = run
+                .cx
+                .loggers
+                .first()
+                .and_then(|l| l.log_dir())
+                .map_or_else(|| run.cx.default_root_dir.clone(), std::path::Path::to_path_buf);
+            let (report, path) = profiler.finish(&dir, stage.as_str())?;
+            if run.cx.global_rank() == 0 {
+                run.cx.progress.println(&report);
+            }
+            tracing::info!(target: "lit", path = %path.display(), "profiler report written");
         }
         let finalized: Result<()> = run.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status));
         let result = match (result, &mut self.ddp) {
@@ -467,10 +484,12 @@ pub(crate) struct Run<'t, M> {
 /// Calls a hook on every callback, then on the module, then surfaces `log` errors.
 macro_rules! hook {
     ($run:expr, $name:ident($($arg:expr),*)) => {{
+        let started = $run.cx.profile_start();
         for cb in $run.callbacks.iter_mut() {
             cb.$name($($arg,)* &mut *$run.cx)?;
         }
         $run.model.$name($($arg,)* &mut *$run.cx)?;
+        $run.cx.profile_end(stringify!($name), started);
         $run.cx.check()?;
         $run.process_requests()?;
     }};
@@ -538,6 +557,7 @@ impl<M: LightningModule> Run<'_, M> {
 
     /// Moves a batch to the device through the three transfer hooks.
     fn transfer<B: Batch>(&mut self, batch: B, dataloader_idx: usize) -> Result<B> {
+        let started = self.cx.profile_start();
         let batch = self.model.on_before_batch_transfer(batch, dataloader_idx, self.cx)?;
         let batch = self.model.transfer_batch_to_device(batch, self.cx.device, dataloader_idx, self.cx)?;
         let batch = match self.cx.precision.param_kind() {
@@ -546,6 +566,7 @@ impl<M: LightningModule> Run<'_, M> {
         };
         let batch = self.model.on_after_batch_transfer(batch, dataloader_idx, self.cx)?;
         self.cx.batch_size = batch.batch_size().unwrap_or(1);
+        self.cx.profile_end("transfer_batch_to_device", started);
         Ok(batch)
     }
 }

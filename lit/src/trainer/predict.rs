@@ -33,10 +33,12 @@ impl<M: LightningModule> Run<'_, M> {
                     self.model.on_predict_batch_start(&batch, i, dl, self.cx)?;
                     let batch = self.transfer(batch, dl)?;
                     let held = batch.shallow_clone();
+                    let started = self.cx.profile_start();
                     let out = {
                         let _autocast = self.cx.autocast()?;
                         self.model.predict_step(batch, i, dl, self.cx)?
                     };
+                    self.cx.profile_end("predict_step", started);
                     if !self.callbacks.is_empty()
                         && let Some(tensors) = M::prediction_tensors(&out)
                     {

@@ -230,3 +230,65 @@ fn module_callbacks_replace_trainer_ones_of_their_type_and_checkpointing_runs_la
     assert!(names.contains(&"module".to_string()) && !names.contains(&"trainer".to_string()), "{names:?}");
     Ok(())
 }
+
+/// The profiler report's row for `action`: (calls, total seconds).
+fn profiled(report: &str, action: &str) -> Option<(u64, f64)> {
+    report.lines().find(|l| l.split('|').next().is_some_and(|a| a.trim() == action)).map(|l| {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        (cells[2].parse().unwrap(), cells[3].parse().unwrap())
+    })
+}
+
+#[test]
+fn the_simple_profiler_reports_hooks_and_actions_in_the_log_dir() -> lit::Result<()> {
+    let root = temp_dir("profiler-simple");
+    let mut model = Counter::new();
+    let mut trainer = Trainer::builder()
+        .profiler("simple")
+        .max_epochs(2)
+        .default_root_dir(&root)
+        .enable_progress_bar(false)
+        .enable_checkpointing(false)
+        .build()?;
+    trainer.fit(&mut model, loader(false), loader(false))?;
+    let path = trainer.log_dir().expect("a log dir").join("fit-profile.txt");
+    let report = std::fs::read_to_string(&path).unwrap();
+    for (action, calls) in [
+        ("training_step", 20),
+        ("backward", 20),
+        ("optimizer_step", 20),
+        ("optimizer_zero_grad", 20),
+        ("get_train_batch", 20),
+        ("transfer_batch_to_device", 20 + 2 + 2 * 10),
+        ("validation_step", 2 + 2 * 10),
+        ("on_train_epoch_end", 2),
+        ("on_fit_start", 1),
+    ] {
+        let (n, total) = profiled(&report, action).unwrap_or_else(|| panic!("no `{action}` in\n{report}"));
+        assert_eq!(n, calls, "{action} in\n{report}");
+        assert!(total >= 0.0);
+    }
+    let message = Trainer::builder().profiler("advanced").build().err().unwrap().to_string();
+    assert!(message.contains("unknown profiler \"advanced\""), "{message}");
+    Ok(())
+}
+
+#[test]
+fn the_pytorch_profiler_writes_a_chrome_trace() -> lit::Result<()> {
+    let root = temp_dir("profiler-pytorch");
+    let mut model = Counter::new();
+    let mut trainer = Trainer::builder()
+        .profiler("pytorch")
+        .max_epochs(1)
+        .default_root_dir(&root)
+        .enable_progress_bar(false)
+        .enable_checkpointing(false)
+        .build()?;
+    trainer.fit(&mut model, loader(false), ())?;
+    let path = trainer.log_dir().expect("a log dir").join("fit-pytorch-trace.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = trace.as_array().expect("a list of events").iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(names.iter().any(|n| n.contains("addmm") || n.contains("linear")), "{:?}", &names[..names.len().min(20)]);
+    Ok(())
+}
