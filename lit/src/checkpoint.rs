@@ -64,6 +64,9 @@ pub struct CheckpointMeta {
     /// What the module's `on_save_checkpoint` added.
     #[serde(default)]
     pub module: serde_json::Map<String, serde_json::Value>,
+    /// The data module's `state_dict`, when fitting with one.
+    #[serde(default)]
+    pub datamodule: Option<serde_json::Value>,
     /// CRC-32 of every stored tensor's bytes, checked on load.
     #[serde(default)]
     pub crc32: BTreeMap<String, u32>,
@@ -87,6 +90,7 @@ impl CheckpointMeta {
             schedulers: Vec::new(),
             callbacks: BTreeMap::new(),
             module: serde_json::Map::new(),
+            datamodule: None,
             crc32: BTreeMap::new(),
         }
     }

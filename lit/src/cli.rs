@@ -474,14 +474,7 @@ where
         };
         match self.subcommand {
             Subcommand::Fit => match &ckpt {
-                Some(path) => crate::trainer::with_datamodule(dm, crate::Stage::Fit, |dm| {
-                    let train = dm.train_dataloader()?.ok_or_else(|| {
-                        Error::hook("DataModule::train_dataloader", "returned no loader; `fit` needs one")
-                    })?;
-                    let val = dm.val_dataloader()?;
-                    trainer.fit_from_checkpoint(model, train, val, path)
-                })
-                .map(|()| Outcome::Fitted),
+                Some(path) => trainer.fit_datamodule_from_checkpoint(model, dm, path).map(|()| Outcome::Fitted),
                 None => trainer.fit_datamodule(model, dm).map(|()| Outcome::Fitted),
             },
             Subcommand::Validate => {

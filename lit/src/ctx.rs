@@ -109,6 +109,8 @@ pub struct Ctx {
     pub(crate) precision: crate::amp::Precision,
     pub(crate) scaler: Option<crate::amp::GradScaler>,
     pub(crate) profiler: Option<crate::profiler::Profiler>,
+    /// The data module of a `*_datamodule` run, for its duration (see `Trainer::with_datamodule`).
+    pub(crate) datamodule: Option<std::ptr::NonNull<dyn crate::data::ErasedDataModule>>,
 }
 
 /// What a callback asked of the loop about checkpoints.
@@ -153,6 +155,7 @@ impl Ctx {
             precision: crate::amp::Precision::F32,
             scaler: None,
             profiler: None,
+            datamodule: None,
         }
     }
 
@@ -245,6 +248,15 @@ impl Ctx {
     /// The device the module and batches are on.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// The data module of a `fit_datamodule` (`validate_`, `test_`, `predict_datamodule`) run,
+    /// if it is a `D` (Lightning's `self.trainer.datamodule`).
+    pub fn datamodule<D: 'static>(&self) -> Option<&D> {
+        // SAFETY: the pointer is set by `Trainer::with_datamodule` from a `&mut D` that outlives
+        // the run and is not used while the run holds the pointer; it is cleared before that
+        // borrow ends.
+        self.datamodule.and_then(|dm| unsafe { dm.as_ref() }.as_any().downcast_ref::<D>())
     }
 
     /// The run's precision (`"32-true"`, `"bf16-mixed"`, …).

@@ -12,9 +12,10 @@ pub type BoxLoader<B> = Box<dyn Loader<Batch = B>>;
 /// [`fit_datamodule`](crate::Trainer::fit_datamodule), `validate_datamodule`,
 /// `test_datamodule` and `predict_datamodule` call, in order: `prepare_data` (once per machine:
 /// in the process of local rank 0), `setup(stage)`, the stage's `*_dataloader`s, the run, and
-/// `teardown(stage)` (also when the run fails).
+/// `teardown(stage)` (also when the run fails). During the run, hooks reach the data module with
+/// `cx.datamodule::<D>()`, and checkpoints hold its `state_dict`.
 #[allow(unused_variables)]
-pub trait DataModule {
+pub trait DataModule: 'static {
     /// Training batches.
     type TrainBatch: Batch;
     /// Validation batches.
@@ -51,6 +52,35 @@ pub trait DataModule {
     /// After the run of `stage`.
     fn teardown(&mut self, stage: Stage) -> Result<()> {
         Ok(())
+    }
+    /// State saved in checkpoints written during `fit_datamodule` (e.g. a curriculum's
+    /// position); `None` saves nothing.
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Restores what `state_dict` returned, when a run resumes from a checkpoint.
+    fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A data module seen from inside a run (by `cx.datamodule()` and checkpoints), whatever its
+/// batch types.
+pub(crate) trait ErasedDataModule {
+    fn state_dict(&self) -> Option<serde_json::Value>;
+    fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()>;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<D: DataModule + 'static> ErasedDataModule for D {
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        DataModule::state_dict(self)
+    }
+    fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()> {
+        DataModule::load_state_dict(self, state)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -7,8 +7,8 @@ mod idx;
 mod loader;
 
 pub use batch::Batch;
-pub(crate) use datamodule::prepares_data;
 pub use datamodule::{BoxLoader, DataModule};
+pub(crate) use datamodule::{ErasedDataModule, prepares_data};
 pub use dataset::{Dataset, Subset, TensorDataset, Tensors, random_split, random_split_fractions};
 pub use idx::{MNIST_MEAN_STD, Mnist, read_idx};
 pub use loader::{BatchIter, Batches, DataLoader, Loader};

@@ -47,6 +47,10 @@ pub(crate) fn build_state<M: LightningModule>(
             meta.callbacks.insert(cb.name().to_string(), state);
         }
     }
+    if let Some(dm) = cx.datamodule {
+        // SAFETY: see `Ctx::datamodule`.
+        meta.datamodule = unsafe { dm.as_ref() }.state_dict();
+    }
     let mut module = serde_json::Map::new();
     model.on_save_checkpoint(&mut module, cx)?;
     meta.module = module;
@@ -124,6 +128,10 @@ impl<M: LightningModule> Run<'_, M> {
             }
         }
         self.model.on_load_checkpoint(&meta.module, self.cx)?;
+        if let (Some(state), Some(mut dm)) = (&meta.datamodule, self.cx.datamodule) {
+            // SAFETY: see `Ctx::datamodule`; nothing else reaches the data module meanwhile.
+            unsafe { dm.as_mut() }.load_state_dict(state)?;
+        }
         if let Some(state) = ckpt.tensors().get(&format!("{STATE_PREFIX}rng.cpu")) {
             crate::rng::set_cpu_state(state)?;
         }

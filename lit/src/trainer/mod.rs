@@ -260,14 +260,29 @@ impl Trainer {
     pub fn fit_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<()>
     where
         M: LightningModule,
-        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch>,
+        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch> + 'static,
     {
-        with_datamodule(datamodule, Stage::Fit, |dm| {
-            let train = dm.train_dataloader()?.ok_or_else(|| {
-                crate::Error::hook("DataModule::train_dataloader", "returned no loader; `fit_datamodule` needs one")
-            })?;
-            let val = dm.val_dataloader()?;
-            self.fit(model, train, val)
+        self.with_datamodule(datamodule, Stage::Fit, |trainer, dm| {
+            let (train, val) = fit_loaders(dm)?;
+            trainer.fit(model, train, val)
+        })
+    }
+
+    /// `fit_from_checkpoint` on a data module's loaders; the data module's state is restored
+    /// from the checkpoint too.
+    pub fn fit_datamodule_from_checkpoint<M, D>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut D,
+        ckpt_path: impl AsRef<std::path::Path>,
+    ) -> Result<()>
+    where
+        M: LightningModule,
+        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch> + 'static,
+    {
+        self.with_datamodule(datamodule, Stage::Fit, |trainer, dm| {
+            let (train, val) = fit_loaders(dm)?;
+            trainer.fit_from_checkpoint(model, train, val, ckpt_path)
         })
     }
 
@@ -275,11 +290,11 @@ impl Trainer {
     pub fn validate_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
     where
         M: LightningModule,
-        D: crate::data::DataModule<ValBatch = M::ValBatch>,
+        D: crate::data::DataModule<ValBatch = M::ValBatch> + 'static,
     {
-        with_datamodule(datamodule, Stage::Validate, |dm| {
+        self.with_datamodule(datamodule, Stage::Validate, |trainer, dm| {
             let val = dm.val_dataloader()?;
-            self.validate(model, val)
+            trainer.validate(model, val)
         })
     }
 
@@ -287,11 +302,11 @@ impl Trainer {
     pub fn test_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
     where
         M: LightningModule,
-        D: crate::data::DataModule<TestBatch = M::TestBatch>,
+        D: crate::data::DataModule<TestBatch = M::TestBatch> + 'static,
     {
-        with_datamodule(datamodule, Stage::Test, |dm| {
+        self.with_datamodule(datamodule, Stage::Test, |trainer, dm| {
             let test = dm.test_dataloader()?;
-            self.test(model, test)
+            trainer.test(model, test)
         })
     }
 
@@ -299,12 +314,34 @@ impl Trainer {
     pub fn predict_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<M::Prediction>>
     where
         M: LightningModule,
-        D: crate::data::DataModule<PredictBatch = M::PredictBatch>,
+        D: crate::data::DataModule<PredictBatch = M::PredictBatch> + 'static,
     {
-        with_datamodule(datamodule, Stage::Predict, |dm| {
+        self.with_datamodule(datamodule, Stage::Predict, |trainer, dm| {
             let loaders = dm.predict_dataloader()?;
-            self.predict(model, loaders)
+            trainer.predict(model, loaders)
         })
+    }
+
+    /// `prepare_data` (local rank 0), `setup(stage)`, `body` with the data module reachable
+    /// through `cx.datamodule()`, then `teardown(stage)` whatever `body` returned.
+    fn with_datamodule<D: crate::data::DataModule + 'static, T>(
+        &mut self,
+        dm: &mut D,
+        stage: Stage,
+        body: impl FnOnce(&mut Self, &mut D) -> Result<T>,
+    ) -> Result<T> {
+        if crate::data::prepares_data() {
+            dm.prepare_data()?;
+        }
+        dm.setup(stage)?;
+        let erased: &mut dyn crate::data::ErasedDataModule = dm;
+        self.cx.datamodule = Some(std::ptr::NonNull::from(erased));
+        let out = body(self, dm);
+        self.cx.datamodule = None;
+        let torn = dm.teardown(stage);
+        let out = out?;
+        torn?;
+        Ok(out)
     }
 
     /// Runs one validation epoch; returns the metrics of each loader.
@@ -455,22 +492,14 @@ impl Trainer {
     }
 }
 
-/// `prepare_data` (local rank 0), `setup(stage)`, `body`, then `teardown(stage)` whatever
-/// `body` returned.
-pub(crate) fn with_datamodule<D: crate::data::DataModule, T>(
-    dm: &mut D,
-    stage: Stage,
-    body: impl FnOnce(&mut D) -> Result<T>,
-) -> Result<T> {
-    if crate::data::prepares_data() {
-        dm.prepare_data()?;
-    }
-    dm.setup(stage)?;
-    let out = body(dm);
-    let torn = dm.teardown(stage);
-    let out = out?;
-    torn?;
-    Ok(out)
+/// A data module's training loader (which it must give) and validation loaders.
+type FitLoaders<T, V> = (Box<dyn Loader<Batch = T>>, Vec<Box<dyn Loader<Batch = V>>>);
+
+fn fit_loaders<D: crate::data::DataModule>(dm: &mut D) -> Result<FitLoaders<D::TrainBatch, D::ValBatch>> {
+    let train = dm.train_dataloader()?.ok_or_else(|| {
+        crate::Error::hook("DataModule::train_dataloader", "returned no loader; `fit_datamodule` needs one")
+    })?;
+    Ok((train, dm.val_dataloader()?))
 }
 
 /// One run in progress: the module, the callbacks, the context and the configuration.

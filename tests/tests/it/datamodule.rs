@@ -14,6 +14,9 @@ struct Numbers {
     train: Option<(Tensor, Tensor)>,
     val: Option<(Tensor, Tensor)>,
     give_train: bool,
+    /// Saved in checkpoints through `state_dict`.
+    draws: u64,
+    restored: Option<serde_json::Value>,
 }
 
 type Pair = (Tensor, Tensor);
@@ -58,6 +61,17 @@ impl DataModule for Numbers {
         self.calls.push(format!("teardown {}", stage.as_str()));
         Ok(())
     }
+    fn state_dict(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "draws": self.draws }))
+    }
+    fn load_state_dict(&mut self, state: &serde_json::Value) -> lit::Result<()> {
+        self.restored = Some(state.clone());
+        Ok(())
+    }
+}
+
+fn numbers(dir: &std::path::Path, give_train: bool) -> Numbers {
+    Numbers { dir: dir.to_path_buf(), calls: Vec::new(), train: None, val: None, give_train, draws: 0, restored: None }
 }
 
 #[lightning_module]
@@ -65,6 +79,8 @@ struct Regressor {
     vs: nn::VarStore,
     fc: nn::Linear,
     val_batches: usize,
+    /// The validation size the data module reported, read in `on_fit_start`.
+    seen_val_size: Option<i64>,
 }
 
 #[lightning_module]
@@ -72,7 +88,10 @@ impl Regressor {
     fn new() -> Self {
         let vs = nn::VarStore::new(Device::Cpu);
         let fc = nn::linear(vs.root(), 2, 1, Default::default());
-        Regressor { vs, fc, val_batches: 0 }
+        Regressor { vs, fc, val_batches: 0, seen_val_size: None }
+    }
+    fn on_fit_start(&mut self, cx: &mut Ctx) {
+        self.seen_val_size = cx.datamodule::<Numbers>().and_then(|dm| dm.val.as_ref()).map(|(x, _)| x.size()[0]);
     }
     fn training_step(&mut self, (x, y): Pair) -> Tensor {
         x.apply(&self.fc).mse_loss(&y, lit::tch::Reduction::Mean)
@@ -103,12 +122,13 @@ fn trainer(root: &std::path::Path) -> lit::Result<Trainer> {
 #[test]
 fn a_datamodule_feeds_fit_and_test_in_lightnings_order() -> lit::Result<()> {
     let root = temp_dir("datamodule");
-    let mut dm = Numbers { dir: root.clone(), calls: Vec::new(), train: None, val: None, give_train: true };
+    let mut dm = numbers(&root, true);
     let mut model = Regressor::new();
     let mut trainer = trainer(&root)?;
     trainer.fit_datamodule(&mut model, &mut dm)?;
     assert_eq!(trainer.global_step(), 2 * 6);
     assert_eq!(model.val_batches, 2 * 2);
+    assert_eq!(model.seen_val_size, Some(6), "cx.datamodule() reaches the data module");
     let metrics = trainer.test_datamodule(&mut model, &mut dm)?;
     assert!(metrics[0]["test_loss"].is_finite());
     assert_eq!(
@@ -132,9 +152,43 @@ fn a_datamodule_feeds_fit_and_test_in_lightnings_order() -> lit::Result<()> {
 #[test]
 fn a_datamodule_without_a_training_loader_is_an_error_and_still_torn_down() -> lit::Result<()> {
     let root = temp_dir("datamodule-missing");
-    let mut dm = Numbers { dir: root.clone(), calls: Vec::new(), train: None, val: None, give_train: false };
+    let mut dm = numbers(&root, false);
     let message = trainer(&root)?.fit_datamodule(&mut Regressor::new(), &mut dm).unwrap_err().to_string();
     assert!(message.contains("DataModule::train_dataloader") && message.contains("no loader"), "{message}");
     assert_eq!(dm.calls.last().map(String::as_str), Some("teardown fit"));
+    Ok(())
+}
+
+#[test]
+fn checkpoints_hold_the_datamodule_state_and_resume_restores_it() -> lit::Result<()> {
+    let root = temp_dir("datamodule-state");
+    let mut dm = numbers(&root, true);
+    dm.draws = 17;
+    let mut model = Regressor::new();
+    let mut trainer = Trainer::builder()
+        .max_epochs(1)
+        .num_sanity_val_steps(0)
+        .default_root_dir(&root)
+        .enable_progress_bar(false)
+        .logger(false)
+        .callback(ModelCheckpoint::default().dirpath(root.join("ckpt")).save_last(true))
+        .build()?;
+    trainer.fit_datamodule(&mut model, &mut dm)?;
+    let last = root.join("ckpt").join("last.ckpt");
+    let ckpt = lit::checkpoint::Checkpoint::load(&last)?;
+    assert_eq!(ckpt.meta.datamodule, Some(serde_json::json!({ "draws": 17 })));
+
+    let mut fresh = numbers(&root, true);
+    let mut trainer = Trainer::builder()
+        .max_epochs(2)
+        .num_sanity_val_steps(0)
+        .default_root_dir(&root)
+        .enable_progress_bar(false)
+        .enable_checkpointing(false)
+        .logger(false)
+        .build()?;
+    trainer.fit_datamodule_from_checkpoint(&mut Regressor::new(), &mut fresh, &last)?;
+    assert_eq!(fresh.restored, Some(serde_json::json!({ "draws": 17 })));
+    assert_eq!(trainer.global_step(), 2 * 6);
     Ok(())
 }

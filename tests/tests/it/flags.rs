@@ -288,7 +288,8 @@ fn the_pytorch_profiler_writes_a_chrome_trace() -> lit::Result<()> {
     let path = trainer.log_dir().expect("a log dir").join("fit-pytorch-trace.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let names: Vec<&str> = trace.as_array().expect("a list of events").iter().filter_map(|e| e["name"].as_str()).collect();
+    let names: Vec<&str> =
+        trace.as_array().expect("a list of events").iter().filter_map(|e| e["name"].as_str()).collect();
     assert!(names.iter().any(|n| n.contains("addmm") || n.contains("linear")), "{:?}", &names[..names.len().min(20)]);
     Ok(())
 }
