@@ -164,6 +164,9 @@ pub struct TrainerConfig {
     /// to the log directory (`fit-profile.txt`); `"pytorch"`: libtorch's operator profile as a
     /// Chrome trace (`fit-pytorch-trace.json`).
     pub profiler: Option<String>,
+    /// Ask the loaders' sources (the module's or data module's `*_dataloader`) for new loaders
+    /// every this many epochs (0: never). Loaders handed to `fit` directly are kept.
+    pub reload_dataloaders_every_n_epochs: usize,
 }
 
 /// What a NaN or infinite loss does when `nonfinite_loss` is set.
@@ -218,6 +221,7 @@ impl Default for TrainerConfig {
             detect_anomaly: false,
             barebones: false,
             profiler: None,
+            reload_dataloaders_every_n_epochs: 0,
         }
     }
 }
@@ -499,6 +503,8 @@ impl TrainerBuilder {
         barebones: bool => std::convert::identity;
         /// "simple" or "pytorch".
         profiler: impl Into<String> => |p: _| Some(Into::into(p));
+        /// Make the loaders again every this many epochs (0: never).
+        reload_dataloaders_every_n_epochs: usize => std::convert::identity;
     }
 
     /// Adds a logger (several may be added); without any, a `CsvLogger` under

@@ -9,6 +9,18 @@ use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::module::{LightningModule, StepOutput};
 
+/// Makes a fit's loaders again for `reload_dataloaders_every_n_epochs` (the data module's
+/// `*_dataloader`s).
+pub(crate) type Reload<'r, M> = Box<
+    dyn FnMut(
+            &mut M,
+            &mut crate::ctx::Ctx,
+        ) -> Result<(
+            Vec<Box<dyn crate::data::Loader<Batch = <M as LightningModule>::TrainBatch>>>,
+            Vec<Box<dyn crate::data::Loader<Batch = <M as LightningModule>::ValBatch>>>,
+        )> + 'r,
+>;
+
 /// When, within an epoch, validation runs.
 struct ValSchedule {
     /// Validate after every this many batches; `None`: after the last batch.
@@ -22,7 +34,9 @@ impl<M: LightningModule> Run<'_, M> {
         train: Option<LoaderVec<'a, M::TrainBatch>>,
         val: Option<LoaderVec<'a, M::ValBatch>>,
         ckpt: Option<crate::checkpoint::Checkpoint>,
+        mut reload: Option<Reload<'_, M>>,
     ) -> Result<()> {
+        let (train_from_hooks, val_from_hooks) = (train.is_none(), val.is_none());
         let (optimizers, frequencies, schedulers) =
             self.model.configure_optimizers(self.cx)?.build(self.model.var_store())?;
         if optimizers.is_empty() && M::AUTOMATIC_OPTIMIZATION {
@@ -66,36 +80,51 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.validation_enabled = !val.is_empty();
         self.sanity_check(&mut val)?;
 
-        let mut train = self.loaders(
+        let train = self.loaders(
             train,
             "training",
             |m, cx| m.train_dataloader(cx).map(|l| l.into_iter().collect()),
             "train_dataloader",
             "fit",
         )?;
-        if let Some(pg) = &self.cx.process_group {
-            let (rank, world) = (pg.rank(), pg.world_size());
-            train.iter_mut().for_each(|l| l.shard(rank, world));
-            val.iter_mut().for_each(|l| l.shard(rank, world));
-        }
-        let Some(train) = train.pop().filter(|_| train.is_empty()) else {
-            return Err(match train.len() {
-                0 => crate::error::DataError::Missing { stage: "training", method: "fit", hook: "train_dataloader" }
-                    .into(),
-                n => Error::hook("fit", format!("takes one training loader, got {}", n + 1)),
-            });
-        };
-        let mut train = train;
-        if self.config.overfitting() {
-            train.disable_shuffle();
-        }
+        let mut train = self.prepare_loaders(train, &mut val)?;
 
         hook!(self, on_train_start());
         let max_epochs = self.config.epoch_limit();
         let mut epoch = self.cx.current_epoch;
+        let (first_epoch, every) = (epoch, self.config.reload_dataloaders_every_n_epochs);
         loop {
             if max_epochs.is_some_and(|m| epoch >= m) || self.max_steps_reached() || self.stop_allowed(epoch) {
                 break;
+            }
+            if every > 0 && epoch > first_epoch && epoch.is_multiple_of(every) {
+                // `reload_dataloaders_every_n_epochs`: the loaders' sources are asked again.
+                let (new_train, new_val) = match reload.as_mut() {
+                    Some(reload) => {
+                        let (t, v) = reload(self.model, self.cx)?;
+                        (Some(t), Some(v))
+                    }
+                    None => (
+                        train_from_hooks
+                            .then(|| self.model.train_dataloader(self.cx).map(|l| l.into_iter().collect()))
+                            .transpose()?,
+                        (val_from_hooks && M::HOOKS.validation_step)
+                            .then(|| self.model.val_dataloader(self.cx))
+                            .transpose()?,
+                    ),
+                };
+                if let Some(v) = new_val {
+                    val = v.into_iter().map(|l| l as Box<dyn crate::data::Loader<Batch = M::ValBatch> + 'a>).collect();
+                    self.cx.validation_enabled = !val.is_empty();
+                }
+                if let Some(t) = new_train {
+                    let t =
+                        t.into_iter().map(|l| l as Box<dyn crate::data::Loader<Batch = M::TrainBatch> + 'a>).collect();
+                    train = self.prepare_loaders(t, &mut val)?;
+                } else {
+                    let mut none = Vec::new();
+                    self.shard(&mut none, &mut val);
+                }
             }
             self.cx.current_epoch = epoch;
             self.train_epoch(epoch, std::mem::take(&mut resume_batch), &mut *train, &mut val)?;
@@ -105,6 +134,36 @@ impl<M: LightningModule> Run<'_, M> {
         hook!(self, on_train_end());
         hook!(self, on_fit_end());
         Ok(())
+    }
+
+    /// Shards the loaders for distributed training, checks there is one training loader, and
+    /// turns its shuffling off for `overfit_batches`.
+    fn prepare_loaders<'a>(
+        &mut self,
+        mut train: LoaderVec<'a, M::TrainBatch>,
+        val: &mut LoaderVec<'a, M::ValBatch>,
+    ) -> Result<Box<dyn crate::data::Loader<Batch = M::TrainBatch> + 'a>> {
+        self.shard(&mut train, val);
+        let Some(mut train) = train.pop().filter(|_| train.is_empty()) else {
+            return Err(match train.len() {
+                0 => crate::error::DataError::Missing { stage: "training", method: "fit", hook: "train_dataloader" }
+                    .into(),
+                n => Error::hook("fit", format!("takes one training loader, got {}", n + 1)),
+            });
+        };
+        if self.config.overfitting() {
+            train.disable_shuffle();
+        }
+        Ok(train)
+    }
+
+    /// Distributed training: each process reads its own share of every loader.
+    fn shard(&self, train: &mut LoaderVec<'_, M::TrainBatch>, val: &mut LoaderVec<'_, M::ValBatch>) {
+        if let Some(pg) = &self.cx.process_group {
+            let (rank, world) = (pg.rank(), pg.world_size());
+            train.iter_mut().for_each(|l| l.shard(rank, world));
+            val.iter_mut().for_each(|l| l.shard(rank, world));
+        }
     }
 
     /// Ctrl-C: saves a resumable checkpoint (`checkpoints/interrupted.ckpt` in the log directory,

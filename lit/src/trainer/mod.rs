@@ -210,7 +210,7 @@ impl Trainer {
     ) -> Result<()> {
         let ckpt = crate::checkpoint::Checkpoint::load(ckpt_path)?;
         let (train, val) = (train.into_loaders(), val.into_loaders());
-        self.run(model, Stage::Fit, |run| run.fit(train, val, Some(ckpt)))
+        self.run(model, Stage::Fit, |run| run.fit(train, val, Some(ckpt), None))
     }
 
     /// Runs the test loop with the weights of a checkpoint first: `"best"` or `"last"` (from the
@@ -252,7 +252,7 @@ impl Trainer {
         val: impl IntoLoaders<'a, M::ValBatch>,
     ) -> Result<()> {
         let (train, val) = (train.into_loaders(), val.into_loaders());
-        self.run(model, Stage::Fit, |run| run.fit(train, val, None))
+        self.run(model, Stage::Fit, |run| run.fit(train, val, None, None))
     }
 
     /// `fit` on a [`DataModule`](crate::data::DataModule)'s training and validation loaders,
@@ -260,12 +260,9 @@ impl Trainer {
     pub fn fit_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<()>
     where
         M: LightningModule,
-        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch> + 'static,
+        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch>,
     {
-        self.with_datamodule(datamodule, Stage::Fit, |trainer, dm| {
-            let (train, val) = fit_loaders(dm)?;
-            trainer.fit(model, train, val)
-        })
+        self.fit_datamodule_inner(model, datamodule, None)
     }
 
     /// `fit_from_checkpoint` on a data module's loaders; the data module's state is restored
@@ -278,11 +275,30 @@ impl Trainer {
     ) -> Result<()>
     where
         M: LightningModule,
-        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch> + 'static,
+        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch>,
     {
-        self.with_datamodule(datamodule, Stage::Fit, |trainer, dm| {
-            let (train, val) = fit_loaders(dm)?;
-            trainer.fit_from_checkpoint(model, train, val, ckpt_path)
+        let ckpt = crate::checkpoint::Checkpoint::load(ckpt_path)?;
+        self.fit_datamodule_inner(model, datamodule, Some(ckpt))
+    }
+
+    fn fit_datamodule_inner<M, D>(
+        &mut self,
+        model: &mut M,
+        datamodule: &mut D,
+        ckpt: Option<crate::checkpoint::Checkpoint>,
+    ) -> Result<()>
+    where
+        M: LightningModule,
+        D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch>,
+    {
+        self.with_datamodule(datamodule, Stage::Fit, |trainer, mut dm| {
+            let (train, val) = fit_loaders(dm.get())?;
+            let reload: fit::Reload<'_, M> = Box::new(move |_, _| {
+                let (train, val) = fit_loaders(dm.get())?;
+                Ok((vec![train], val))
+            });
+            let (train, val) = (Some(vec![train]), Some(val));
+            trainer.run(model, Stage::Fit, |run| run.fit(train, val, ckpt, Some(reload)))
         })
     }
 
@@ -292,8 +308,8 @@ impl Trainer {
         M: LightningModule,
         D: crate::data::DataModule<ValBatch = M::ValBatch> + 'static,
     {
-        self.with_datamodule(datamodule, Stage::Validate, |trainer, dm| {
-            let val = dm.val_dataloader()?;
+        self.with_datamodule(datamodule, Stage::Validate, |trainer, mut dm| {
+            let val = dm.get().val_dataloader()?;
             trainer.validate(model, val)
         })
     }
@@ -304,8 +320,8 @@ impl Trainer {
         M: LightningModule,
         D: crate::data::DataModule<TestBatch = M::TestBatch> + 'static,
     {
-        self.with_datamodule(datamodule, Stage::Test, |trainer, dm| {
-            let test = dm.test_dataloader()?;
+        self.with_datamodule(datamodule, Stage::Test, |trainer, mut dm| {
+            let test = dm.get().test_dataloader()?;
             trainer.test(model, test)
         })
     }
@@ -316,29 +332,31 @@ impl Trainer {
         M: LightningModule,
         D: crate::data::DataModule<PredictBatch = M::PredictBatch> + 'static,
     {
-        self.with_datamodule(datamodule, Stage::Predict, |trainer, dm| {
-            let loaders = dm.predict_dataloader()?;
+        self.with_datamodule(datamodule, Stage::Predict, |trainer, mut dm| {
+            let loaders = dm.get().predict_dataloader()?;
             trainer.predict(model, loaders)
         })
     }
 
     /// `prepare_data` (local rank 0), `setup(stage)`, `body` with the data module reachable
     /// through `cx.datamodule()`, then `teardown(stage)` whatever `body` returned.
-    fn with_datamodule<D: crate::data::DataModule + 'static, T>(
+    fn with_datamodule<D: crate::data::DataModule, T>(
         &mut self,
         dm: &mut D,
         stage: Stage,
-        body: impl FnOnce(&mut Self, &mut D) -> Result<T>,
+        body: impl FnOnce(&mut Self, DataModulePtr<D>) -> Result<T>,
     ) -> Result<T> {
+        // Every access below goes through this one pointer: the run's `cx.datamodule()`, the
+        // loaders' (re)creation and the set-up hooks never overlap.
+        let mut ptr = DataModulePtr(std::ptr::NonNull::from(dm));
         if crate::data::prepares_data() {
-            dm.prepare_data()?;
+            ptr.get().prepare_data()?;
         }
-        dm.setup(stage)?;
-        let erased: &mut dyn crate::data::ErasedDataModule = dm;
-        self.cx.datamodule = Some(std::ptr::NonNull::from(erased));
-        let out = body(self, dm);
+        ptr.get().setup(stage)?;
+        self.cx.datamodule = Some(ptr.0);
+        let out = body(self, ptr);
         self.cx.datamodule = None;
-        let torn = dm.teardown(stage);
+        let torn = ptr.get().teardown(stage);
         let out = out?;
         torn?;
         Ok(out)
@@ -489,6 +507,27 @@ impl Trainer {
         let out = result?;
         finalized?;
         Ok(out)
+    }
+}
+
+/// The data module of a `*_datamodule` run, reached by the run's closures and `cx.datamodule()`
+/// (all through this pointer, from the `&mut` the caller lent for the call).
+pub(crate) struct DataModulePtr<D>(std::ptr::NonNull<D>);
+
+impl<D> Clone for DataModulePtr<D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D> Copy for DataModulePtr<D> {}
+
+impl<D> DataModulePtr<D> {
+    fn get(&mut self) -> &mut D {
+        // SAFETY: the pointer comes from a `&mut D` that outlives `with_datamodule`, and the
+        // references made here are used one at a time (set-up, loader creation, teardown; the
+        // run's shared references from `cx.datamodule()` do not overlap them).
+        unsafe { self.0.as_mut() }
     }
 }
 

@@ -192,3 +192,27 @@ fn checkpoints_hold_the_datamodule_state_and_resume_restores_it() -> lit::Result
     assert_eq!(trainer.global_step(), 2 * 6);
     Ok(())
 }
+
+#[test]
+fn reload_dataloaders_every_n_epochs_asks_the_datamodule_again() -> lit::Result<()> {
+    let root = temp_dir("datamodule-reload");
+    let mut dm = numbers(&root, true);
+    let mut trainer = Trainer::builder()
+        .max_epochs(5)
+        .reload_dataloaders_every_n_epochs(2)
+        .num_sanity_val_steps(0)
+        .default_root_dir(&root)
+        .enable_progress_bar(false)
+        .enable_checkpointing(false)
+        .logger(false)
+        .build()?;
+    let mut model = Regressor::new();
+    trainer.fit_datamodule(&mut model, &mut dm)?;
+    let count = |name: &str| dm.calls.iter().filter(|c| *c == name).count();
+    // Once at the start, then before epochs 2 and 4.
+    assert_eq!(count("train_dataloader"), 3);
+    assert_eq!(count("val_dataloader"), 3);
+    assert_eq!(trainer.global_step(), 5 * 6);
+    assert_eq!(model.val_batches, 5 * 2);
+    Ok(())
+}

@@ -293,3 +293,47 @@ fn the_pytorch_profiler_writes_a_chrome_trace() -> lit::Result<()> {
     assert!(names.iter().any(|n| n.contains("addmm") || n.contains("linear")), "{:?}", &names[..names.len().min(20)]);
     Ok(())
 }
+
+#[lightning_module]
+struct OwnLoaders {
+    vs: nn::VarStore,
+    fc: nn::Linear,
+    made: usize,
+}
+
+#[lightning_module]
+impl OwnLoaders {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let fc = nn::linear(vs.root(), 2, 1, Default::default());
+        OwnLoaders { vs, fc, made: 0 }
+    }
+    fn training_step(&mut self, (x, y): (Tensor, Tensor)) -> Tensor {
+        x.apply(&self.fc).mse_loss(&y, lit::tch::Reduction::Mean)
+    }
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.01).into()
+    }
+    fn train_dataloader(&mut self) -> Option<Box<dyn Loader<Batch = (Tensor, Tensor)>>> {
+        self.made += 1;
+        Some(Box::new(loader(false)))
+    }
+}
+
+#[test]
+fn reload_dataloaders_every_n_epochs_calls_the_modules_hook_again() -> lit::Result<()> {
+    let root = temp_dir("reload-module");
+    let mut model = OwnLoaders::new();
+    let mut trainer = Trainer::builder()
+        .max_epochs(4)
+        .reload_dataloaders_every_n_epochs(1)
+        .default_root_dir(&root)
+        .enable_progress_bar(false)
+        .enable_checkpointing(false)
+        .logger(false)
+        .build()?;
+    trainer.fit(&mut model, (), ())?;
+    assert_eq!(model.made, 4);
+    assert_eq!(trainer.global_step(), 4 * 10);
+    Ok(())
+}
