@@ -116,15 +116,43 @@ impl Timer {
 
     /// Parses Lightning's `"DD:HH:MM:SS"` (e.g. `"00:12:00:00"` for twelve hours).
     pub fn parse(text: &str) -> std::result::Result<Duration, ConfigError> {
-        let parts: Vec<u64> = text
-            .split(':')
-            .map(str::parse)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| ConfigError::invalid("max_time", format!("\"{text}\" is not \"DD:HH:MM:SS\"")))?;
-        let [d, h, m, s] = parts[..] else {
-            return Err(ConfigError::invalid("max_time", format!("\"{text}\" is not \"DD:HH:MM:SS\"")));
+        let bad = || {
+            ConfigError::invalid(
+                "max_time",
+                format!(
+                    "\"{text}\" is neither \"DD:HH:MM:SS\" nor a duration such as \"1h30m\", \"90s\" or \"2d 12h\""
+                ),
+            )
         };
-        Ok(Duration::from_secs(((d * 24 + h) * 60 + m) * 60 + s))
+        let text = text.trim();
+        if text.contains(':') {
+            let parts: Vec<u64> =
+                text.split(':').map(str::parse).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+            let [d, h, m, s] = parts[..] else { return Err(bad()) };
+            return Ok(Duration::from_secs(((d * 24 + h) * 60 + m) * 60 + s));
+        }
+        // A sequence of <number><unit>, units d, h, m, s (spaces allowed between them).
+        let mut total = 0.0;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+            let value: f64 = rest[..number_end].parse().map_err(|_| bad())?;
+            let after = rest[number_end..].trim_start();
+            let unit_end = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
+            let seconds = match &after[..unit_end] {
+                "d" | "day" | "days" => 86_400.0,
+                "h" | "hr" | "hour" | "hours" => 3_600.0,
+                "m" | "min" | "minute" | "minutes" => 60.0,
+                "s" | "sec" | "second" | "seconds" => 1.0,
+                _ => return Err(bad()),
+            };
+            total += value * seconds;
+            rest = after[unit_end..].trim_start();
+        }
+        if text.is_empty() {
+            return Err(bad());
+        }
+        Ok(Duration::from_secs_f64(total))
     }
 
     /// Training time so far.

@@ -141,7 +141,8 @@ pub struct TrainerConfig {
     pub nan_metrics: crate::NanPolicy,
     /// Add a `ModelCheckpoint` callback unless one is given.
     pub enable_checkpointing: bool,
-    /// Stop training after this much time, `"DD:HH:MM:SS"` (adds a `Timer` callback).
+    /// Stop training after this much time, `"DD:HH:MM:SS"` or a duration such as `"1h30m"`
+    /// (adds a `Timer` callback).
     pub max_time: Option<String>,
     /// On Ctrl-C, stop after the current step, save a resumable checkpoint and return
     /// `Error::Interrupted` (a second Ctrl-C exits at once).
@@ -487,7 +488,7 @@ impl TrainerBuilder {
         nan_metrics: crate::NanPolicy => std::convert::identity;
         /// Add a `ModelCheckpoint` callback unless one is given (default true).
         enable_checkpointing: bool => std::convert::identity;
-        /// Stop training after this much time, `"DD:HH:MM:SS"`.
+        /// Stop training after this much time, `"DD:HH:MM:SS"` or `"1h30m"`, `"90s"`, `"2d 12h"`.
         max_time: impl Into<String> => |t: _| Some(Into::into(t));
         /// Handle Ctrl-C by saving a resumable checkpoint (default true).
         handle_sigint: bool => std::convert::identity;

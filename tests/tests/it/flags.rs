@@ -337,3 +337,18 @@ fn reload_dataloaders_every_n_epochs_calls_the_modules_hook_again() -> lit::Resu
     assert_eq!(trainer.global_step(), 4 * 10);
     Ok(())
 }
+
+#[test]
+fn max_time_takes_dd_hh_mm_ss_or_a_duration() {
+    use lit::callbacks::Timer;
+    use std::time::Duration;
+    assert_eq!(Timer::parse("00:01:30:05").unwrap(), Duration::from_secs(3600 + 30 * 60 + 5));
+    assert_eq!(Timer::parse("1h30m").unwrap(), Duration::from_secs(5400));
+    assert_eq!(Timer::parse("2d 12h").unwrap(), Duration::from_secs(2 * 86_400 + 12 * 3600));
+    assert_eq!(Timer::parse("90s").unwrap(), Duration::from_secs(90));
+    assert_eq!(Timer::parse("1.5 minutes").unwrap(), Duration::from_secs(90));
+    for bad in ["", "90", "1:2:3", "5 fortnights", "h"] {
+        let message = Timer::parse(bad).unwrap_err().to_string();
+        assert!(message.contains("`max_time`") && message.contains("1h30m"), "{bad:?}: {message}");
+    }
+}

@@ -182,7 +182,7 @@ fn learning_rates_are_logged_and_max_time_stops() -> Result<(), Box<dyn std::err
     let mut trainer = quiet(&root).max_epochs(100).max_time("00:00:00:00").build()?;
     trainer.fit(&mut Mlp::new(MlpConfig { hidden: 8 }), data(), ())?;
     assert_eq!(trainer.global_step(), 1, "max_time 0 stops after the first step");
-    let e = quiet(&root).max_time("12 hours").build().err().expect("a bad max_time").to_string();
+    let e = quiet(&root).max_time("12 fortnights").build().err().expect("a bad max_time").to_string();
     assert!(e.contains("`max_time`") && e.contains("DD:HH:MM:SS"), "{e}");
     Ok(())
 }
