@@ -1,6 +1,8 @@
 //! [`DataModule`]: the data of a task in one place (Lightning's `LightningDataModule`): how to
 //! download or prepare it, how to split it per stage, and its loaders.
 
+use std::any::Any;
+
 use crate::ctx::Stage;
 use crate::data::{Batch, Loader};
 use crate::error::Result;
@@ -53,6 +55,16 @@ pub trait DataModule: 'static {
     fn teardown(&mut self, stage: Stage) -> Result<()> {
         Ok(())
     }
+    /// A batch of any stage as it leaves its loader, before it moves to the device (after the
+    /// module's own `on_before_batch_transfer`), e.g. CPU-side augmentation.
+    fn on_before_batch_transfer<B: Batch>(&mut self, batch: B, dataloader_idx: usize) -> Result<B> {
+        Ok(batch)
+    }
+    /// A batch on the device (after the module's own `on_after_batch_transfer`), e.g. GPU-side
+    /// augmentation.
+    fn on_after_batch_transfer<B: Batch>(&mut self, batch: B, dataloader_idx: usize) -> Result<B> {
+        Ok(batch)
+    }
     /// State saved in checkpoints written during `fit_datamodule` (e.g. a curriculum's
     /// position); `None` saves nothing.
     fn state_dict(&self) -> Option<serde_json::Value> {
@@ -70,9 +82,47 @@ pub(crate) trait ErasedDataModule {
     fn state_dict(&self) -> Option<serde_json::Value>;
     fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()>;
     fn as_any(&self) -> &dyn std::any::Any;
+    /// `on_before_batch_transfer` (`after == false`) or `on_after_batch_transfer` on a batch of
+    /// one of the data module's batch types.
+    fn transfer_hook(&mut self, batch: Box<dyn Any>, dataloader_idx: usize, after: bool) -> Result<Box<dyn Any>>;
 }
 
-impl<D: DataModule + 'static> ErasedDataModule for D {
+/// Calls a transfer hook on `batch` if it is a `B`.
+fn typed_hook<D: DataModule, B: Batch>(
+    dm: &mut D,
+    batch: Box<dyn Any>,
+    dataloader_idx: usize,
+    after: bool,
+) -> std::result::Result<Result<Box<dyn Any>>, Box<dyn Any>> {
+    let batch = batch.downcast::<B>()?;
+    let out = if after {
+        dm.on_after_batch_transfer(*batch, dataloader_idx)
+    } else {
+        dm.on_before_batch_transfer(*batch, dataloader_idx)
+    };
+    Ok(out.map(|b| Box::new(b) as Box<dyn Any>))
+}
+
+impl<D: DataModule> ErasedDataModule for D {
+    fn transfer_hook(&mut self, batch: Box<dyn Any>, dataloader_idx: usize, after: bool) -> Result<Box<dyn Any>> {
+        let batch = match typed_hook::<D, D::TrainBatch>(self, batch, dataloader_idx, after) {
+            Ok(out) => return out,
+            Err(batch) => batch,
+        };
+        let batch = match typed_hook::<D, D::ValBatch>(self, batch, dataloader_idx, after) {
+            Ok(out) => return out,
+            Err(batch) => batch,
+        };
+        let batch = match typed_hook::<D, D::TestBatch>(self, batch, dataloader_idx, after) {
+            Ok(out) => return out,
+            Err(batch) => batch,
+        };
+        match typed_hook::<D, D::PredictBatch>(self, batch, dataloader_idx, after) {
+            Ok(out) => out,
+            // A batch of another type (a loader given directly): nothing to call.
+            Err(batch) => Ok(batch),
+        }
+    }
     fn state_dict(&self) -> Option<serde_json::Value> {
         DataModule::state_dict(self)
     }

@@ -151,7 +151,8 @@ pub struct TrainerConfig {
     pub nonfinite_loss: Option<NonFinitePolicy>,
     /// A quick check that everything runs (0: off; Lightning's `True` is 1): this many batches
     /// of training, validation, test and prediction, one epoch, no sanity check, no loggers and
-    /// no checkpoints.
+    /// no checkpoints. A configuration file may also say `true` (1) or `false` (0).
+    #[serde(deserialize_with = "count_or_bool")]
     pub fast_dev_run: usize,
     /// Train (and validate) on the same first batches every epoch, without shuffling: a count or
     /// a fraction of the training batches (0: off).
@@ -168,6 +169,20 @@ pub struct TrainerConfig {
     /// Ask the loaders' sources (the module's or data module's `*_dataloader`) for new loaders
     /// every this many epochs (0: never). Loaders handed to `fit` directly are kept.
     pub reload_dataloaders_every_n_epochs: usize,
+}
+
+/// A count, or `true` for 1 and `false` for 0 (Lightning's `fast_dev_run=True`).
+fn count_or_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum CountOrBool {
+        Count(usize),
+        Bool(bool),
+    }
+    Ok(match CountOrBool::deserialize(d)? {
+        CountOrBool::Count(n) => n,
+        CountOrBool::Bool(b) => usize::from(b),
+    })
 }
 
 /// What a NaN or infinite loss does when `nonfinite_loss` is set.

@@ -623,16 +623,29 @@ impl<M: LightningModule> Run<'_, M> {
         Ok(loaders)
     }
 
+    /// The data module's `on_before_batch_transfer` / `on_after_batch_transfer`, in a
+    /// `*_datamodule` run.
+    fn datamodule_transfer_hook<B: Batch>(&mut self, batch: B, dataloader_idx: usize, after: bool) -> Result<B> {
+        let Some(mut dm) = self.cx.datamodule else { return Ok(batch) };
+        // SAFETY: see `Ctx::datamodule`; no other reference to the data module is live here.
+        let out = unsafe { dm.as_mut() }.transfer_hook(Box::new(batch), dataloader_idx, after)?;
+        out.downcast::<B>()
+            .map(|b| *b)
+            .map_err(|_| crate::Error::hook("DataModule::on_batch_transfer", "the hook changed the batch's type"))
+    }
+
     /// Moves a batch to the device through the three transfer hooks.
     fn transfer<B: Batch>(&mut self, batch: B, dataloader_idx: usize) -> Result<B> {
         let started = self.cx.profile_start();
         let batch = self.model.on_before_batch_transfer(batch, dataloader_idx, self.cx)?;
+        let batch = self.datamodule_transfer_hook(batch, dataloader_idx, false)?;
         let batch = self.model.transfer_batch_to_device(batch, self.cx.device, dataloader_idx, self.cx)?;
         let batch = match self.cx.precision.param_kind() {
             Some(kind) => batch.cast_floats(kind),
             None => batch,
         };
         let batch = self.model.on_after_batch_transfer(batch, dataloader_idx, self.cx)?;
+        let batch = self.datamodule_transfer_hook(batch, dataloader_idx, true)?;
         self.cx.batch_size = batch.batch_size().unwrap_or(1);
         self.cx.profile_end("transfer_batch_to_device", started);
         Ok(batch)

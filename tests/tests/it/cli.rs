@@ -150,6 +150,9 @@ fn flags_override_config_files_which_override_defaults() -> lit::Result<()> {
     assert_eq!(v["model"]["init"], 0.1, "untouched keys keep their defaults");
     assert_eq!(v["trainer"]["precision"], "64", "a text option stays text");
     assert_eq!(c.trainer()?.max_epochs, Some(7));
+    // Lightning's `fast_dev_run: true` is one batch.
+    let c = parse(&["fit", "--trainer.fast_dev_run", "true"])?;
+    assert_eq!(c.trainer()?.fast_dev_run, 1);
     Ok(())
 }
 

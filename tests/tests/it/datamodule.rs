@@ -17,6 +17,8 @@ struct Numbers {
     /// Saved in checkpoints through `state_dict`.
     draws: u64,
     restored: Option<serde_json::Value>,
+    /// Batches seen by the transfer hooks: (before, after).
+    transfers: (usize, usize),
 }
 
 type Pair = (Tensor, Tensor);
@@ -61,6 +63,14 @@ impl DataModule for Numbers {
         self.calls.push(format!("teardown {}", stage.as_str()));
         Ok(())
     }
+    fn on_before_batch_transfer<B: lit::data::Batch>(&mut self, batch: B, _dataloader_idx: usize) -> lit::Result<B> {
+        self.transfers.0 += 1;
+        Ok(batch)
+    }
+    fn on_after_batch_transfer<B: lit::data::Batch>(&mut self, batch: B, _dataloader_idx: usize) -> lit::Result<B> {
+        self.transfers.1 += 1;
+        Ok(batch)
+    }
     fn state_dict(&self) -> Option<serde_json::Value> {
         Some(serde_json::json!({ "draws": self.draws }))
     }
@@ -71,7 +81,16 @@ impl DataModule for Numbers {
 }
 
 fn numbers(dir: &std::path::Path, give_train: bool) -> Numbers {
-    Numbers { dir: dir.to_path_buf(), calls: Vec::new(), train: None, val: None, give_train, draws: 0, restored: None }
+    Numbers {
+        dir: dir.to_path_buf(),
+        calls: Vec::new(),
+        train: None,
+        val: None,
+        give_train,
+        draws: 0,
+        restored: None,
+        transfers: (0, 0),
+    }
 }
 
 #[lightning_module]
@@ -129,6 +148,8 @@ fn a_datamodule_feeds_fit_and_test_in_lightnings_order() -> lit::Result<()> {
     assert_eq!(trainer.global_step(), 2 * 6);
     assert_eq!(model.val_batches, 2 * 2);
     assert_eq!(model.seen_val_size, Some(6), "cx.datamodule() reaches the data module");
+    // Every training and validation batch went through the data module's transfer hooks.
+    assert_eq!(dm.transfers, (2 * (6 + 2), 2 * (6 + 2)));
     let metrics = trainer.test_datamodule(&mut model, &mut dm)?;
     assert!(metrics[0]["test_loss"].is_finite());
     assert_eq!(
