@@ -34,3 +34,14 @@ pub fn grad_mode() -> bool {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Runs the `#[ignore]`d test `name` of this binary in a process of its own (for tests that
+/// change libtorch's process-wide state: its generator, anomaly mode) and checks it passed.
+pub fn run_in_own_process(name: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--test-threads=1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use lit::data::{DataLoader, TensorDataset};
 use lit::prelude::*;
 
-use crate::common::temp_dir;
+use crate::common::{run_in_own_process, temp_dir};
 
 #[lightning_module]
 struct Counter {
@@ -159,12 +159,7 @@ fn deterministic_child() -> lit::Result<()> {
 
 #[test]
 fn deterministic_runs_are_bitwise_equal() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["flags::deterministic_child", "--exact", "--ignored", "--test-threads=1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    run_in_own_process("flags::deterministic_child");
 }
 
 /// A callback that records the order callbacks run `on_train_start` in.
@@ -351,4 +346,53 @@ fn max_time_takes_dd_hh_mm_ss_or_a_duration() {
         let message = Timer::parse(bad).unwrap_err().to_string();
         assert!(message.contains("`max_time`") && message.contains("1h30m"), "{bad:?}: {message}");
     }
+}
+
+#[lightning_module]
+struct NanGrad {
+    vs: nn::VarStore,
+    w: Tensor,
+}
+
+#[lightning_module]
+impl NanGrad {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[2], nn::Init::Const(-1.0));
+        NanGrad { vs, w }
+    }
+    /// sqrt of a negative number: NaN forward, NaN gradient.
+    fn training_step(&mut self, (x, _y): (Tensor, Tensor)) -> Tensor {
+        (x.narrow(0, 0, 1) * &self.w).sqrt().sum(Kind::Float)
+    }
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.01).into()
+    }
+}
+
+/// Anomaly mode is process-wide: this runs in its own process.
+#[test]
+fn detect_anomaly_names_the_operation_that_made_nan() {
+    run_in_own_process("flags::detect_anomaly_child");
+}
+
+#[test]
+#[ignore = "run by detect_anomaly_names_the_operation_that_made_nan in a process of its own"]
+fn detect_anomaly_child() -> lit::Result<()> {
+    let root = temp_dir("detect-anomaly");
+    let build = |anomaly: bool| {
+        Trainer::builder()
+            .detect_anomaly(anomaly)
+            .max_epochs(1)
+            .default_root_dir(&root)
+            .enable_progress_bar(false)
+            .enable_checkpointing(false)
+            .logger(false)
+            .build()
+    };
+    // Without it the NaN goes unnoticed; with it backward fails naming the function.
+    build(false)?.fit(&mut NanGrad::new(), loader(false), ())?;
+    let message = build(true)?.fit(&mut NanGrad::new(), loader(false), ()).unwrap_err().to_string();
+    assert!(message.contains("SqrtBackward0") && message.contains("nan"), "{message}");
+    Ok(())
 }
