@@ -3,7 +3,7 @@
 //! ```text
 //! my-train fit --config config.yaml --trainer.max_epochs 5 --model.lr 0.01
 //! my-train fit --trainer.max_epochs 5 --print_config > config.yaml
-//! my-train test --config config.yaml --ckpt_path best
+//! my-train test --config config.yaml --ckpt_path path/to/model.ckpt
 //! ```
 //!
 //! ```no_run
