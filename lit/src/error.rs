@@ -6,7 +6,10 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every error lit returns. Each message names the thing (file, hook, key) and what is wrong.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form is its message too, so that `fn main() -> lit::Result<()>` prints
+/// `Error: command line: ...` rather than the variant's fields.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading or loading data failed.
@@ -85,6 +88,13 @@ pub enum Error {
     /// Anything a user's hook reports with `?` on their own error types.
     #[error(transparent)]
     User(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every variant's message already includes what its source says.
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {

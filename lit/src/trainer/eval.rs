@@ -70,20 +70,32 @@ macro_rules! eval_stage {
                 m.$train(cx)
             }
             fn start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                let started = cx.profile_start();
                 cbs.iter_mut().try_for_each(|c| c.$start(cx))?;
-                m.$start(cx)
+                m.$start(cx)?;
+                cx.profile_end(stringify!($start), started);
+                Ok(())
             }
             fn end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                let started = cx.profile_start();
                 cbs.iter_mut().try_for_each(|c| c.$end(cx))?;
-                m.$end(cx)
+                m.$end(cx)?;
+                cx.profile_end(stringify!($end), started);
+                Ok(())
             }
             fn epoch_start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                let started = cx.profile_start();
                 cbs.iter_mut().try_for_each(|c| c.$epoch_start(cx))?;
-                m.$epoch_start(cx)
+                m.$epoch_start(cx)?;
+                cx.profile_end(stringify!($epoch_start), started);
+                Ok(())
             }
             fn epoch_end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
+                let started = cx.profile_start();
                 cbs.iter_mut().try_for_each(|c| c.$epoch_end(cx))?;
-                m.$epoch_end(cx)
+                m.$epoch_end(cx)?;
+                cx.profile_end(stringify!($epoch_end), started);
+                Ok(())
             }
             fn batch_start(
                 m: &mut M,
@@ -93,8 +105,11 @@ macro_rules! eval_stage {
                 dl: usize,
                 cx: &mut Ctx,
             ) -> Result<()> {
+                let started = cx.profile_start();
                 cbs.iter_mut().try_for_each(|c| c.$batch_start(i, dl, cx))?;
-                m.$batch_start(b, i, dl, cx)
+                m.$batch_start(b, i, dl, cx)?;
+                cx.profile_end(stringify!($batch_start), started);
+                Ok(())
             }
             fn step(m: &mut M, b: Self::Batch, i: usize, dl: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
                 m.$step(b, i, dl, cx)
@@ -111,8 +126,11 @@ macro_rules! eval_stage {
                 dl: usize,
                 cx: &mut Ctx,
             ) -> Result<()> {
+                let started = cx.profile_start();
                 cbs.iter_mut().try_for_each(|c| c.$batch_end(out, i, dl, cx))?;
-                m.$batch_end(out, b, i, dl, cx)
+                m.$batch_end(out, b, i, dl, cx)?;
+                cx.profile_end(stringify!($batch_end), started);
+                Ok(())
             }
             fn outputs_end(m: &mut M, outputs: Vec<Vec<StepOutput>>, cx: &mut Ctx) -> Result<()> {
                 m.$outputs_end(outputs, cx)

@@ -257,6 +257,8 @@ fn the_simple_profiler_reports_hooks_and_actions_in_the_log_dir() -> lit::Result
         ("transfer_batch_to_device", 20 + 2 + 2 * 10),
         ("validation_step", 2 + 2 * 10),
         ("on_train_epoch_end", 2),
+        ("on_validation_epoch_end", 1 + 2),
+        ("on_validation_batch_end", 2 + 2 * 10),
         ("on_fit_start", 1),
     ] {
         let (n, total) = profiled(&report, action).unwrap_or_else(|| panic!("no `{action}` in\n{report}"));
