@@ -6,8 +6,9 @@
 //! `to_onnx(path)`; the functions here work on any closure.
 //!
 //! Both trace `forward` once on the example input, in eval mode and without autograd: the
-//! exported graph has the shapes of that input (as `torch.onnx.export` without dynamic axes)
-//! and the operations that one call ran.
+//! exported graph holds the operations that one call ran. The ONNX model's inputs and outputs
+//! leave their first (batch) dimension free, as `torch.onnx.export` with
+//! `dynamic_axes={…: {0: "batch"}}`; the other dimensions are those of the example input.
 
 mod onnx;
 mod proto;

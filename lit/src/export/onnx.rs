@@ -181,7 +181,9 @@ fn info(name: &str, v: &Value) -> Res<Message> {
     let kind = v.dtype.and_then(proto::kind_of_scalar_type).ok_or_else(|| format!("`{name}` has an unknown dtype"))?;
     let elem = proto::elem_type(kind).ok_or_else(|| format!("`{name}` has dtype {kind:?}, which ONNX lacks"))?;
     let dims = v.sizes.clone().ok_or_else(|| format!("`{name}` has unknown sizes"))?;
-    Ok(proto::value_info(name, elem, &dims))
+    // The batch dimension is left free (torch.onnx.export's `dynamic_axes={name: {0: "batch"}}`):
+    // the model runs on any batch size unless `forward` itself baked one in (a `view` with it).
+    Ok(proto::value_info(name, elem, &dims, Some("batch")))
 }
 
 impl Builder<'_> {

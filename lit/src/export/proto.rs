@@ -103,11 +103,15 @@ pub(super) fn tensor(name: &str, t: &Tensor) -> Result<Message, String> {
 }
 
 /// A `ValueInfoProto`: a graph input or output with its dtype and shape.
-pub(super) fn value_info(name: &str, elem: i64, dims: &[i64]) -> Message {
+/// The first dimension, when `batch` names it, is symbolic (any size).
+pub(super) fn value_info(name: &str, elem: i64, dims: &[i64], batch: Option<&str>) -> Message {
     let mut shape = Message::default();
-    for &d in dims {
+    for (i, &d) in dims.iter().enumerate() {
         let mut dim = Message::default();
-        dim.int(1, d);
+        match batch {
+            Some(param) if i == 0 => dim.string(2, param),
+            _ => dim.int(1, d),
+        };
         shape.message(1, &dim);
     }
     let mut tensor_type = Message::default();

@@ -89,9 +89,9 @@ fn trained(root: &Path) -> ConvNet {
 
 /// Runs `script` with the torch environment's Python, passing the input as JSON; returns the
 /// outputs it prints (JSON).
-fn python(script: &str, model: &Path) -> Vec<f64> {
+fn python(script: &str, model: &Path, input: &Tensor) -> Vec<f64> {
     let python = std::env::var("LIT_TORCH_PYTHON").expect("run the tests through scripts/with-torch");
-    let x: Vec<f32> = Vec::try_from(input().flatten(0, -1)).unwrap();
+    let x: Vec<f32> = Vec::try_from(input.flatten(0, -1)).unwrap();
     let out = Command::new(python)
         .arg("-c")
         .arg(script)
@@ -129,6 +129,7 @@ with torch.no_grad():
     print(json.dumps(m(x).flatten().tolist()))
 "#,
         &path,
+        &input(),
     );
     let d = relative_difference(&ours, &theirs);
     assert!(d <= 1e-6, "relative difference {d} between lit and torch.jit.load");
@@ -150,9 +151,27 @@ x = np.array(json.loads(sys.argv[2]), dtype=np.float32).reshape(2, 1, 12, 12)
 print(json.dumps(s.run(None, {"input_0": x})[0].flatten().tolist()))
 "#,
         &path,
+        &input(),
     );
     let d = relative_difference(&ours, &theirs);
     assert!(d <= 1e-5, "relative difference {d} between lit and onnxruntime");
+
+    // The batch dimension is free: a batch of 5 runs too.
+    let five = Tensor::arange(5 * 12 * 12, (Kind::Float, Device::Cpu)).view([5, 1, 12, 12]).cos();
+    let ours = lit::tch::no_grad(|| model.forward(&five, false));
+    let theirs = python(
+        r#"
+import sys, json, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+assert s.get_inputs()[0].shape[0] == "batch", s.get_inputs()[0].shape
+x = np.array(json.loads(sys.argv[2]), dtype=np.float32).reshape(5, 1, 12, 12)
+print(json.dumps(s.run(None, {"input_0": x})[0].flatten().tolist()))
+"#,
+        &path,
+        &five,
+    );
+    let d = relative_difference(&ours, &theirs);
+    assert!(d <= 1e-5, "relative difference {d} on a batch of 5");
 }
 
 #[test]
