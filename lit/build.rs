@@ -8,6 +8,7 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=csrc/torch_shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/shim_error.h");
     println!("cargo:rustc-check-cfg=cfg(lit_shim)");
     println!("cargo:rerun-if-env-changed=LIT_GLOO_INCLUDE");
     println!("cargo:rustc-check-cfg=cfg(lit_c10d)");

@@ -11,26 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "shim_error.h"
+
 struct lit_pg {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
 };
 
-static char* error_string(const std::string& message) {
-  char* out = static_cast<char*>(std::malloc(message.size() + 1));
-  if (out != nullptr) std::memcpy(out, message.c_str(), message.size() + 1);
-  return out;
-}
-
-#define LIT_GUARD(...)                                        \
-  try {                                                       \
-    __VA_ARGS__;                                              \
-    return nullptr;                                           \
-  } catch (const std::exception& e) {                         \
-    return error_string(e.what());                            \
-  } catch (...) {                                             \
-    return error_string("unknown C++ exception in c10d");     \
-  }
 
 static c10d::ReduceOp reduce_op(int op) {
   switch (op) {
@@ -45,7 +32,7 @@ extern "C" {
 void lit_c10d_free_error(char* error) { std::free(error); }
 
 char* lit_c10d_new_gloo(const char* host, int port, int rank, int world, long timeout_ms, lit_pg** out) {
-  LIT_GUARD({
+  LIT_TRY("in c10d", {
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<uint16_t>(port);
     opts.isServer = rank == 0;
@@ -63,7 +50,7 @@ char* lit_c10d_new_gloo(const char* host, int port, int rank, int world, long ti
 void lit_c10d_free(lit_pg* pg) { delete pg; }
 
 char* lit_c10d_allreduce(lit_pg* pg, at::Tensor* tensor, int op) {
-  LIT_GUARD({
+  LIT_TRY("in c10d", {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions opts;
     opts.reduceOp = reduce_op(op);
@@ -72,7 +59,7 @@ char* lit_c10d_allreduce(lit_pg* pg, at::Tensor* tensor, int op) {
 }
 
 char* lit_c10d_broadcast(lit_pg* pg, at::Tensor* tensor, int root) {
-  LIT_GUARD({
+  LIT_TRY("in c10d", {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
@@ -82,7 +69,7 @@ char* lit_c10d_broadcast(lit_pg* pg, at::Tensor* tensor, int root) {
 
 char* lit_c10d_allgather(lit_pg* pg, at::Tensor* input, at::Tensor* output) {
   // `output` has world * input.numel() elements: rank r's tensor lands in slice r.
-  LIT_GUARD({
+  LIT_TRY("in c10d", {
     int world = pg->pg->getSize();
     auto flat = output->view({world, -1});
     std::vector<std::vector<at::Tensor>> outputs(1);
@@ -94,7 +81,7 @@ char* lit_c10d_allgather(lit_pg* pg, at::Tensor* input, at::Tensor* output) {
 }
 
 char* lit_c10d_barrier(lit_pg* pg) {
-  LIT_GUARD({ pg->pg->barrier()->wait(); })
+  LIT_TRY("in c10d", { pg->pg->barrier()->wait(); })
 }
 
 }  // extern "C"

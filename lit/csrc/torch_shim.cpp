@@ -20,26 +20,17 @@
 #include <cstring>
 #include <iomanip>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
 
-static char* shim_string(const std::string& message) {
-  char* out = static_cast<char*>(std::malloc(message.size() + 1));
-  if (out != nullptr) std::memcpy(out, message.c_str(), message.size() + 1);
-  return out;
-}
+#include "shim_error.h"
 
-#define SHIM_TRY(context, body)                                  \
-  try {                                                       \
-    body;                                                     \
-    return nullptr;                                           \
-  } catch (const std::exception& e) {                         \
-    return shim_string(e.what());                             \
-  } catch (...) {                                             \
-    return shim_string("unknown C++ exception " context);        \
-  }
+
+// A C++ exception while tracing abandons the trace, so that the next one can start.
+#define TRACE_TRY(context, ...) LIT_TRY_OR(context, torch::jit::tracer::abandon(), __VA_ARGS__)
 
 static c10::DeviceType device_type(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
 
@@ -70,7 +61,7 @@ void lit_shim_free_error(char* error) { std::free(error); }
 // ----- random generator -----
 
 char* lit_rng_get_cpu_state(at::Tensor** out) {
-  SHIM_TRY("reading the generator state", {
+  LIT_TRY("reading the generator state", {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     *out = new at::Tensor(gen.get_state());
@@ -78,7 +69,7 @@ char* lit_rng_get_cpu_state(at::Tensor** out) {
 }
 
 char* lit_rng_set_cpu_state(at::Tensor* state) {
-  SHIM_TRY("restoring the generator state", {
+  LIT_TRY("restoring the generator state", {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(*state);
@@ -90,7 +81,7 @@ char* lit_rng_set_cpu_state(at::Tensor* state) {
 // Enables autocast on CPU or CUDA with `dtype` (a c10::ScalarType); writes the previous enabled
 // flag and dtype, which `lit_autocast_exit` restores.
 char* lit_autocast_enter(int cuda, int dtype, int* was_enabled, int* old_dtype) {
-  SHIM_TRY("entering autocast", {
+  LIT_TRY("entering autocast", {
     auto dev = device_type(cuda);
     *was_enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
     *old_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dev));
@@ -101,7 +92,7 @@ char* lit_autocast_enter(int cuda, int dtype, int* was_enabled, int* old_dtype) 
 }
 
 char* lit_autocast_exit(int cuda, int was_enabled, int old_dtype) {
-  SHIM_TRY("leaving autocast", {
+  LIT_TRY("leaving autocast", {
     auto dev = device_type(cuda);
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     at::autocast::set_autocast_enabled(dev, was_enabled != 0);
@@ -114,18 +105,18 @@ int lit_autocast_is_enabled(int cuda) { return at::autocast::is_autocast_enabled
 // ----- global flags -----
 
 char* lit_set_deterministic(int deterministic, int warn_only) {
-  SHIM_TRY("setting deterministic algorithms", {
+  LIT_TRY("setting deterministic algorithms", {
     at::globalContext().setDeterministicAlgorithms(deterministic != 0, warn_only != 0);
     at::globalContext().setDeterministicCuDNN(deterministic != 0);
   })
 }
 
 char* lit_set_cudnn_benchmark(int benchmark) {
-  SHIM_TRY("setting the cuDNN benchmark flag", { at::globalContext().setBenchmarkCuDNN(benchmark != 0); })
+  LIT_TRY("setting the cuDNN benchmark flag", { at::globalContext().setBenchmarkCuDNN(benchmark != 0); })
 }
 
 char* lit_set_detect_anomaly(int enabled) {
-  SHIM_TRY("setting anomaly detection", { torch::autograd::AnomalyMode::set_enabled(enabled != 0); })
+  LIT_TRY("setting anomaly detection", { torch::autograd::AnomalyMode::set_enabled(enabled != 0); })
 }
 
 // ----- profiler -----
@@ -133,35 +124,52 @@ char* lit_set_detect_anomaly(int enabled) {
 // Starts libtorch's autograd profiler; `lit_profile_end` stops it and writes a Chrome trace to
 // `path`.
 char* lit_profile_begin(const char* path, void** recorder) {
-  SHIM_TRY("starting the profiler", { *recorder = new torch::autograd::profiler::RecordProfile(std::string(path)); })
+  LIT_TRY("starting the profiler", { *recorder = new torch::autograd::profiler::RecordProfile(std::string(path)); })
 }
 
 char* lit_profile_end(void* recorder) {
-  SHIM_TRY("writing the profiler trace",
+  LIT_TRY("writing the profiler trace",
            { delete static_cast<torch::autograd::profiler::RecordProfile*>(recorder); })
 }
 
 // ----- tracing -----
 
+// Starts a trace (none may be running).
+static std::shared_ptr<torch::jit::tracer::TracingState> start_trace() {
+  if (torch::jit::tracer::isTracing()) throw std::runtime_error("cannot nest tracing calls");
+  auto state = std::make_shared<torch::jit::tracer::TracingState>();
+  torch::jit::tracer::setTracingState(state);
+  return state;
+}
+
+// Makes `inputs` the traced graph's inputs, typed with their dtypes and sizes (`typed`) or as
+// plain tensors.
+static void add_trace_inputs(torch::jit::tracer::TracingState& state, at::Tensor** inputs, int ninputs, bool typed) {
+  for (int i = 0; i < ninputs; ++i) {
+    auto value = state.graph->addInput();
+    if (typed) {
+      value->inferTypeFrom(*inputs[i]);
+    } else {
+      value->setType(torch::jit::TensorType::get());
+    }
+    state.setValue(*inputs[i], value);
+  }
+}
+
+// The running trace, with `outputs` registered as its graph's outputs.
+static std::shared_ptr<torch::jit::tracer::TracingState> end_trace(at::Tensor** outputs, int noutputs) {
+  auto state = torch::jit::tracer::getTracingState();
+  if (state == nullptr) throw std::runtime_error("not tracing");
+  for (int i = 0; i < noutputs; ++i) state->graph->registerOutput(state->getOutput(*outputs[i], i));
+  return state;
+}
+
 // Starts tracing with `inputs` as the graph's inputs.
 char* lit_trace_begin(at::Tensor** inputs, int ninputs) {
-  try {
-    if (torch::jit::tracer::isTracing()) throw std::runtime_error("cannot nest tracing calls");
-    auto state = std::make_shared<torch::jit::tracer::TracingState>();
-    torch::jit::tracer::setTracingState(state);
-    for (int i = 0; i < ninputs; ++i) {
-      auto value = state->graph->addInput();
-      value->inferTypeFrom(*inputs[i]);
-      state->setValue(*inputs[i], value);
-    }
-    return nullptr;
-  } catch (const std::exception& e) {
-    torch::jit::tracer::abandon();
-    return shim_string(e.what());
-  } catch (...) {
-    torch::jit::tracer::abandon();
-    return shim_string("unknown C++ exception starting a trace");
-  }
+  TRACE_TRY("starting a trace", {
+    auto state = start_trace();
+    add_trace_inputs(*state, inputs, ninputs, true);
+  })
 }
 
 // Stops tracing with `outputs` as the graph's outputs and describes the graph, one line each:
@@ -174,10 +182,8 @@ char* lit_trace_begin(at::Tensor** inputs, int ninputs) {
 // captured weights) are returned as new tensors that the caller owns.
 char* lit_trace_end(at::Tensor** outputs, int noutputs, char** description, at::Tensor*** tensors,
                     int64_t* ntensors) {
-  try {
-    auto state = torch::jit::tracer::getTracingState();
-    if (state == nullptr) throw std::runtime_error("not tracing");
-    for (int i = 0; i < noutputs; ++i) state->graph->registerOutput(state->getOutput(*outputs[i], i));
+  TRACE_TRY("ending a trace", {
+    auto state = end_trace(outputs, noutputs);
     torch::jit::tracer::setTracingState(nullptr);
     auto graph = state->graph;
     torch::jit::EliminateDeadCode(graph);
@@ -234,57 +240,36 @@ char* lit_trace_end(at::Tensor** outputs, int noutputs, char** description, at::
       write_value(out, v);
       out << '\n';
     }
-    *description = shim_string(out.str());
+    *description = lit_error_string(out.str());
     *ntensors = static_cast<int64_t>(consts.size());
     *tensors = static_cast<at::Tensor**>(std::malloc(sizeof(at::Tensor*) * (consts.size() + 1)));
     for (size_t i = 0; i < consts.size(); ++i) (*tensors)[i] = new at::Tensor(consts[i]);
-    return nullptr;
-  } catch (const std::exception& e) {
-    torch::jit::tracer::abandon();
-    return shim_string(e.what());
-  } catch (...) {
-    torch::jit::tracer::abandon();
-    return shim_string("unknown C++ exception ending a trace");
-  }
+  })
 }
 
-// Starts tracing into a new TorchScript module holding `params` (named `names`; the module's
-// parameters, read through `prim::GetAttr` so that they are saved as its state, not as constants).
+// Starts tracing into a new TorchScript module (written to `*module`) holding `params`, named
+// `names`: the module's parameters, read through `prim::GetAttr` so that they are saved as its
+// state, not as constants.
 char* lit_script_trace_begin(at::Tensor** params, const char** names, int nparams, at::Tensor** inputs,
                              int ninputs, void** module) {
-  try {
-    if (torch::jit::tracer::isTracing()) throw std::runtime_error("cannot nest tracing calls");
-    auto* modl = new torch::jit::Module("lit");
-    *module = modl;
+  TRACE_TRY("starting a trace", {
+    auto modl = std::make_unique<torch::jit::Module>("lit");
     for (int i = 0; i < nparams; ++i) modl->register_parameter(names[i], *params[i], false);
-    auto state = std::make_shared<torch::jit::tracer::TracingState>();
-    torch::jit::tracer::setTracingState(state);
+    auto state = start_trace();
     auto* self = state->graph->insertInput(0, "self")->setType(modl->_ivalue()->type());
     for (int i = 0; i < nparams; ++i) state->setValue(*params[i], state->graph->insertGetAttr(self, names[i]));
-    for (int i = 0; i < ninputs; ++i) {
-      auto value = state->graph->addInput();
-      value->setType(torch::jit::TensorType::get());
-      state->setValue(*inputs[i], value);
-    }
-    return nullptr;
-  } catch (const std::exception& e) {
-    torch::jit::tracer::abandon();
-    return shim_string(e.what());
-  } catch (...) {
-    torch::jit::tracer::abandon();
-    return shim_string("unknown C++ exception starting a trace");
-  }
+    add_trace_inputs(*state, inputs, ninputs, false);
+    *module = modl.release();
+  })
 }
 
 // Ends the trace begun by `lit_script_trace_begin`, adds it as the module's `forward` and
 // serialises the module (torch.jit.save's format) into a new buffer; frees the module.
 char* lit_script_trace_end(void* module, at::Tensor** outputs, int noutputs, char** bytes, int64_t* len) {
-  auto* modl = static_cast<torch::jit::Module*>(module);
-  try {
-    auto state = torch::jit::tracer::getTracingState();
-    if (state == nullptr) throw std::runtime_error("not tracing");
-    for (int i = 0; i < noutputs; ++i) state->graph->registerOutput(state->getOutput(*outputs[i], i));
-    torch::jit::FixupTraceScopeBlocks(state->graph, modl);
+  std::unique_ptr<torch::jit::Module> modl(static_cast<torch::jit::Module*>(module));
+  TRACE_TRY("ending a trace", {
+    auto state = end_trace(outputs, noutputs);
+    torch::jit::FixupTraceScopeBlocks(state->graph, modl.get());
     torch::jit::NormalizeOps(state->graph);
     torch::jit::tracer::setTracingState(nullptr);
     auto fn = modl->_ivalue()->compilation_unit()->create_function("forward", state->graph);
@@ -295,17 +280,7 @@ char* lit_script_trace_end(void* module, at::Tensor** outputs, int noutputs, cha
     *len = static_cast<int64_t>(data.size());
     *bytes = static_cast<char*>(std::malloc(data.size() + 1));
     std::memcpy(*bytes, data.data(), data.size());
-    delete modl;
-    return nullptr;
-  } catch (const std::exception& e) {
-    torch::jit::tracer::abandon();
-    delete modl;
-    return shim_string(e.what());
-  } catch (...) {
-    torch::jit::tracer::abandon();
-    delete modl;
-    return shim_string("unknown C++ exception ending a trace");
-  }
+  })
 }
 
 // Frees the description and the (already taken over) tensor pointer array of `lit_trace_end`.

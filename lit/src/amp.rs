@@ -257,13 +257,8 @@ impl GradScaler {
         let inv_scale = self.scale.reciprocal();
         let mut found = Tensor::zeros([1], (Kind::Float, self.scale.device()));
         tch::no_grad(|| -> Result<()> {
-            for group in optimizer.param_groups() {
-                for (_, p) in &group.params {
-                    let mut grad = p.grad();
-                    if grad.defined() {
-                        grad.f_internal_amp_non_finite_check_and_unscale(&mut found, &inv_scale)?;
-                    }
-                }
+            for mut grad in crate::optim::grads(optimizer.param_groups()) {
+                grad.f_internal_amp_non_finite_check_and_unscale(&mut found, &inv_scale)?;
             }
             Ok(())
         })?;

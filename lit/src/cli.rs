@@ -12,8 +12,7 @@
 //! # where
 //! #     M: LightningModule + lit::__private::Init,
 //! #     M::Hparams: Default,
-//! #     D: lit::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch, TestBatch = M::TestBatch, PredictBatch = M::PredictBatch>
-//! #         + lit::cli::FromConfig,
+//! #     D: lit::cli::DataModuleFor<M> + lit::cli::FromConfig,
 //! # {
 //! lit::cli::run::<M, D>()
 //! # }
@@ -46,6 +45,24 @@ pub trait FromConfig: Sized {
     type Config: Serialize + DeserializeOwned + Default;
     /// Builds the data module.
     fn from_config(config: Self::Config) -> Result<Self>;
+}
+
+/// A data module whose batches are module `M`'s, stage by stage (what every subcommand needs).
+pub trait DataModuleFor<M: LightningModule>:
+    DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch, TestBatch = M::TestBatch, PredictBatch = M::PredictBatch>
+{
+}
+
+impl<M, D> DataModuleFor<M> for D
+where
+    M: LightningModule,
+    D: DataModule<
+            TrainBatch = M::TrainBatch,
+            ValBatch = M::ValBatch,
+            TestBatch = M::TestBatch,
+            PredictBatch = M::PredictBatch,
+        >,
+{
 }
 
 /// What the command line runs.
@@ -134,10 +151,8 @@ fn leaves(value: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
 }
 
 /// The clap command: the four subcommands, each with `--config`, `--print_config` and a flag per
-/// configuration leaf.
-fn command(name: &str, defaults: &Value) -> clap::Command {
-    let mut flags = Vec::new();
-    leaves(defaults, "", &mut flags);
+/// configuration leaf (`flags`: each leaf's path and default).
+fn command(name: &str, flags: &[(String, Value)]) -> clap::Command {
     let mut cmd = clap::Command::new(name.to_string())
         .about("Runs a lit module: fit, validate, test or predict, configured by files and flags")
         .subcommand_required(true)
@@ -158,7 +173,7 @@ fn command(name: &str, defaults: &Value) -> clap::Command {
                     .action(clap::ArgAction::SetTrue)
                     .help("Print the merged configuration as YAML and exit"),
             );
-        for (path, default) in &flags {
+        for (path, default) in flags {
             s = s.arg(
                 clap::Arg::new(path.clone())
                     .long(path.clone())
@@ -209,7 +224,9 @@ impl LitCli {
         let defaults = defaults::<M::Hparams, D::Config>(self)?;
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let name = args.first().and_then(|a| Path::new(a).file_name()).map_or("lit".into(), |n| n.to_string_lossy());
-        let matches = match command(&name, &defaults).try_get_matches_from(&args) {
+        let mut flags = Vec::new();
+        leaves(&defaults, "", &mut flags);
+        let matches = match command(&name, &flags).try_get_matches_from(&args) {
             Ok(m) => m,
             Err(e) => return Ok(Parsed::Exit(e)),
         };
@@ -220,8 +237,6 @@ impl LitCli {
             let overlay = read_config(Path::new(file))?;
             merge(&mut value, overlay, "").map_err(|e| cli_error(format!("config file {file}: {e}")))?;
         }
-        let mut flags = Vec::new();
-        leaves(&defaults, "", &mut flags);
         for (path, default) in &flags {
             if let Some(raw) = m.get_one::<String>(path) {
                 set(&mut value, path, parse_value(raw, default));
@@ -255,13 +270,7 @@ impl LitCli {
     where
         M: LightningModule + crate::__private::Init,
         M::Hparams: Default,
-        D: FromConfig
-            + DataModule<
-                TrainBatch = M::TrainBatch,
-                ValBatch = M::ValBatch,
-                TestBatch = M::TestBatch,
-                PredictBatch = M::PredictBatch,
-            >,
+        D: FromConfig + DataModuleFor<M>,
     {
         let Some(mut cli) = self.build::<M, D>(std::env::args_os())? else { return Ok(()) };
         match cli.run()? {
@@ -293,13 +302,7 @@ pub fn run<M, D>() -> Result<()>
 where
     M: LightningModule + crate::__private::Init,
     M::Hparams: Default,
-    D: FromConfig
-        + DataModule<
-            TrainBatch = M::TrainBatch,
-            ValBatch = M::ValBatch,
-            TestBatch = M::TestBatch,
-            PredictBatch = M::PredictBatch,
-        >,
+    D: FromConfig + DataModuleFor<M>,
 {
     LitCli::new().run::<M, D>()
 }
@@ -454,12 +457,7 @@ pub enum Outcome<P> {
 impl<M, D> Cli<M, D>
 where
     M: LightningModule,
-    D: DataModule<
-            TrainBatch = M::TrainBatch,
-            ValBatch = M::ValBatch,
-            TestBatch = M::TestBatch,
-            PredictBatch = M::PredictBatch,
-        >,
+    D: DataModuleFor<M>,
 {
     /// Runs the subcommand.
     pub fn run(&mut self) -> Result<Outcome<M::Prediction>> {

@@ -204,7 +204,8 @@ impl Callback for PredictionWriter {
     fn on_prediction(&mut self, p: &Predicted<'_>, _cx: &mut Ctx) -> Result<()> {
         match self.interval {
             WriteInterval::Batch => {
-                let mut tensors = p.tensors.to_vec_shallow();
+                let mut tensors: Vec<(String, Tensor)> =
+                    p.tensors.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
                 let stem = format!("predictions_dl{}_batch{:05}", p.dataloader_idx, p.batch_idx);
                 if self.format == PredictionFormat::Safetensors {
                     tensors.push(("batch_indices".into(), Tensor::from_slice(p.batch_indices)));
@@ -232,16 +233,6 @@ impl Callback for PredictionWriter {
             self.write(&format!("predictions_dl{dl}"), out, None)?;
         }
         Ok(())
-    }
-}
-
-trait ShallowVec {
-    fn to_vec_shallow(&self) -> Vec<(String, Tensor)>;
-}
-
-impl ShallowVec for [(String, Tensor)] {
-    fn to_vec_shallow(&self) -> Vec<(String, Tensor)> {
-        self.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect()
     }
 }
 

@@ -89,18 +89,20 @@ pub trait Optimizer {
     }
     /// Clamps every gradient element to `[-max, max]`.
     fn clip_grad_value(&mut self, max: f64) {
-        for (_, p) in self.param_groups().iter().flat_map(|g| &g.params) {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.clamp_(-max, max);
-            }
+        for mut g in grads(self.param_groups()) {
+            let _ = g.clamp_(-max, max);
         }
     }
 }
 
+/// The gradients the parameters of `groups` have (those never back-propagated to have none), in
+/// group order; each shares storage with its parameter's gradient.
+pub(crate) fn grads(groups: &[ParamGroup]) -> Vec<Tensor> {
+    groups.iter().flat_map(|g| &g.params).map(|(_, p)| p.grad()).filter(Tensor::defined).collect()
+}
+
 pub(crate) fn clip_grad_norm(groups: &[ParamGroup], max_norm: f64) -> Tensor {
-    let grads: Vec<Tensor> =
-        groups.iter().flat_map(|g| &g.params).map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+    let grads = grads(groups);
     if grads.is_empty() {
         return Tensor::from(0.0f32);
     }
