@@ -12,6 +12,12 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A Trainer writing under `root` with no progress bar, checkpoints or loggers: what most
+/// tests start from.
+pub fn quiet_trainer(root: &std::path::Path) -> lit::TrainerBuilder {
+    lit::Trainer::builder().default_root_dir(root).enable_progress_bar(false).enable_checkpointing(false).logger(false)
+}
+
 /// `n` batches of a linear regression problem: x `[4, 2]`, y `[4, 1]`.
 pub fn regression_batches(n: usize) -> Vec<(Tensor, Tensor)> {
     (0..n)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use lit::data::{BoxLoader, DataLoader, DataModule, TensorDataset};
 use lit::prelude::*;
 
-use crate::common::temp_dir;
+use crate::common::{quiet_trainer, temp_dir};
 
 /// Writes its data to a file in `prepare_data`, reads and splits it in `setup`.
 struct Numbers {
@@ -128,14 +128,7 @@ impl Regressor {
 }
 
 fn trainer(root: &std::path::Path) -> lit::Result<Trainer> {
-    Trainer::builder()
-        .max_epochs(2)
-        .num_sanity_val_steps(0)
-        .default_root_dir(root)
-        .enable_progress_bar(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()
+    quiet_trainer(root).max_epochs(2).num_sanity_val_steps(0).build()
 }
 
 #[test]
@@ -200,14 +193,7 @@ fn checkpoints_hold_the_datamodule_state_and_resume_restores_it() -> lit::Result
     assert_eq!(ckpt.meta.datamodule, Some(serde_json::json!({ "draws": 17 })));
 
     let mut fresh = numbers(&root, true);
-    let mut trainer = Trainer::builder()
-        .max_epochs(2)
-        .num_sanity_val_steps(0)
-        .default_root_dir(&root)
-        .enable_progress_bar(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()?;
+    let mut trainer = quiet_trainer(&root).max_epochs(2).num_sanity_val_steps(0).build()?;
     trainer.fit_datamodule_from_checkpoint(&mut Regressor::new(), &mut fresh, &last)?;
     assert_eq!(fresh.restored, Some(serde_json::json!({ "draws": 17 })));
     assert_eq!(trainer.global_step(), 2 * 6);
@@ -218,15 +204,8 @@ fn checkpoints_hold_the_datamodule_state_and_resume_restores_it() -> lit::Result
 fn reload_dataloaders_every_n_epochs_asks_the_datamodule_again() -> lit::Result<()> {
     let root = temp_dir("datamodule-reload");
     let mut dm = numbers(&root, true);
-    let mut trainer = Trainer::builder()
-        .max_epochs(5)
-        .reload_dataloaders_every_n_epochs(2)
-        .num_sanity_val_steps(0)
-        .default_root_dir(&root)
-        .enable_progress_bar(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()?;
+    let mut trainer =
+        quiet_trainer(&root).max_epochs(5).reload_dataloaders_every_n_epochs(2).num_sanity_val_steps(0).build()?;
     let mut model = Regressor::new();
     trainer.fit_datamodule(&mut model, &mut dm)?;
     let count = |name: &str| dm.calls.iter().filter(|c| *c == name).count();

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use lit::prelude::*;
 
-use crate::common::temp_dir;
+use crate::common::{quiet_trainer, temp_dir};
 
 #[hparams]
 struct NetConfig {
@@ -73,17 +73,7 @@ fn trained(root: &Path) -> ConvNet {
     let x = Tensor::randn([8, 1, 12, 12], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
     let loader = DataLoader::new(TensorDataset::new((x, y)).unwrap()).batch_size(4);
-    Trainer::builder()
-        .max_epochs(3)
-        .default_root_dir(root)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()
-        .unwrap()
-        .fit(&mut model, loader, ())
-        .unwrap();
+    quiet_trainer(root).max_epochs(3).enable_model_summary(false).build().unwrap().fit(&mut model, loader, ()).unwrap();
     model
 }
 

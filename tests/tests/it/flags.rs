@@ -6,7 +6,7 @@ use std::path::Path;
 use lit::data::{DataLoader, TensorDataset};
 use lit::prelude::*;
 
-use crate::common::{run_in_own_process, temp_dir};
+use crate::common::{quiet_trainer, run_in_own_process, temp_dir};
 
 #[lightning_module]
 struct Counter {
@@ -101,14 +101,7 @@ fn fast_dev_run_runs_n_batches_of_each_loop_and_writes_nothing() -> lit::Result<
 fn overfit_batches_repeats_the_same_batches_without_shuffling() -> lit::Result<()> {
     let root = temp_dir("overfit");
     let mut model = Counter::new();
-    let mut trainer = Trainer::builder()
-        .overfit_batches(3)
-        .max_epochs(3)
-        .default_root_dir(&root)
-        .enable_progress_bar(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()?;
+    let mut trainer = quiet_trainer(&root).overfit_batches(3).max_epochs(3).build()?;
     trainer.fit(&mut model, loader(true), loader(false))?;
     // The first three batches of the unshuffled data, every epoch.
     let first = vec![0.0, 4.0, 8.0];
@@ -132,15 +125,7 @@ fn barebones_writes_no_logs_and_no_checkpoints() -> lit::Result<()> {
 
 fn weights_after_deterministic_run(root: &Path) -> lit::Result<Vec<f32>> {
     let mut model = Counter::new();
-    let mut trainer = Trainer::builder()
-        .deterministic(true)
-        .seed(42)
-        .max_epochs(2)
-        .default_root_dir(root)
-        .enable_progress_bar(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()?;
+    let mut trainer = quiet_trainer(root).deterministic(true).seed(42).max_epochs(2).build()?;
     trainer.fit(&mut model, loader(true).num_workers(2), ())?;
     Ok(Vec::try_from(model.fc.ws.flatten(0, -1))?)
 }
@@ -321,14 +306,7 @@ impl OwnLoaders {
 fn reload_dataloaders_every_n_epochs_calls_the_modules_hook_again() -> lit::Result<()> {
     let root = temp_dir("reload-module");
     let mut model = OwnLoaders::new();
-    let mut trainer = Trainer::builder()
-        .max_epochs(4)
-        .reload_dataloaders_every_n_epochs(1)
-        .default_root_dir(&root)
-        .enable_progress_bar(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()?;
+    let mut trainer = quiet_trainer(&root).max_epochs(4).reload_dataloaders_every_n_epochs(1).build()?;
     trainer.fit(&mut model, (), ())?;
     assert_eq!(model.made, 4);
     assert_eq!(trainer.global_step(), 4 * 10);
@@ -382,16 +360,7 @@ fn detect_anomaly_names_the_operation_that_made_nan() {
 #[ignore = "run by detect_anomaly_names_the_operation_that_made_nan in a process of its own"]
 fn detect_anomaly_child() -> lit::Result<()> {
     let root = temp_dir("detect-anomaly");
-    let build = |anomaly: bool| {
-        Trainer::builder()
-            .detect_anomaly(anomaly)
-            .max_epochs(1)
-            .default_root_dir(&root)
-            .enable_progress_bar(false)
-            .enable_checkpointing(false)
-            .logger(false)
-            .build()
-    };
+    let build = |anomaly: bool| quiet_trainer(&root).detect_anomaly(anomaly).max_epochs(1).build();
     // Without it the NaN goes unnoticed; with it backward fails naming the function.
     build(false)?.fit(&mut NanGrad::new(), loader(false), ())?;
     let message = build(true)?.fit(&mut NanGrad::new(), loader(false), ()).unwrap_err().to_string();

@@ -74,13 +74,22 @@ impl LightningModule for Mlp {
     }
 }
 
+/// Images and labels.
+type Labelled = TensorDataset<(Tensor, Tensor)>;
+
+/// The first 10,000 training and 2,000 test images of the bundled MNIST.
+fn slices() -> lit::Result<(Labelled, Labelled)> {
+    let dir = repo_root().join("data/mnist");
+    let (train, test) = (Mnist::train(&dir)?, Mnist::test(&dir)?);
+    Ok((
+        TensorDataset::new((train.images.narrow(0, 0, 10_000), train.labels.narrow(0, 0, 10_000)))?,
+        TensorDataset::new((test.images.narrow(0, 0, 2_000), test.labels.narrow(0, 0, 2_000)))?,
+    ))
+}
+
 #[test]
 fn an_mlp_learns_mnist_through_the_trainer() -> lit::Result<()> {
-    let dir = repo_root().join("data/mnist");
-    let train = Mnist::train(&dir)?;
-    let test = Mnist::test(&dir)?;
-    let train = TensorDataset::new((train.images.narrow(0, 0, 10_000), train.labels.narrow(0, 0, 10_000)))?;
-    let test = TensorDataset::new((test.images.narrow(0, 0, 2_000), test.labels.narrow(0, 0, 2_000)))?;
+    let (train, test) = slices()?;
 
     seed_everything(1);
     let mut model = Mlp::new();
@@ -100,11 +109,7 @@ fn an_mlp_learns_mnist_through_the_trainer() -> lit::Result<()> {
 
 /// Test accuracy after training on a slice of MNIST at `precision`.
 fn accuracy_at(precision: &str) -> lit::Result<(f64, Mlp)> {
-    let dir = repo_root().join("data/mnist");
-    let train = Mnist::train(&dir)?;
-    let test = Mnist::test(&dir)?;
-    let train = TensorDataset::new((train.images.narrow(0, 0, 10_000), train.labels.narrow(0, 0, 10_000)))?;
-    let test = TensorDataset::new((test.images.narrow(0, 0, 2_000), test.labels.narrow(0, 0, 2_000)))?;
+    let (train, test) = slices()?;
     seed_everything(1);
     let mut model = Mlp::new();
     let mut trainer = Trainer::builder()

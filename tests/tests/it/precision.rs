@@ -5,7 +5,7 @@ use lit::amp::{AutocastGuard, GradScaler, Precision};
 use lit::optim::OptimizerConfig;
 use lit::prelude::*;
 
-use crate::common::{regression_batches, temp_dir};
+use crate::common::{quiet_trainer, regression_batches, temp_dir};
 
 #[lightning_module]
 struct Probe {
@@ -46,16 +46,7 @@ impl Probe {
 }
 
 fn trainer(root: &std::path::Path, precision: &str) -> lit::Result<Trainer> {
-    Trainer::builder()
-        .accelerator("cpu")
-        .precision(precision)
-        .max_epochs(1)
-        .default_root_dir(root)
-        .enable_progress_bar(false)
-        .enable_model_summary(false)
-        .enable_checkpointing(false)
-        .logger(false)
-        .build()
+    quiet_trainer(root).accelerator("cpu").precision(precision).max_epochs(1).enable_model_summary(false).build()
 }
 
 #[test]
