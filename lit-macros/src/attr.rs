@@ -42,7 +42,30 @@ impl ModuleOptions {
 #[derive(Debug, Default, FromMeta)]
 #[darling(default)]
 pub(crate) struct FieldOptions {
-    pub(crate) default: Option<syn::Expr>,
+    pub(crate) default: Option<DefaultValue>,
+}
+
+/// A field's default: an expression, where a string literal is that text (not code to parse).
+#[derive(Debug)]
+pub(crate) struct DefaultValue(syn::Expr);
+
+impl FromMeta for DefaultValue {
+    fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
+        Ok(DefaultValue(expr.clone()))
+    }
+}
+
+impl DefaultValue {
+    /// The field's default value as code: `"text".into()` for a string literal, so that it
+    /// fits a `String` (or `&str`, `PathBuf`) field.
+    pub(crate) fn to_code(&self) -> TokenStream {
+        match &self.0 {
+            syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }) => {
+                quote::quote!(::core::convert::Into::into(#text))
+            }
+            expr => quote::quote!(#expr),
+        }
+    }
 }
 
 /// `#[hparams(crate = "…")]` on the struct.

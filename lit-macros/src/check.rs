@@ -10,7 +10,10 @@ fn is_option(ty: &Type) -> bool {
     matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Option"))
 }
 
-pub(crate) fn module_impl(options: &ModuleOptions, module: &ModuleImpl, errors: &mut Errors) {
+/// Checks truncated BPTT's option against `training_step`'s `hiddens`; returns whether
+/// `training_step` can be generated (no rule about it was broken here).
+pub(crate) fn module_impl(options: &ModuleOptions, module: &ModuleImpl, errors: &mut Errors) -> bool {
+    let before = errors.count();
     let hiddens = module.hook("training_step").and_then(|h| h.hiddens());
     match (&options.truncated_bptt_steps, hiddens) {
         (Some(steps), hiddens) => {
@@ -36,4 +39,5 @@ pub(crate) fn module_impl(options: &ModuleOptions, module: &ModuleImpl, errors: 
         ),
         (None, None) => {}
     }
+    errors.count() == before
 }

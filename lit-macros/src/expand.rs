@@ -6,11 +6,11 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Item, Type};
 
-use crate::ast::{HookFn, ModuleImpl, ModuleStruct, Role, take_attr};
+use crate::ast::{HookFn, Input, ModuleImpl, ModuleStruct, Role, take_attr};
 use crate::attr::{FieldOptions, HparamsOptions, ModuleOptions};
 use crate::check;
 use crate::errors::Errors;
-use crate::hooks::{Ret, Stage};
+use crate::hooks::{self, Ret, Stage, Ty};
 
 fn debug_print(name: &str, tokens: &TokenStream) {
     if std::env::var_os("LIT_MACROS_DEBUG").is_some_and(|v| v != "0") {
@@ -68,27 +68,61 @@ fn module_struct(args: TokenStream, item: syn::ItemStruct) -> TokenStream {
             "`automatic_optimization` goes on the impl block's `#[lightning_module(...)]`, not the struct's",
         );
     }
-    let lit = opts.lit();
     let module = ModuleStruct::from_syn(item, &mut errors);
+    let generated = struct_items(&opts.lit(), &module);
     let item = &module.item;
-    let (Some(vs), true) = (&module.var_store, errors.is_empty()) else {
-        let errors = errors.to_compile_errors();
-        return quote!(#item #errors);
-    };
+    let errors = errors.into_compile_errors();
+    quote!(#item #errors #generated)
+}
+
+/// What the struct gets: `ModelParts` (where the variables and hparams are) and the model-side
+/// methods. Without a `VarStore` field only a stand-in `ModelParts` is generated, next to the
+/// error, so that the impl block reports nothing more.
+fn struct_items(lit: &TokenStream, module: &ModuleStruct) -> TokenStream {
+    let item = &module.item;
     let ident = &item.ident;
+    let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
     let tch = quote!(#lit::__private::tch);
-    let (hparams_ty, hparams_some, hparams_fn) = match &module.hparams {
+    // Spanned at the field's type: a type without `#[hparams]`, or a private one, is reported
+    // there.
+    let hparams_ty = match &module.hparams {
+        Some((_, ty)) => quote_spanned!(ty.span()=> type Hparams = #ty;),
+        None => quote!(
+            type Hparams = ();
+        ),
+    };
+    let Some(vs) = &module.var_store else {
+        return quote! {
+            const _: () = {
+                #[automatically_derived]
+                impl #impl_generics #lit::__private::ModelParts for #ident #ty_generics #where_clause {
+                    #hparams_ty
+                    fn var_store(&self) -> &#tch::nn::VarStore {
+                        ::core::unreachable!()
+                    }
+                    fn var_store_mut(&mut self) -> &mut #tch::nn::VarStore {
+                        ::core::unreachable!()
+                    }
+                    fn hparams(&self) -> ::core::option::Option<&Self::Hparams> {
+                        ::core::unreachable!()
+                    }
+                }
+            };
+        };
+    };
+    let (hparams_some, hparams_fn) = match &module.hparams {
         Some((field, ty)) => (
-            quote!(#ty),
             quote!(::core::option::Option::Some(&self.#field)),
-            quote! {
+            // Spanned at the field's type, so that a private config type in a public module is
+            // reported at the field, naming the generated `hparams()`.
+            quote_spanned! {ty.span()=>
                 /// The hyper-parameters (the `#[hparams]` field), as saved in checkpoints.
                 pub fn hparams(&self) -> &#ty {
                     &self.#field
                 }
             },
         ),
-        None => (quote!(()), quote!(::core::option::Option::None), quote!()),
+        None => (quote!(::core::option::Option::None), quote!()),
     };
     let example = module.example_input.as_ref().map(|field| {
         quote! {
@@ -101,7 +135,7 @@ fn module_struct(args: TokenStream, item: syn::ItemStruct) -> TokenStream {
     let has_example = module.example_input.as_ref().map(|field| {
         quote! {
             #[automatically_derived]
-            impl #lit::__private::HasExampleInput for #ident {
+            impl #impl_generics #lit::__private::HasExampleInput for #ident #ty_generics #where_clause {
                 fn example_input(&self) -> #tch::Tensor {
                     self.#field.shallow_clone()
                 }
@@ -109,14 +143,12 @@ fn module_struct(args: TokenStream, item: syn::ItemStruct) -> TokenStream {
         }
     });
     quote! {
-        #item
-
         const _: () = {
             #has_example
 
             #[automatically_derived]
-            impl #lit::__private::ModelParts for #ident {
-                type Hparams = #hparams_ty;
+            impl #impl_generics #lit::__private::ModelParts for #ident #ty_generics #where_clause {
+                #hparams_ty
                 fn var_store(&self) -> &#tch::nn::VarStore {
                     &self.#vs
                 }
@@ -130,7 +162,7 @@ fn module_struct(args: TokenStream, item: syn::ItemStruct) -> TokenStream {
         };
 
         #[automatically_derived]
-        impl #ident {
+        impl #impl_generics #ident #ty_generics #where_clause {
             #hparams_fn
 
             /// The device the module's variables are on.
@@ -164,43 +196,14 @@ fn module_impl(args: TokenStream, item: syn::ItemImpl) -> TokenStream {
     let mut errors = Errors::default();
     let opts = options(args, &mut errors);
     let module = ModuleImpl::from_syn(item, &mut errors);
-    check::module_impl(&opts, &module, &mut errors);
+    let training_step_ok = check::module_impl(&opts, &module, &mut errors);
+    // Generated even after errors, from the hooks that broke no rule: their return and
+    // parameter types are then checked in the same compile, and code using the module (`fit`)
+    // sees the batch types the step hooks declare rather than follow-on errors.
+    let generated = expand_impl(&opts, &module, training_step_ok);
     let item = &module.item;
-    if !errors.is_empty() {
-        let errors = errors.to_compile_errors();
-        let stub = stub(&opts.lit(), &item.self_ty);
-        return quote!(#item #errors #stub);
-    }
-    let generated = expand_impl(&opts, &module);
-    quote!(#item #generated)
-}
-
-/// An impl of the hook table with no behaviour, emitted next to errors so that code using the
-/// module reports nothing more.
-fn stub(lit: &TokenStream, self_ty: &Type) -> TokenStream {
-    quote! {
-        const _: () = {
-            #[automatically_derived]
-            impl #lit::LightningModule for #self_ty {
-                type TrainBatch = ();
-                type ValBatch = ();
-                type TestBatch = ();
-                type PredictBatch = ();
-                type Prediction = ();
-                fn var_store(&self) -> &#lit::__private::tch::nn::VarStore {
-                    ::core::unreachable!()
-                }
-                fn var_store_mut(&mut self) -> &mut #lit::__private::tch::nn::VarStore {
-                    ::core::unreachable!()
-                }
-                fn training_step(
-                    &mut self, _: (), _: usize, _: &mut #lit::Ctx,
-                ) -> #lit::Result<::core::option::Option<#lit::StepOutput>> {
-                    ::core::unreachable!()
-                }
-            }
-        };
-    }
+    let errors = errors.into_compile_errors();
+    quote!(#item #errors #generated)
 }
 
 /// `tokens` with every span set to `span`, so that an error about the expression they form
@@ -223,11 +226,6 @@ fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
-fn parse_type(ty: &str, lit: &TokenStream) -> TokenStream {
-    let text = ty.replace("LIT", &lit.to_string());
-    syn::parse_str::<Type>(&text).map(|t| quote!(#t)).unwrap_or_else(|e| e.to_compile_error())
-}
-
 /// The value type inside `Result<T>` (or `T` itself).
 fn ok_type(output: &syn::ReturnType) -> TokenStream {
     match output {
@@ -246,31 +244,71 @@ fn ok_type(output: &syn::ReturnType) -> TokenStream {
     }
 }
 
-fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
+/// `#[cfg(...)]` attributes for these predicates (none when there are none).
+fn cfg_attrs(cfgs: &[TokenStream]) -> TokenStream {
+    cfgs.iter().map(|c| quote!(#[cfg(#c)])).collect()
+}
+
+/// The cfg under which none of `defs` exists: `None` when one of them always exists,
+/// `Some(quote!())` when there are none, `Some(#[cfg(not(any(...)))])` otherwise.
+fn absent<'a>(defs: impl IntoIterator<Item = &'a [TokenStream]>) -> Option<TokenStream> {
+    let mut all = Vec::new();
+    for cfgs in defs {
+        if cfgs.is_empty() {
+            return None;
+        }
+        all.push(quote!(all(#(#cfgs),*)));
+    }
+    Some(if all.is_empty() { quote!() } else { quote!(#[cfg(not(any(#(#all),*)))]) })
+}
+
+/// Whether one of `defs` exists in this build, as a `bool` expression.
+fn present<'a>(defs: impl IntoIterator<Item = &'a [TokenStream]>) -> TokenStream {
+    let mut all = Vec::new();
+    for cfgs in defs {
+        if cfgs.is_empty() {
+            return quote!(true);
+        }
+        all.push(quote!(all(#(#cfgs),*)));
+    }
+    if all.is_empty() { quote!(false) } else { quote!(::core::cfg!(any(#(#all),*))) }
+}
+
+/// `type #name = …;` once per definition (each under its cfgs), and `()` when none exists.
+fn assoc_type(name: &str, defs: &[(&[TokenStream], TokenStream)]) -> TokenStream {
+    let name = format_ident!("{name}");
+    let variants = defs.iter().map(|(cfgs, ty)| {
+        let cfgs = cfg_attrs(cfgs);
+        quote!(#cfgs type #name = #ty;)
+    });
+    let fallback = absent(defs.iter().map(|(cfgs, _)| *cfgs)).map(|cfg| quote!(#cfg type #name = ();));
+    quote!(#(#variants)* #fallback)
+}
+
+fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl, training_step_ok: bool) -> TokenStream {
     let lit = opts.lit();
     let self_ty = &module.item.self_ty;
-    let stage_type = |stage: Stage| -> TokenStream {
-        let step = module.hooks.iter().find(|h| h.hook.step == Some(stage));
-        match step.and_then(|h| h.arg_type("batch")) {
-            Some(ty) => quote_spanned!(ty.span()=> #ty),
-            None => quote!(()),
-        }
-    };
-    let (train, val, test, predict) =
-        (stage_type(Stage::Train), stage_type(Stage::Val), stage_type(Stage::Test), stage_type(Stage::Predict));
-    let prediction = module.hook("predict_step").map_or(quote!(()), |h| ok_type(&h.output));
-    let has = |name: &str| module.hook(name).is_some();
-    let flags = [
-        "validation_step",
-        "test_step",
-        "predict_step",
-        "training_epoch_end",
-        "validation_epoch_end",
-        "test_epoch_end",
-    ]
-    .map(|name| {
-        let field = format_ident!("{name}");
-        let value = has(name);
+    let (impl_generics, _, where_clause) = module.item.generics.split_for_impl();
+    let valid: Vec<&HookFn> =
+        module.hooks.iter().filter(|h| h.valid && (training_step_ok || h.hook.name != "training_step")).collect();
+    let valid_defs = |name: &'static str| valid.iter().filter(move |h| h.hook.name == name).map(|h| &h.cfgs[..]);
+    // Batch types come from every definition of a step whose batch parameter was found, valid
+    // or not, so that an error in a step hook brings no follow-on error where the module is used.
+    let batch_types = Stage::ALL.map(|stage| {
+        let defs: Vec<(&[TokenStream], TokenStream)> = module
+            .steps(stage)
+            .filter_map(|h| h.arg_type("batch").map(|ty| (&h.cfgs[..], ty)))
+            .filter(|(_, ty)| !matches!(ty, Type::Reference(_)))
+            .map(|(cfgs, ty)| (cfgs, quote_spanned!(ty.span()=> #ty)))
+            .collect();
+        assoc_type(stage.batch_type(), &defs)
+    });
+    let predictions: Vec<(&[TokenStream], TokenStream)> =
+        module.definitions("predict_step").map(|h| (&h.cfgs[..], ok_type(&h.output))).collect();
+    let prediction = assoc_type("Prediction", &predictions);
+    let flags = hooks::HOOKS.iter().filter(|h| h.flag).map(|hook| {
+        let field = format_ident!("{}", hook.name);
+        let value = present(module.definitions(hook.name).map(|h| &h.cfgs[..]));
         quote!(#field: #value)
     });
     let tbptt = match &opts.truncated_bptt_steps {
@@ -278,32 +316,36 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let automatic = opts.automatic_optimization.unwrap_or(true);
-    let methods = module.hooks.iter().map(|h| hook_method(&lit, self_ty, h));
-    let missing_training = (!has("training_step")).then(|| {
+    let methods = valid.iter().map(|h| hook_method(&lit, self_ty, h));
+    let missing_training = absent(valid_defs("training_step")).map(|cfg| {
         let message = format!("`{}` has no `training_step`, so it cannot be trained", quote!(#self_ty));
         quote! {
+            #cfg
             fn training_step(
-                &mut self, _batch: (), _batch_idx: usize, _cx: &mut #lit::Ctx,
+                &mut self, _batch: Self::TrainBatch, _batch_idx: usize, _cx: &mut #lit::Ctx,
             ) -> #lit::Result<::core::option::Option<#lit::StepOutput>> {
                 ::core::result::Result::Err(#lit::Error::msg(#message))
             }
         }
     });
-    let default_split = (opts.truncated_bptt_steps.is_some() && !has("tbptt_split_batch")).then(|| {
-        let span =
-            module.hook("training_step").and_then(|h| h.arg_type("batch")).map_or(Span::call_site(), Spanned::span);
-        let lit_r = respan(&lit, span);
-        let split = quote_spanned!(span=> #lit_r::__private::TbpttSplit::tbptt_split(batch, split_size));
-        quote! {
-            fn tbptt_split_batch(
-                &mut self, batch: Self::TrainBatch, split_size: usize, _cx: &mut #lit::Ctx,
-            ) -> #lit::Result<::std::vec::Vec<Self::TrainBatch>> {
-                #split
+    let default_split =
+        opts.truncated_bptt_steps.as_ref().and_then(|_| absent(valid_defs("tbptt_split_batch"))).map(|cfg| {
+            let span =
+                module.hook("training_step").and_then(|h| h.arg_type("batch")).map_or(Span::call_site(), Spanned::span);
+            let lit_r = respan(&lit, span);
+            let split = quote_spanned!(span=> #lit_r::__private::TbpttSplit::tbptt_split(batch, split_size));
+            quote! {
+                #cfg
+                fn tbptt_split_batch(
+                    &mut self, batch: Self::TrainBatch, split_size: usize, _cx: &mut #lit::Ctx,
+                ) -> #lit::Result<::std::vec::Vec<Self::TrainBatch>> {
+                    #split
+                }
             }
-        }
-    });
+        });
     let init = module.init.as_ref().map(|init| {
         let ident = &init.ident;
+        let cfgs = cfg_attrs(&init.cfgs);
         let call = if init.takes_hparams { quote!(<#self_ty>::#ident(hparams)) } else { quote!({ let _ = hparams; <#self_ty>::#ident() }) };
         let span = match &init.output {
             syn::ReturnType::Type(_, ty) => ty.span(),
@@ -312,15 +354,17 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
         let lit_r = respan(&lit, span);
         let convert = quote_spanned!(span=> #lit_r::__private::IntoHookResult::<Self>::into_hook_result(#call));
         quote! {
+            #cfgs
             #[automatically_derived]
-            impl #lit::__private::Init for #self_ty {
+            impl #impl_generics #lit::__private::Init for #self_ty #where_clause {
                 fn init(hparams: <Self as #lit::__private::ModelParts>::Hparams) -> #lit::Result<Self> {
                     #convert
                 }
             }
 
+            #cfgs
             #[automatically_derived]
-            impl #self_ty {
+            impl #impl_generics #self_ty #where_clause {
                 /// Rebuilds the module from a checkpoint: its saved hyper-parameters go through
                 /// the constructor, then the saved weights are loaded (every variable must match).
                 pub fn load_from_checkpoint(path: impl ::core::convert::AsRef<::std::path::Path>) -> #lit::Result<Self> {
@@ -332,7 +376,7 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
     let example = module.example_input.as_ref().map(|m| {
         quote! {
             #[automatically_derived]
-            impl #self_ty {
+            impl #impl_generics #self_ty #where_clause {
                 /// The example input (from the `#[example_input]` method), used to trace the model.
                 pub fn example_input_array(&self) -> ::core::option::Option<#lit::__private::tch::Tensor> {
                     ::core::option::Option::Some(self.#m())
@@ -341,7 +385,7 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
 
             const _: () = {
                 #[automatically_derived]
-                impl #lit::__private::HasExampleInput for #self_ty {
+                impl #impl_generics #lit::__private::HasExampleInput for #self_ty #where_clause {
                     fn example_input(&self) -> #lit::__private::tch::Tensor {
                         self.#m()
                     }
@@ -349,16 +393,13 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
             };
         }
     });
-    let export = module.forward.as_ref().map(|f| export_methods(&lit, self_ty, f));
+    let export = export_methods(&lit, module);
     quote! {
         const _: () = {
             #[automatically_derived]
-            impl #lit::LightningModule for #self_ty {
-                type TrainBatch = #train;
-                type ValBatch = #val;
-                type TestBatch = #test;
-                type PredictBatch = #predict;
-                type Prediction = #prediction;
+            impl #impl_generics #lit::LightningModule for #self_ty #where_clause {
+                #(#batch_types)*
+                #prediction
 
                 const HOOKS: #lit::Hooks = #lit::Hooks { #(#flags),* };
                 const TRUNCATED_BPTT_STEPS: ::core::option::Option<usize> = #tbptt;
@@ -393,68 +434,122 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl) -> TokenStream {
     }
 }
 
-/// `to_torchscript`, `to_onnx` and their `_with` forms, tracing the module's `forward`.
-fn export_methods(lit: &TokenStream, self_ty: &Type, forward: &crate::ast::ForwardFn) -> TokenStream {
-    let ident = &forward.ident;
-    let flag = forward.train_flag.then(|| quote!(, false));
-    let tch = quote!(#lit::__private::tch);
-    let closure = quote! {
-        |__lit_inputs: &[#tch::Tensor]| {
-            #lit::__private::IntoTraceOutputs::into_trace_outputs(<#self_ty>::#ident(self, &__lit_inputs[0] #flag))
-        }
-    };
-    quote! {
-        #[automatically_derived]
-        impl #self_ty {
-            /// Traces `forward` on the example input (`#[example_input]`) into TorchScript, as
-            /// Lightning's `to_torchscript(method="trace")`. Save it with `.save(path)`; PyTorch
-            /// loads it with `torch.jit.load`.
-            pub fn to_torchscript(&self) -> #lit::Result<#tch::CModule> {
-                #[allow(unused_imports)]
-                use #lit::__private::{ViaExampleInput as _, ViaNoExampleInput as _};
-                let input = (&&#lit::__private::ExampleProbe(self)).example()?;
-                self.to_torchscript_with(&input)
-            }
-
-            /// Traces `forward` on `input` into TorchScript.
-            pub fn to_torchscript_with(&self, input: &#tch::Tensor) -> #lit::Result<#tch::CModule> {
-                let vs = #lit::__private::ModelParts::var_store(self);
-                #lit::export::to_torchscript(vs, &[input.to_device(vs.device())], #closure)
-            }
-
-            /// Traces `forward` on the example input and writes an ONNX model to `path`, as
-            /// Lightning's `to_onnx(file_path)`.
-            pub fn to_onnx(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> #lit::Result<()> {
-                #[allow(unused_imports)]
-                use #lit::__private::{ViaExampleInput as _, ViaNoExampleInput as _};
-                let input = (&&#lit::__private::ExampleProbe(self)).example()?;
-                self.to_onnx_with(path, &input)
-            }
-
-            /// Traces `forward` on `input` and writes an ONNX model to `path`.
-            pub fn to_onnx_with(
-                &self,
-                path: impl ::core::convert::AsRef<::std::path::Path>,
-                input: &#tch::Tensor,
-            ) -> #lit::Result<()> {
-                let vs = #lit::__private::ModelParts::var_store(self);
-                #lit::export::to_onnx(vs, &[input.to_device(vs.device())], #closure, path.as_ref())
-            }
-        }
+/// `to_torchscript`, `to_onnx` and their `_with` forms, tracing the module's `forward`; where
+/// no `forward` can be traced, the same methods exist with a bound that makes calling them a
+/// compile error naming the `forward` they need.
+fn export_methods(lit: &TokenStream, module: &ModuleImpl) -> TokenStream {
+    const NAMES: [&str; 4] = ["to_torchscript", "to_torchscript_with", "to_onnx", "to_onnx_with"];
+    if module.methods.iter().any(|m| NAMES.contains(&m.as_str())) {
+        return quote!();
     }
+    let self_ty = &module.item.self_ty;
+    let (impl_generics, _, where_clause) = module.item.generics.split_for_impl();
+    let tch = quote!(#lit::__private::tch);
+    let traced = module.forward.as_ref().map(|forward| {
+        let ident = &forward.ident;
+        let cfgs = cfg_attrs(&forward.cfgs);
+        let flag = forward.train_flag.then(|| quote!(, false));
+        let input = match forward.input {
+            Input::Ref => quote!(&__lit_inputs[0]),
+            Input::Value => quote!(__lit_inputs[0].shallow_clone()),
+        };
+        let closure = quote! {
+            |__lit_inputs: &[#tch::Tensor]| {
+                #lit::__private::IntoTraceOutputs::into_trace_outputs(<#self_ty>::#ident(self, #input #flag))
+            }
+        };
+        quote! {
+            #cfgs
+            #[automatically_derived]
+            impl #impl_generics #self_ty #where_clause {
+                /// Traces `forward` on the example input (`#[example_input]`) into TorchScript, as
+                /// Lightning's `to_torchscript(method="trace")`. Save it with `.save(path)`; PyTorch
+                /// loads it with `torch.jit.load`.
+                pub fn to_torchscript(&self) -> #lit::Result<#tch::CModule> {
+                    #[allow(unused_imports)]
+                    use #lit::__private::{ViaExampleInput as _, ViaNoExampleInput as _};
+                    let input = (&&#lit::__private::ExampleProbe(self)).example()?;
+                    self.to_torchscript_with(&input)
+                }
+
+                /// Traces `forward` on `input` into TorchScript.
+                pub fn to_torchscript_with(&self, input: &#tch::Tensor) -> #lit::Result<#tch::CModule> {
+                    let vs = #lit::__private::ModelParts::var_store(self);
+                    #lit::export::to_torchscript(vs, &[input.to_device(vs.device())], #closure)
+                }
+
+                /// Traces `forward` on the example input and writes an ONNX model to `path`, as
+                /// Lightning's `to_onnx(file_path)`.
+                pub fn to_onnx(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> #lit::Result<()> {
+                    #[allow(unused_imports)]
+                    use #lit::__private::{ViaExampleInput as _, ViaNoExampleInput as _};
+                    let input = (&&#lit::__private::ExampleProbe(self)).example()?;
+                    self.to_onnx_with(path, &input)
+                }
+
+                /// Traces `forward` on `input` and writes an ONNX model to `path`.
+                pub fn to_onnx_with(
+                    &self,
+                    path: impl ::core::convert::AsRef<::std::path::Path>,
+                    input: &#tch::Tensor,
+                ) -> #lit::Result<()> {
+                    let vs = #lit::__private::ModelParts::var_store(self);
+                    #lit::export::to_onnx(vs, &[input.to_device(vs.device())], #closure, path.as_ref())
+                }
+            }
+        }
+    });
+    let untraceable_cfg = match &module.forward {
+        None => Some(quote!()),
+        Some(forward) => absent([&forward.cfgs[..]]),
+    };
+    let untraceable = untraceable_cfg.map(|cfg| {
+        // `for<'a> &'a Self: …` is checked where a method is called, not where it is defined.
+        let bound = quote!(where for<'__lit> &'__lit Self: #lit::__private::TraceableForward);
+        quote! {
+            #cfg
+            #[automatically_derived]
+            impl #impl_generics #self_ty #where_clause {
+                /// Needs `fn forward(&self, x: &Tensor) -> Tensor` (see `TraceableForward`).
+                pub fn to_torchscript(&self) -> #lit::Result<#tch::CModule> #bound {
+                    ::core::unreachable!()
+                }
+                /// Needs `fn forward(&self, x: &Tensor) -> Tensor` (see `TraceableForward`).
+                pub fn to_torchscript_with(&self, _input: &#tch::Tensor) -> #lit::Result<#tch::CModule> #bound {
+                    ::core::unreachable!()
+                }
+                /// Needs `fn forward(&self, x: &Tensor) -> Tensor` (see `TraceableForward`).
+                pub fn to_onnx(&self, _path: impl ::core::convert::AsRef<::std::path::Path>) -> #lit::Result<()> #bound {
+                    ::core::unreachable!()
+                }
+                /// Needs `fn forward(&self, x: &Tensor) -> Tensor` (see `TraceableForward`).
+                pub fn to_onnx_with(
+                    &self,
+                    _path: impl ::core::convert::AsRef<::std::path::Path>,
+                    _input: &#tch::Tensor,
+                ) -> #lit::Result<()> #bound {
+                    ::core::unreachable!()
+                }
+            }
+        }
+    });
+    quote!(#traced #untraceable)
 }
 
-/// The table's method for one user hook: the full signature, calling the user's method with
-/// the parameters it declared and converting what it returns.
+/// The table's method for one user hook definition: the full signature, calling the user's
+/// method with the parameters it declared and converting what it returns. It carries the
+/// method's cfgs, so that it exists exactly when the user's method does and can never resolve
+/// to itself.
 fn hook_method(lit: &TokenStream, self_ty: &Type, h: &HookFn) -> TokenStream {
     let hook = h.hook;
     let name = &h.ident;
+    let cfgs = cfg_attrs(&h.cfgs);
     let names: Vec<Ident> = hook.params.iter().map(|p| format_ident!("_{}", p.name)).collect();
-    let types = hook.params.iter().map(|p| parse_type(p.ty, lit));
+    let types = hook.params.iter().map(|p| p.ty.tokens(lit));
     let params = names.iter().zip(types).map(|(n, t)| quote!(#n: #t));
     let generics = hook.generic.then(|| quote!(<B: #lit::data::Batch>));
     let receiver = if hook.shared { quote!(&self) } else { quote!(&mut self) };
-    let cx = names.iter().zip(hook.params).find(|(_, p)| p.name == "cx").map(|(n, _)| n);
+    let cx = names.iter().zip(hook.params).find(|(_, p)| p.ty == Ty::Ctx).map(|(n, _)| n);
     let mut prelude = quote!();
     let args = h.args.iter().map(|a| match a.role {
         Role::Table(k) => {
@@ -482,41 +577,33 @@ fn hook_method(lit: &TokenStream, self_ty: &Type, h: &HookFn) -> TokenStream {
     arguments.set_span(span);
     let call = quote!(#callee #arguments);
     let lit_r = respan(lit, span);
-    let (ret, body) = match hook.ret {
-        Ret::TrainStep => (
-            quote!(#lit::Result<::core::option::Option<#lit::StepOutput>>),
-            quote_spanned!(span=> #lit_r::__private::IntoTrainStep::into_train_step(#call)),
-        ),
-        Ret::EvalStep => (
-            quote!(#lit::Result<::core::option::Option<#lit::StepOutput>>),
-            quote_spanned!(span=> #lit_r::__private::IntoEvalStep::into_eval_step(#call)),
-        ),
-        Ret::Predict => (
-            quote!(#lit::Result<Self::Prediction>),
-            quote_spanned!(span=> #lit_r::__private::IntoHookResult::<Self::Prediction>::into_hook_result(#call)),
-        ),
+    let convert = match hook.ret {
+        Ret::TrainStep => quote!(IntoTrainStep::into_train_step),
+        Ret::EvalStep => quote!(IntoEvalStep::into_eval_step),
+        Ret::Predict => quote!(IntoHookResult::<Self::Prediction>::into_hook_result),
         Ret::Value(ty) => {
-            let ty = parse_type(ty, lit);
-            (
-                quote!(#lit::Result<#ty>),
-                quote_spanned!(span=> #lit_r::__private::IntoHookResult::<#ty>::into_hook_result(#call)),
-            )
+            let ty = ty.tokens(lit);
+            quote!(IntoHookResult::<#ty>::into_hook_result)
         }
-        Ret::Exact(ty) => (parse_type(ty, lit), call),
-        Ret::TrainLoader => (
-            quote!(#lit::Result<::core::option::Option<::std::boxed::Box<dyn #lit::data::Loader<Batch = Self::TrainBatch>>>>),
-            quote_spanned!(span=> #lit_r::__private::IntoTrainLoader::<Self::TrainBatch>::into_train_loader(#call)),
-        ),
-        Ret::EvalLoaders(batch) => {
-            let batch = parse_type(batch, lit);
-            (
-                quote!(#lit::Result<#lit::Loaders<#batch>>),
-                quote_spanned!(span=> #lit_r::__private::IntoEvalLoaders::<#batch>::into_eval_loaders(#call)),
-            )
+        Ret::Optimizers => quote!(IntoOptimizers::into_optimizers),
+        Ret::Exact(_) => quote!(),
+        Ret::TrainLoader => quote!(IntoTrainLoader::<Self::TrainBatch>::into_train_loader),
+        Ret::EvalLoaders(stage) => {
+            let batch = Ty::Batch(stage).tokens(lit);
+            quote!(IntoEvalLoaders::<#batch>::into_eval_loaders)
         }
     };
+    let ret = hook.ret.table_type(lit);
+    let body = if convert.is_empty() {
+        call
+    } else {
+        let convert = respan(&convert, span);
+        quote_spanned!(span=> #lit_r::__private::#convert(#call))
+    };
     quote! {
+        #cfgs
         #[allow(clippy::needless_question_mark, clippy::unit_arg)]
+        #[deny(unconditional_recursion)]
         fn #name #generics(#receiver, #(#params),*) -> #ret {
             #prelude
             #body
@@ -565,7 +652,8 @@ fn hparams_struct(args: TokenStream, mut item: syn::ItemStruct) -> TokenStream {
                     _ => Err(darling::Error::custom("write `#[hparams(default = value)]`").with_span(&attr)),
                 };
                 match parsed {
-                    Ok(FieldOptions { default: Some(expr) }) => {
+                    Ok(FieldOptions { default: Some(default) }) => {
+                        let expr = default.to_code();
                         let f = format_ident!("__lit_hparams_default_{}_{}", ident, field_ident);
                         let f_name = f.to_string();
                         let ty = &field.ty;
@@ -598,8 +686,8 @@ fn hparams_struct(args: TokenStream, mut item: syn::ItemStruct) -> TokenStream {
         }
         _ => errors.push(&item.ident, "`#[hparams]` needs a struct with named fields"),
     }
+    let errors = errors.into_compile_errors();
     if !errors.is_empty() {
-        let errors = errors.to_compile_errors();
         return quote!(#item #errors);
     }
     let default_fns = defaults.iter().map(|(_, _, f)| f);

@@ -1,5 +1,7 @@
 //! Errors: one [`Error`] for the whole crate, with a variant per area.
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::path::PathBuf;
 
 /// A `Result` whose error is [`Error`].
@@ -7,19 +9,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every error lit returns. Each message names the thing (file, hook, key) and what is wrong.
 ///
+/// Any `std::error::Error + Send + Sync + 'static` converts into it (so `?` works on a user's
+/// own errors in hooks that return `lit::Result`), keeping the error and its source chain
+/// ([`Error::chain`], [`Error::downcast_ref`]). For that, and like `anyhow::Error`, it does not
+/// implement `std::error::Error` itself; it converts into `Box<dyn std::error::Error + Send +
+/// Sync>` (so `?` works in a `main` returning that), whose `source()` chain is the same.
+///
 /// Its `Debug` form is its message too, so that `fn main() -> lit::Result<()>` prints
 /// `Error: command line: ...` rather than the variant's fields.
-#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading or loading data failed.
-    #[error(transparent)]
-    Data(#[from] DataError),
+    Data(DataError),
     /// The Trainer's configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// A hook of the module or of a callback failed.
-    #[error("`{hook}` failed: {message}")]
     Hook {
         /// The hook that failed, e.g. `training_step`.
         hook: &'static str,
@@ -27,10 +31,8 @@ pub enum Error {
         message: String,
     },
     /// A libtorch operation failed.
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -38,7 +40,6 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A checkpoint cannot be written or read, or does not fit the module.
-    #[error("checkpoint {}: {problem}", path.display())]
     Checkpoint {
         /// The checkpoint file.
         path: PathBuf,
@@ -46,13 +47,11 @@ pub enum Error {
         problem: String,
     },
     /// Training was interrupted (Ctrl-C); the run's state was saved to `checkpoint`.
-    #[error("training interrupted; resume from {}", checkpoint.as_ref().map_or_else(|| "nothing (no checkpoint could be written)".to_string(), |p| p.display().to_string()))]
     Interrupted {
         /// The resumable checkpoint written on the way out.
         checkpoint: Option<PathBuf>,
     },
     /// A loss was NaN or infinite (with `nonfinite_loss(NonFinitePolicy::Error)`).
-    #[error("the loss of batch {batch_idx} in epoch {epoch} is {value}")]
     NonFiniteLoss {
         /// The epoch.
         epoch: usize,
@@ -62,7 +61,6 @@ pub enum Error {
         value: f64,
     },
     /// A torch.distributed operation failed (another process died, a timeout, a bad address).
-    #[error("distributed `{operation}` failed: {message}")]
     Distributed {
         /// The operation, e.g. `all_reduce`.
         operation: &'static str,
@@ -71,7 +69,6 @@ pub enum Error {
     },
     /// Exporting the model (TorchScript, ONNX) failed, e.g. on an operator ONNX export does
     /// not support.
-    #[error("{format} export: {message}")]
     Export {
         /// "TorchScript" or "ONNX".
         format: &'static str,
@@ -80,35 +77,140 @@ pub enum Error {
     },
     /// The command line (`lit::cli`) could not be understood: a configuration file, an unknown key,
     /// a value of the wrong type.
-    #[error("command line: {message}")]
     Cli {
         /// What is wrong, naming the file or key.
         message: String,
     },
     /// Anything a user's hook reports with `?` on their own error types.
-    #[error(transparent)]
-    User(Box<dyn std::error::Error + Send + Sync + 'static>),
+    User(Box<dyn StdError + Send + Sync + 'static>),
 }
 
-impl std::fmt::Debug for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Data(e) => e.fmt(f),
+            Error::Config(e) => e.fmt(f),
+            Error::Hook { hook, message } => write!(f, "`{hook}` failed: {message}"),
+            Error::Torch(e) => write!(f, "libtorch: {e}"),
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Checkpoint { path, problem } => write!(f, "checkpoint {}: {problem}", path.display()),
+            Error::Interrupted { checkpoint: Some(p) } => {
+                write!(f, "training interrupted; resume from {}", p.display())
+            }
+            Error::Interrupted { checkpoint: None } => {
+                f.write_str("training interrupted; resume from nothing (no checkpoint could be written)")
+            }
+            Error::NonFiniteLoss { epoch, batch_idx, value } => {
+                write!(f, "the loss of batch {batch_idx} in epoch {epoch} is {value}")
+            }
+            Error::Distributed { operation, message } => write!(f, "distributed `{operation}` failed: {message}"),
+            Error::Export { format, message } => write!(f, "{format} export: {message}"),
+            Error::Cli { message } => write!(f, "command line: {message}"),
+            Error::User(e) => e.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Every variant's message already includes what its source says.
-        std::fmt::Display::fmt(self, f)
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Any error converts: lit's own (`DataError`, `ConfigError`, `tch::TchError`) into their
+/// variants, every other into [`Error::User`], kept whole with its source chain.
+impl<E: StdError + Send + Sync + 'static> From<E> for Error {
+    fn from(error: E) -> Self {
+        let boxed: Box<dyn StdError + Send + Sync + 'static> = Box::new(error);
+        let boxed = match boxed.downcast::<DataError>() {
+            Ok(e) => return Error::Data(*e),
+            Err(other) => other,
+        };
+        let boxed = match boxed.downcast::<ConfigError>() {
+            Ok(e) => return Error::Config(*e),
+            Err(other) => other,
+        };
+        match boxed.downcast::<tch::TchError>() {
+            Ok(e) => Error::Torch(*e),
+            Err(other) => Error::User(other),
+        }
+    }
+}
+
+/// The same error as a `std::error::Error`, for code that boxes errors.
+struct StdAdapter(Error);
+
+impl fmt::Debug for StdAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for StdAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl StdError for StdAdapter {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<Error> for Box<dyn StdError + Send + Sync + 'static> {
+    fn from(error: Error) -> Self {
+        Box::new(StdAdapter(error))
+    }
+}
+
+impl From<Error> for Box<dyn StdError + 'static> {
+    fn from(error: Error) -> Self {
+        Box::new(StdAdapter(error))
     }
 }
 
 impl Error {
     /// An error raised by user code, from any message.
-    pub fn msg(message: impl std::fmt::Display) -> Self {
+    pub fn msg(message: impl fmt::Display) -> Self {
         Error::User(message.to_string().into())
     }
 
-    pub(crate) fn hook(hook: &'static str, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn hook(hook: &'static str, message: impl fmt::Display) -> Self {
         Error::Hook { hook, message: message.to_string() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// The lower-level error this one comes from, as `std::error::Error::source` would say it.
+    /// A user's error (converted by `?`) and lit's data and configuration errors are shown as
+    /// they are, so their source is their own; libtorch's and I/O errors are the source of
+    /// lit's message about them.
+    pub fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Data(e) => e.source(),
+            Error::Config(e) => e.source(),
+            Error::User(e) => e.source(),
+            Error::Torch(e) => Some(e),
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The sources of this error, from [`Error::source`] down (empty when it has none).
+    pub fn chain(&self) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+        std::iter::successors(self.source(), |&e| e.source())
+    }
+
+    /// The user's error of type `E` that `?` converted into this one, if it is one.
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::User(e) => e.downcast_ref::<E>(),
+            _ => None,
+        }
     }
 }
 

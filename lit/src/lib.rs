@@ -47,8 +47,14 @@ pub use lit_macros::{hparams, lightning_module};
 
 /// A module's hyper-parameters: what `#[hparams]` derives. They go into every checkpoint and
 /// reach the loggers (Lightning's `save_hyperparameters`, done for you).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a hyper-parameter set",
+    label = "the `#[hparams]` field's type must be a hyper-parameter set",
+    note = "add `#[hparams]` to the definition of `{Self}` (it derives `Clone`, `Debug`, `Serialize`, `Deserialize` and `lit::Hparams`)"
+)]
 pub trait Hparams: serde::Serialize + serde::de::DeserializeOwned + Clone + std::fmt::Debug {}
 
+#[diagnostic::do_not_recommend]
 impl Hparams for () {}
 
 /// tch, re-exported so that user code and lit agree on one version.

@@ -6,6 +6,7 @@ use tch::{Tensor, nn};
 use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
 use crate::module::StepOutput;
+use crate::optim::Optimizers;
 
 pub use serde;
 pub use serde_json;
@@ -19,7 +20,7 @@ pub use tch;
 )]
 pub trait ModelParts {
     /// The `#[hparams]` field's type, or `()`.
-    type Hparams: serde::Serialize + serde::de::DeserializeOwned;
+    type Hparams: crate::Hparams;
     /// The `VarStore` field.
     fn var_store(&self) -> &nn::VarStore;
     /// The `VarStore` field, mutably.
@@ -46,7 +47,7 @@ pub fn hparams_json<M: ModelParts>(m: &M) -> Option<serde_json::Value> {
 /// What a `training_step` may return.
 #[diagnostic::on_unimplemented(
     message = "`training_step` cannot return `{Self}`",
-    label = "return a `Tensor` (the loss), a `StepOutput`, `Option<_>` of those (None skips the batch), `()`, or `lit::Result<_>` of any of them"
+    label = "return a `Tensor` (the loss), a `StepOutput`, `Option<_>` of those (None skips the batch), `()`, or `Result<_, E>` of any of them (`lit::Result`, or an error type implementing `std::error::Error + Send + Sync + 'static`)"
 )]
 pub trait IntoTrainStep {
     /// The table's form.
@@ -74,9 +75,11 @@ impl<T: IntoTrainStep> IntoTrainStep for Option<T> {
         self.map_or(Ok(None), T::into_train_step)
     }
 }
-impl<T: IntoTrainStep> IntoTrainStep for Result<T> {
+// Not named in errors: the traits' messages say which `Result`s fit.
+#[diagnostic::do_not_recommend]
+impl<T: IntoTrainStep, E: Into<Error>> IntoTrainStep for Result<T, E> {
     fn into_train_step(self) -> Result<Option<StepOutput>> {
-        self.and_then(T::into_train_step)
+        self.map_err(Into::into).and_then(T::into_train_step)
     }
 }
 /// `(loss, hiddens)`, for truncated back-propagation through time.
@@ -91,7 +94,7 @@ impl<H: Hiddens> IntoTrainStep for (Tensor, H) {
 /// What a `validation_step` or `test_step` may return.
 #[diagnostic::on_unimplemented(
     message = "an evaluation step cannot return `{Self}`",
-    label = "return `()`, a `Tensor`, a `StepOutput`, `Option<_>` of those, or `lit::Result<_>` of any of them"
+    label = "return `()`, a `Tensor`, a `StepOutput`, `Option<_>` of those, or `Result<_, E>` of any of them (`lit::Result`, or an error type implementing `std::error::Error + Send + Sync + 'static`)"
 )]
 pub trait IntoEvalStep {
     /// The table's form.
@@ -118,16 +121,19 @@ impl<T: IntoEvalStep> IntoEvalStep for Option<T> {
         self.map_or(Ok(None), T::into_eval_step)
     }
 }
-impl<T: IntoEvalStep> IntoEvalStep for Result<T> {
+// Not named in errors: the traits' messages say which `Result`s fit.
+#[diagnostic::do_not_recommend]
+impl<T: IntoEvalStep, E: Into<Error>> IntoEvalStep for Result<T, E> {
     fn into_eval_step(self) -> Result<Option<StepOutput>> {
-        self.and_then(T::into_eval_step)
+        self.map_err(Into::into).and_then(T::into_eval_step)
     }
 }
 
-/// A hook's return value as the table wants it: `T` itself or `lit::Result<T>`.
+/// A hook's return value as the table wants it: `T` itself or `Result<T, E>` with an error that
+/// converts into [`Error`] (any `std::error::Error + Send + Sync + 'static`).
 #[diagnostic::on_unimplemented(
     message = "this hook cannot return `{Self}`",
-    label = "return `{T}` or `lit::Result<{T}>`"
+    label = "return `{T}` or `Result<{T}, E>` (`lit::Result<{T}>`, or any error type implementing `std::error::Error + Send + Sync + 'static`)"
 )]
 pub trait IntoHookResult<T> {
     /// The table's form.
@@ -139,11 +145,47 @@ impl<T> IntoHookResult<T> for T {
         Ok(self)
     }
 }
-impl<T> IntoHookResult<T> for Result<T> {
+// Not named in errors: the traits' messages say which `Result`s fit.
+#[diagnostic::do_not_recommend]
+impl<T, E: Into<Error>> IntoHookResult<T> for Result<T, E> {
     fn into_hook_result(self) -> Result<T> {
-        self
+        self.map_err(Into::into)
     }
 }
+
+/// What `configure_optimizers` may return: anything `Into<Optimizers>` (an optimizer such as
+/// `Adam::new(1e-3)`, or `Optimizers`), or `Result` of it.
+#[diagnostic::on_unimplemented(
+    message = "`configure_optimizers` cannot return `{Self}`",
+    label = "return an optimizer (e.g. `Adam::new(1e-3)`), `Optimizers`, or `Result<_, E>` of them"
+)]
+pub trait IntoOptimizers {
+    /// The table's form.
+    fn into_optimizers(self) -> Result<Optimizers>;
+}
+
+impl<T: Into<Optimizers>> IntoOptimizers for T {
+    fn into_optimizers(self) -> Result<Optimizers> {
+        Ok(self.into())
+    }
+}
+// Not named in errors: the traits' messages say which `Result`s fit.
+#[diagnostic::do_not_recommend]
+impl<T: Into<Optimizers>, E: Into<Error>> IntoOptimizers for Result<T, E> {
+    fn into_optimizers(self) -> Result<Optimizers> {
+        self.map(Into::into).map_err(Into::into)
+    }
+}
+
+/// The `forward` that `to_torchscript` and `to_onnx` trace. Nothing implements it: the macro
+/// generates the export methods with this bound when `forward` cannot be traced, so that calling
+/// them is an error that says what to write.
+#[diagnostic::on_unimplemented(
+    message = "`to_torchscript` and `to_onnx` trace `forward`, and this module has no `forward` they can call",
+    label = "needs a method `fn forward(&self, x: &Tensor) -> Tensor` (or `x: Tensor`, or `forward(&self, x: &Tensor, train: bool)`) in the `#[lightning_module]` impl block",
+    note = "`forward` may also return a tuple or `Vec` of tensors; for other signatures call `lit::export::to_torchscript` / `lit::export::to_onnx` with a closure"
+)]
+pub trait TraceableForward {}
 
 /// What `train_dataloader` may return: a loader, `Option`/`Result` of one.
 #[diagnostic::on_unimplemented(
@@ -165,9 +207,11 @@ impl<B: Batch, L: Loader<Batch = B> + 'static> IntoTrainLoader<B> for Option<L> 
         Ok(self.map(|l| Box::new(l) as Box<dyn Loader<Batch = B>>))
     }
 }
-impl<B, T: IntoTrainLoader<B>> IntoTrainLoader<B> for Result<T> {
+// Not named in errors: the traits' messages say which `Result`s fit.
+#[diagnostic::do_not_recommend]
+impl<B, T: IntoTrainLoader<B>, E: Into<Error>> IntoTrainLoader<B> for Result<T, E> {
     fn into_train_loader(self) -> Result<Option<Box<dyn Loader<Batch = B>>>> {
-        self.and_then(T::into_train_loader)
+        self.map_err(Into::into).and_then(T::into_train_loader)
     }
 }
 
@@ -192,9 +236,11 @@ impl<B: Batch, L: Loader<Batch = B> + 'static> IntoEvalLoaders<B> for Vec<L> {
         Ok(self.into_iter().map(|l| Box::new(l) as Box<dyn Loader<Batch = B>>).collect())
     }
 }
-impl<B, T: IntoEvalLoaders<B>> IntoEvalLoaders<B> for Result<T> {
+// Not named in errors: the traits' messages say which `Result`s fit.
+#[diagnostic::do_not_recommend]
+impl<B, T: IntoEvalLoaders<B>, E: Into<Error>> IntoEvalLoaders<B> for Result<T, E> {
     fn into_eval_loaders(self) -> Result<crate::Loaders<B>> {
-        self.and_then(T::into_eval_loaders)
+        self.map_err(Into::into).and_then(T::into_eval_loaders)
     }
 }
 

@@ -45,20 +45,33 @@ pub(super) trait EvalStage<M: LightningModule> {
     fn outputs_end(m: &mut M, outputs: Vec<Vec<StepOutput>>, cx: &mut Ctx) -> Result<()>;
 }
 
-/// Generates an [`EvalStage`] from the names of its hooks.
+/// Generates an [`EvalStage`] from its hooks, each named by its role, so that two hooks of the
+/// same signature cannot be swapped unnoticed. The `Hooks` flags are named after their hooks.
 macro_rules! eval_stage {
-    ($ty:ident, $batch:ident, $has_step:ident, $has_end:ident, $limit:ident,
-     $eval:ident, $train:ident, $start:ident, $end:ident, $epoch_start:ident, $epoch_end:ident,
-     $batch_start:ident, $step:ident, $step_end:ident, $batch_end:ident, $outputs_end:ident) => {
+    ($ty:ident {
+        batch: $batch:ident,
+        limit: $limit:ident,
+        model_eval: $eval:ident,
+        model_train: $train:ident,
+        start: $start:ident,
+        end: $end:ident,
+        epoch_start: $epoch_start:ident,
+        epoch_end: $epoch_end:ident,
+        batch_start: $batch_start:ident,
+        step: $step:ident,
+        step_end: $step_end:ident,
+        batch_end: $batch_end:ident,
+        outputs_end: $outputs_end:ident $(,)?
+    }) => {
         pub(super) struct $ty;
         impl<M: LightningModule> EvalStage<M> for $ty {
             type Batch = M::$batch;
             const STEP: &'static str = stringify!($step);
             fn has_step() -> bool {
-                M::HOOKS.$has_step
+                M::HOOKS.$step
             }
             fn has_epoch_end() -> bool {
-                M::HOOKS.$has_end
+                M::HOOKS.$outputs_end
             }
             fn limit(config: &super::TrainerConfig) -> (Limit, &'static str) {
                 (config.$limit, stringify!($limit))
@@ -139,42 +152,36 @@ macro_rules! eval_stage {
     };
 }
 
-eval_stage!(
-    Validation,
-    ValBatch,
-    validation_step,
-    validation_epoch_end,
-    limit_val_batches,
-    on_validation_model_eval,
-    on_validation_model_train,
-    on_validation_start,
-    on_validation_end,
-    on_validation_epoch_start,
-    on_validation_epoch_end,
-    on_validation_batch_start,
-    validation_step,
-    validation_step_end,
-    on_validation_batch_end,
-    validation_epoch_end
-);
-eval_stage!(
-    Test,
-    TestBatch,
-    test_step,
-    test_epoch_end,
-    limit_test_batches,
-    on_test_model_eval,
-    on_test_model_train,
-    on_test_start,
-    on_test_end,
-    on_test_epoch_start,
-    on_test_epoch_end,
-    on_test_batch_start,
-    test_step,
-    test_step_end,
-    on_test_batch_end,
-    test_epoch_end
-);
+eval_stage!(Validation {
+    batch: ValBatch,
+    limit: limit_val_batches,
+    model_eval: on_validation_model_eval,
+    model_train: on_validation_model_train,
+    start: on_validation_start,
+    end: on_validation_end,
+    epoch_start: on_validation_epoch_start,
+    epoch_end: on_validation_epoch_end,
+    batch_start: on_validation_batch_start,
+    step: validation_step,
+    step_end: validation_step_end,
+    batch_end: on_validation_batch_end,
+    outputs_end: validation_epoch_end,
+});
+eval_stage!(Test {
+    batch: TestBatch,
+    limit: limit_test_batches,
+    model_eval: on_test_model_eval,
+    model_train: on_test_model_train,
+    start: on_test_start,
+    end: on_test_end,
+    epoch_start: on_test_epoch_start,
+    epoch_end: on_test_epoch_end,
+    batch_start: on_test_batch_start,
+    step: test_step,
+    step_end: test_step_end,
+    batch_end: on_test_batch_end,
+    outputs_end: test_epoch_end,
+});
 
 impl<M: LightningModule> Run<'_, M> {
     /// A full evaluation loop (validate or test).

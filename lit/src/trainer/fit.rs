@@ -40,10 +40,9 @@ impl<M: LightningModule> Run<'_, M> {
         let (optimizers, frequencies, schedulers) =
             self.model.configure_optimizers(self.cx)?.build(self.model.var_store())?;
         if optimizers.is_empty() && M::AUTOMATIC_OPTIMIZATION {
-            let message =
-                "`configure_optimizers` returned no optimizer: training runs `training_step` but updates nothing";
-            tracing::warn!(target: "lit", "{message}");
-            self.cx.progress.println(&format!("warning: {message}"));
+            self.warn(
+                "`configure_optimizers` returned no optimizer: training runs `training_step` but updates nothing",
+            );
         }
         if let Some(pg) = &self.cx.process_group {
             // Every process starts from rank 0's weights.
@@ -249,6 +248,7 @@ impl<M: LightningModule> Run<'_, M> {
         let mut outputs = Vec::new();
         self.cx.running = RunningStage::Training;
         hook!(self, on_train_epoch_start());
+        let steps_before = self.cx.global_step;
         self.cx.progress.start(format!("Epoch {epoch}"), Some(limit).filter(|&n| n != usize::MAX));
         let log_every = self.config.log_every_n_steps;
 
@@ -295,6 +295,13 @@ impl<M: LightningModule> Run<'_, M> {
             }
         }
         drop(batches);
+        if !M::AUTOMATIC_OPTIMIZATION && batch_idx > start && self.cx.global_step == steps_before {
+            self.warn(&format!(
+                "manual optimization: epoch {epoch} ran {} batches and no optimizer stepped, so nothing was trained; \
+                 in `training_step` call `cx.manual_backward(&loss)?` and then `cx.optimizer(0)?.step()?`",
+                batch_idx - start
+            ));
+        }
 
         // The epoch's reductions are visible to the epoch-end hooks (a checkpoint callback may
         // monitor them); what those hooks log is reduced after them. The epoch schedulers step
@@ -321,6 +328,13 @@ impl<M: LightningModule> Run<'_, M> {
             tracing::info!(target: "lit", epoch, global_step = self.cx.global_step, metrics = ?self.cx.progress_bar_or_callback(), "training epoch done");
         }
         Ok(())
+    }
+
+    /// A warning the user sees without a `tracing` subscriber: on the console (through the
+    /// progress bar, unless the Trainer is silent) and as a `tracing` event.
+    fn warn(&self, message: &str) {
+        tracing::warn!(target: "lit", "{message}");
+        self.cx.progress.println(&format!("warning: {message}"));
     }
 
     /// One training batch; returns its output.

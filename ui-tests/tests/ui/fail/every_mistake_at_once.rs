@@ -18,4 +18,9 @@ impl Model {
     fn on_validation_epoch_ned(&mut self) {}
 }
 
-fn main() {}
+fn main() {
+    // No follow-on errors where the module is used.
+    let mut model = Model { vs: nn::VarStore::new(Device::Cpu) };
+    let data = || lit::data::Batches::new(vec![Tensor::ones([2], (Kind::Float, Device::Cpu))]);
+    Trainer::builder().build().unwrap().fit(&mut model, data(), data()).unwrap();
+}
