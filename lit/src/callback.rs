@@ -3,13 +3,45 @@
 
 use std::any::Any;
 
+use tch::Tensor;
+
 use crate::ctx::{Ctx, Stage};
 use crate::error::{Error, Result};
 use crate::module::StepOutput;
 
+/// One batch's prediction, as callbacks see it (see [`Callback::on_prediction`]).
+pub struct Predicted<'a> {
+    /// The prediction's tensors by name: `predictions` for a single tensor, `predictions_0`,
+    /// `predictions_1`, … for tuples and `Vec`s, the keys of a map.
+    pub tensors: &'a [(String, Tensor)],
+    /// The positions of the batch's samples in its loader's order.
+    pub batch_indices: &'a [i64],
+    /// The batch's index in its loader.
+    pub batch_idx: usize,
+    /// The loader's index.
+    pub dataloader_idx: usize,
+}
+
+/// Where a callback runs among the others in each hook (Lightning's ordering: checkpoint
+/// callbacks after every other, so that they see what the others did in the same hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[non_exhaustive]
+pub enum CallbackOrder {
+    /// In the order given (the Trainer's, then the module's `configure_callbacks`).
+    #[default]
+    Normal,
+    /// A checkpoint callback: after every other one. `fast_dev_run` and `barebones` run without
+    /// them, and `enable_checkpointing` adds the default `ModelCheckpoint` only when none is given.
+    Checkpoint,
+}
+
 /// A callback, as Lightning's `Callback`. Hooks run before the module's hook of the same name.
 #[allow(unused_variables)]
 pub trait Callback: Any {
+    /// Where it runs among the other callbacks; [`CallbackOrder::Normal`] by default.
+    fn order(&self) -> CallbackOrder {
+        CallbackOrder::Normal
+    }
     /// A name for messages; the type name by default.
     fn name(&self) -> &str {
         std::any::type_name::<Self>()
@@ -149,7 +181,7 @@ pub trait Callback: Any {
     }
     /// A prediction batch's output, before `on_predict_batch_end`, when the module's
     /// `Prediction` type holds tensors ([`PredictionTensors`](crate::callbacks::PredictionTensors)).
-    fn on_prediction(&mut self, prediction: &crate::callbacks::Predicted<'_>, cx: &mut Ctx) -> Result<()> {
+    fn on_prediction(&mut self, prediction: &Predicted<'_>, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
     /// After back-propagation.
@@ -181,16 +213,11 @@ pub trait Callback: Any {
 }
 
 /// Merges the module's callbacks into the Trainer's, as Lightning does: a module callback
-/// replaces every Trainer callback of the same type.
+/// replaces every Trainer callback of the same type; then each keeps its place within its
+/// [`Callback::order`].
 pub(crate) fn merge(trainer: &mut Vec<Box<dyn Callback>>, module: Vec<Box<dyn Callback>>) {
     let types: Vec<_> = module.iter().map(|c| Any::type_id(&**c)).collect();
     trainer.retain(|c| !types.contains(&Any::type_id(&**c)));
     trainer.extend(module);
-    // Checkpointing runs last, so that it sees what every other callback did in the same hook
-    // (as Lightning orders them).
-    let checkpoint = std::any::TypeId::of::<crate::callbacks::ModelCheckpoint>();
-    let (mut others, checkpoints): (Vec<_>, Vec<_>) =
-        std::mem::take(trainer).into_iter().partition(|c| Any::type_id(&**c) != checkpoint);
-    others.extend(checkpoints);
-    *trainer = others;
+    trainer.sort_by_key(|c| c.order());
 }

@@ -364,21 +364,11 @@ fn merge(base: &mut Value, overlay: Value, prefix: &str) -> std::result::Result<
 
 /// The closest of `candidates` to `key`, if it is close.
 fn did_you_mean<'a>(key: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut prev = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let next = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-                prev = row[j + 1];
-                row[j + 1] = next;
-            }
-        }
-        row[b.len()]
-    }
-    candidates.map(|c| (distance(key, c), c)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, c)| c)
+    candidates
+        .map(|c| (strsim::levenshtein(key, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 /// Deserialises section `name` of the configuration, naming the key of a mismatched value.

@@ -8,11 +8,10 @@ mod prediction_writer;
 
 use std::time::{Duration, Instant};
 
+pub use crate::callback::{CallbackOrder, Predicted};
 pub use early_stopping::EarlyStopping;
 pub use model_checkpoint::ModelCheckpoint;
-pub use prediction_writer::{
-    Predicted, PredictionFormat, PredictionTensors, PredictionWriter, WriteInterval, read_predictions,
-};
+pub use prediction_writer::{PredictionFormat, PredictionTensors, PredictionWriter, WriteInterval, read_predictions};
 
 use crate::callback::Callback;
 use crate::ctx::Ctx;

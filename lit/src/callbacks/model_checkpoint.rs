@@ -246,6 +246,10 @@ impl ModelCheckpoint {
 }
 
 impl Callback for ModelCheckpoint {
+    fn order(&self) -> crate::callback::CallbackOrder {
+        crate::callback::CallbackOrder::Checkpoint
+    }
+
     fn on_train_start(&mut self, _cx: &mut Ctx) -> Result<()> {
         self.last_time = Some(Instant::now());
         Ok(())

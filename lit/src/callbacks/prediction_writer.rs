@@ -7,22 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use crate::callback::Callback;
+use crate::callback::{Callback, Predicted};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-
-/// One batch's prediction, as callbacks see it (see [`Callback::on_prediction`]).
-pub struct Predicted<'a> {
-    /// The prediction's tensors by name: `predictions` for a single tensor, `predictions_0`,
-    /// `predictions_1`, … for tuples and `Vec`s, the keys of a map.
-    pub tensors: &'a [(String, Tensor)],
-    /// The positions of the batch's samples in its loader's order.
-    pub batch_indices: &'a [i64],
-    /// The batch's index in its loader.
-    pub batch_idx: usize,
-    /// The loader's index.
-    pub dataloader_idx: usize,
-}
 
 /// A `predict_step` return value whose tensors a [`PredictionWriter`] can write.
 pub trait PredictionTensors {

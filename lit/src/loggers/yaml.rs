@@ -1,55 +1,63 @@
-//! A small YAML writer for hyper-parameters (`hparams.yaml`), from JSON values.
+//! `hparams.yaml`, written with `serde_norway`, in the form PyYAML reads back with each value's
+//! type.
 
 use serde_json::Value;
 
 /// `value` as a YAML document; an empty or absent object is `{}` as Lightning writes it.
+///
+/// YAML 1.1 (PyYAML's) reads a float only with a dot in the mantissa and a signed exponent, so
+/// `1e-10` and `1e20`, as ryu writes them, would come back as strings: they are written
+/// `1.0e-10` and `1.0e+20`, as PyYAML itself writes them. Strings that look like numbers are
+/// quoted by the serializer, so only numbers are changed.
 pub(crate) fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
-    match value {
-        Value::Object(map) if !map.is_empty() => write_map(map, 0, &mut out),
-        Value::Object(_) | Value::Null => out.push_str("{}\n"),
-        other => {
-            out.push_str(&scalar(other));
-            out.push('\n');
-        }
-    }
-    out
+    let value = match value {
+        Value::Null => &Value::Object(serde_json::Map::new()),
+        other => other,
+    };
+    let text = serde_norway::to_string(value).unwrap_or_else(|_| "{}\n".to_string());
+    text.lines().map(|line| format!("{}\n", pyyaml_float(line))).collect()
 }
 
-fn scalar(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => {
-            let plain = !s.is_empty()
-                && s.chars().all(|c| c.is_alphanumeric() || "_-./".contains(c))
-                && s.parse::<f64>().is_err()
-                && !["true", "false", "null", "yes", "no", "on", "off", "~"].contains(&s.to_lowercase().as_str());
-            if plain { s.clone() } else { serde_json::to_string(s).unwrap_or_default() }
-        }
-        Value::Array(a) if a.is_empty() => "[]".into(),
-        Value::Object(m) if m.is_empty() => "{}".into(),
-        _ => serde_json::to_string(value).unwrap_or_default(),
+/// The line with a plain float scalar (after `key: ` or `- `) in PyYAML's exponent form.
+fn pyyaml_float(line: &str) -> std::borrow::Cow<'_, str> {
+    let start = if let Some(i) = line.find(": ") {
+        i + 2
+    } else if let Some(rest) = line.trim_start().strip_prefix("- ") {
+        line.len() - rest.len()
+    } else {
+        0
+    };
+    let (head, scalar) = line.split_at(start);
+    let Some((mantissa, exponent)) = scalar.split_once('e') else { return line.into() };
+    let numeric = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let unsigned_mantissa = mantissa.strip_prefix('-').unwrap_or(mantissa);
+    let digits =
+        unsigned_mantissa.split_once('.').map_or(numeric(unsigned_mantissa), |(a, b)| numeric(a) && numeric(b));
+    let unsigned_exponent = exponent.strip_prefix(['-', '+']).unwrap_or(exponent);
+    if !digits || !numeric(unsigned_exponent) {
+        return line.into();
     }
+    let mantissa = if mantissa.contains('.') { mantissa.to_string() } else { format!("{mantissa}.0") };
+    let exponent = if exponent.starts_with(['-', '+']) { exponent.to_string() } else { format!("+{exponent}") };
+    format!("{head}{mantissa}e{exponent}").into()
 }
 
-fn write_map(map: &serde_json::Map<String, Value>, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    for (key, value) in map {
-        let key = scalar(&Value::String(key.clone()));
-        match value {
-            Value::Object(m) if !m.is_empty() => {
-                out.push_str(&format!("{pad}{key}:\n"));
-                write_map(m, indent + 2, out);
-            }
-            Value::Array(a) if !a.is_empty() => {
-                out.push_str(&format!("{pad}{key}:\n"));
-                for item in a {
-                    out.push_str(&format!("{pad}- {}\n", scalar(item)));
-                }
-            }
-            other => out.push_str(&format!("{pad}{key}: {}\n", scalar(other))),
-        }
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::to_yaml;
+
+    #[test]
+    fn floats_are_written_as_pyyaml_reads_them() {
+        let yaml = to_yaml(&json!({"lr": 1e-10, "big": 1e20, "half": 0.5, "n": 3, "name": "1e-10", "list": [1e-7, 2]}));
+        assert!(yaml.contains("lr: 1.0e-10\n"), "{yaml}");
+        assert!(yaml.contains("big: 1.0e+20\n"), "{yaml}");
+        assert!(yaml.contains("half: 0.5\n"), "{yaml}");
+        assert!(yaml.contains("n: 3\n"), "{yaml}");
+        assert!(yaml.contains("name: '1e-10'\n"), "{yaml}");
+        assert!(yaml.contains("- 1.0e-7\n"), "{yaml}");
+        assert_eq!(to_yaml(&json!({})), "{}\n");
+        assert_eq!(to_yaml(&serde_json::Value::Null), "{}\n");
     }
 }

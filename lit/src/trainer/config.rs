@@ -541,17 +541,12 @@ impl TrainerBuilder {
         self.config.apply_debugging_flags();
         let device = self.config.validate()?;
         let mut callbacks = self.callbacks;
+        let is_checkpoint = |c: &dyn crate::Callback| c.order() == crate::callback::CallbackOrder::Checkpoint;
         if self.config.fast_dev_run > 0 || self.config.barebones {
-            let checkpoint = std::any::TypeId::of::<crate::callbacks::ModelCheckpoint>();
-            callbacks.retain(|c| std::any::Any::type_id(&**c) != checkpoint);
+            callbacks.retain(|c| !is_checkpoint(&**c));
             self.loggers.clear();
         }
-        let has = |callbacks: &[Box<dyn crate::Callback>], id: std::any::TypeId| {
-            callbacks.iter().any(|c| std::any::Any::type_id(&**c) == id)
-        };
-        if self.config.enable_checkpointing
-            && !has(&callbacks, std::any::TypeId::of::<crate::callbacks::ModelCheckpoint>())
-        {
+        if self.config.enable_checkpointing && !callbacks.iter().any(|c| is_checkpoint(&**c)) {
             callbacks.push(Box::new(crate::callbacks::ModelCheckpoint::default()));
         }
         if let Some(max_time) = &self.config.max_time {

@@ -179,6 +179,24 @@ fn the_csv_logger_writes_lightnings_layout() -> lit::Result<()> {
     Ok(())
 }
 
+/// PyYAML reads `hparams.yaml` back with each value's type: `1e-10` is a float (written
+/// `1.0e-10`, as Lightning's `save_hparams_to_yaml` writes it through PyYAML), and a string that
+/// looks like a number stays a string.
+#[test]
+fn pyyaml_reads_hparams_back_with_their_types() -> lit::Result<()> {
+    let root = temp_dir("pyyaml");
+    let mut model = Logs::new(LogConfig { mode: "1e-10".into(), lr: 1e-10 });
+    let mut trainer = quiet().max_epochs(1).with_logger(CsvLogger::new(&root)).build()?;
+    trainer.fit(&mut model, Batches::new(uneven_batches()), ())?;
+    let path = trainer.log_dir().expect("a run directory").join("hparams.yaml");
+    let python = std::env::var("LIT_TORCH_PYTHON").expect("run the tests through scripts/with-torch");
+    let script = "import sys, yaml\nd = yaml.safe_load(open(sys.argv[1]))\nprint(sorted((k, type(v).__name__, v) for k, v in d.items()))";
+    let out = Command::new(python).arg("-c").arg(script).arg(&path).output().expect("run python");
+    assert!(out.status.success(), "PyYAML failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[('lr', 'float', 1e-10), ('mode', 'str', '1e-10')]");
+    Ok(())
+}
+
 #[test]
 fn tensorboard_reads_the_event_files() -> lit::Result<()> {
     let root = temp_dir("tensorboard");
