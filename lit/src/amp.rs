@@ -19,7 +19,8 @@ use crate::optim::Optimizer;
 ///   stay float32. CPU and CUDA.
 /// - `"16-mixed"`: autocast to float16 with a [`GradScaler`]. CUDA only.
 /// - `"bf16-true"`, `"16-true"`: variables and floating-point inputs in bfloat16 / float16.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Precision {
     /// float32.
     #[default]

@@ -39,7 +39,10 @@ pub use error::{ConfigError, DataError, Error, Result};
 pub use metrics::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
 pub use summary::ModelSummary;
-pub use trainer::{EvalMetrics, IntoLoaders, Limit, NonFinitePolicy, Trainer, TrainerBuilder, TrainerConfig};
+pub use trainer::{
+    Accelerator, EvalMetrics, IntoLoaders, Limit, NonFinitePolicy, OptionValue, Strategy, Trainer, TrainerBuilder,
+    TrainerConfig,
+};
 
 /// Re-exported macros: `#[lightning_module]` on a struct and its impl block, `#[hparams]` on a
 /// config struct.

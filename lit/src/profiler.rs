@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{ConfigError, Error, Result};
 
-/// Which profiler a run uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which profiler a run uses (`profiler`): `"simple"` or `"pytorch"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+#[non_exhaustive]
 pub enum ProfilerKind {
     /// Wall time per hook and per loop action.
     Simple,
@@ -19,8 +21,19 @@ pub enum ProfilerKind {
     Pytorch,
 }
 
-impl ProfilerKind {
-    pub(crate) fn parse(name: &str) -> std::result::Result<Self, ConfigError> {
+impl std::fmt::Display for ProfilerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProfilerKind::Simple => "simple",
+            ProfilerKind::Pytorch => "pytorch",
+        })
+    }
+}
+
+impl std::str::FromStr for ProfilerKind {
+    type Err = ConfigError;
+
+    fn from_str(name: &str) -> std::result::Result<Self, ConfigError> {
         match name {
             "simple" => Ok(ProfilerKind::Simple),
             "pytorch" if cfg!(lit_shim) => Ok(ProfilerKind::Pytorch),

@@ -173,7 +173,8 @@ fn main() -> lit::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "lit=info".into()))
         .init();
     let start = Instant::now();
-    let defaults = lit::TrainerConfig { max_epochs: Some(3), ..Default::default() };
+    let mut defaults = lit::TrainerConfig::default();
+    defaults.max_epochs = Some(3);
     let cli = LitCli::new().trainer_defaults(defaults).seed_everything_default(42);
     let Some(mut cli) = cli.build::<LitMnist, MnistData>(std::env::args_os())? else { return Ok(()) };
     let outcome = cli.run()?;

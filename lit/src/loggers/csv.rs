@@ -137,7 +137,7 @@ impl Logger for CsvLogger {
         Ok(())
     }
 
-    fn finalize(&mut self, _status: &str) -> Result<()> {
+    fn finalize(&mut self, _status: super::RunStatus) -> Result<()> {
         self.save()?;
         if self.rows.is_empty() {
             return Ok(());

@@ -32,13 +32,36 @@ pub trait Logger: Any {
     fn save(&mut self) -> Result<()> {
         Ok(())
     }
-    /// The run ended with `status` ("success", "failed" or "interrupted").
-    fn finalize(&mut self, status: &str) -> Result<()> {
+    /// The run ended with `status`.
+    fn finalize(&mut self, status: RunStatus) -> Result<()> {
         let _ = status;
         self.save()
     }
     /// The logger as `Any`, to reach its concrete type (its experiment handle).
     fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// How a run ended, for [`Logger::finalize`] (Lightning's `"success"`, `"failed"`,
+/// `"interrupted"`; `Display` writes those words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// The run finished.
+    Success,
+    /// A hook, the data or the Trainer failed.
+    Failed,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        })
+    }
 }
 
 /// The next `version_N` directory under `dir`: one more than the largest existing N.

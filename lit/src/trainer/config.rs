@@ -9,6 +9,8 @@ use crate::amp::Precision;
 use crate::error::{ConfigError, Result};
 use crate::module::GradientClipAlgorithm;
 
+use super::options::{Accelerator, OptionValue, Strategy};
+
 /// A number of batches, or a fraction of a loader's batches (`limit_*_batches`,
 /// `val_check_interval`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -70,9 +72,11 @@ impl Limit {
 }
 
 /// Everything the Trainer can be told; `Trainer::builder()` sets it field by field, or it
-/// deserialises from a config file. Field names and defaults are Lightning's.
+/// deserialises from a config file. Field names, spellings and defaults are Lightning's. New
+/// options may be added in any release: start from `TrainerConfig::default()`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TrainerConfig {
     /// Stop after this many epochs (unset with `max_steps` unset: 1000).
     pub max_epochs: Option<usize>,
@@ -97,20 +101,20 @@ pub struct TrainerConfig {
     /// Validate every this many training batches, or this fraction of an epoch.
     pub val_check_interval: Limit,
     /// "cpu", "cuda" (or "gpu"), "cuda:N", or "auto".
-    pub accelerator: String,
+    pub accelerator: Accelerator,
     /// Devices (processes) per machine; more than 1 trains with `strategy` "ddp".
     pub devices: usize,
     /// Machines.
     pub num_nodes: usize,
     /// "auto" (one process, or ddp with several devices) or "ddp".
-    pub strategy: String,
+    pub strategy: Strategy,
     /// How long a collective may wait for the other processes before failing, in seconds.
     pub ddp_timeout_secs: u64,
     /// Seeds libtorch's generators when a run starts.
     pub seed: Option<u64>,
     /// "32-true" (default), "64-true", "bf16-mixed", "16-mixed" (CUDA), "bf16-true" or "16-true";
-    /// see [`Precision`](crate::amp::Precision).
-    pub precision: String,
+    /// see [`Precision`].
+    pub precision: Precision,
     /// Use deterministic algorithms only (`torch.use_deterministic_algorithms`): an operation
     /// without a deterministic implementation fails (or, with `deterministic_warn_only`, warns).
     pub deterministic: bool,
@@ -165,7 +169,7 @@ pub struct TrainerConfig {
     /// `"simple"`: time per hook and loop action, reported at the end of each run and written
     /// to the log directory (`fit-profile.txt`); `"pytorch"`: libtorch's operator profile as a
     /// Chrome trace (`fit-pytorch-trace.json`).
-    pub profiler: Option<String>,
+    pub profiler: Option<crate::profiler::ProfilerKind>,
     /// Ask the loaders' sources (the module's or data module's `*_dataloader`) for new loaders
     /// every this many epochs (0: never). Loaders handed to `fit` directly are kept.
     pub reload_dataloaders_every_n_epochs: usize,
@@ -209,13 +213,13 @@ impl Default for TrainerConfig {
             num_sanity_val_steps: 2,
             check_val_every_n_epoch: 1,
             val_check_interval: Limit::default(),
-            accelerator: "auto".into(),
+            accelerator: Accelerator::Auto,
             devices: 1,
             num_nodes: 1,
-            strategy: "auto".into(),
+            strategy: Strategy::Auto,
             ddp_timeout_secs: 1800,
             seed: None,
-            precision: "32-true".into(),
+            precision: Precision::F32,
             deterministic: false,
             deterministic_warn_only: false,
             benchmark: None,
@@ -305,24 +309,14 @@ impl TrainerConfig {
         if processes == 0 {
             return Err(ConfigError::invalid("devices", "must be at least 1").into());
         }
-        match self.strategy.as_str() {
-            "auto" | "ddp" => {}
-            other => {
-                return Err(ConfigError::invalid(
-                    "strategy",
-                    format!("unknown strategy \"{other}\"; expected \"auto\" or \"ddp\""),
-                )
-                .into());
-            }
-        }
-        if (processes > 1 || self.strategy == "ddp") && !crate::dist::ProcessGroup::available() {
+        if (processes > 1 || self.strategy == Strategy::Ddp) && !crate::dist::ProcessGroup::available() {
             return Err(ConfigError::invalid(
                 "strategy",
                 "distributed training needs torch.distributed, which this build of lit lacks (install libgloo-dev and rebuild)",
             )
             .into());
         }
-        if self.accelerator.starts_with("cuda") && processes > 1 {
+        if self.accelerator.is_cuda() && processes > 1 {
             return Err(ConfigError::invalid(
                 "strategy",
                 "ddp on CUDA (NCCL) is not supported by this build; use the CPU (Gloo)",
@@ -336,11 +330,8 @@ impl TrainerConfig {
             )
             .into());
         }
-        let device = resolve_device(&self.accelerator)?;
-        self.precision()?.check_device(device)?;
-        if let Some(p) = &self.profiler {
-            crate::profiler::ProfilerKind::parse(p)?;
-        }
+        let device = resolve_device(self.accelerator)?;
+        self.precision.check_device(device)?;
         Ok(device)
     }
 
@@ -380,11 +371,6 @@ impl TrainerConfig {
         self.overfit_batches != Limit::Batches(0) && self.overfit_batches != Limit::Fraction(0.0)
     }
 
-    /// The parsed `precision`.
-    pub fn precision(&self) -> Result<Precision, ConfigError> {
-        self.precision.parse()
-    }
-
     /// The number of epochs to stop at (Lightning's 1000 when neither limit is set).
     pub(crate) fn epoch_limit(&self) -> Option<usize> {
         match (self.max_epochs, self.max_steps) {
@@ -394,25 +380,21 @@ impl TrainerConfig {
     }
 }
 
-fn resolve_device(accelerator: &str) -> Result<Device, ConfigError> {
+fn resolve_device(accelerator: Accelerator) -> Result<Device, ConfigError> {
     let cuda = tch::Cuda::is_available();
     let unavailable = |why: String| ConfigError::Unavailable(accelerator.to_string(), why);
     match accelerator {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
-        "cuda" | "gpu" if cuda => Ok(Device::Cuda(0)),
-        "cuda" | "gpu" => Err(unavailable("libtorch finds no CUDA device on this machine".into())),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) if n < tch::Cuda::device_count() as usize => Ok(Device::Cuda(n)),
-            Some(Ok(n)) => Err(unavailable(format!(
-                "this machine has {} CUDA devices, so index {n} does not exist",
-                tch::Cuda::device_count()
-            ))),
-            _ => Err(ConfigError::invalid(
-                "accelerator",
-                format!("unknown accelerator \"{other}\"; expected \"cpu\", \"cuda\", \"gpu\", \"cuda:N\" or \"auto\""),
-            )),
-        },
+        Accelerator::Cpu => Ok(Device::Cpu),
+        Accelerator::Auto => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
+        Accelerator::Gpu | Accelerator::Cuda(None) if cuda => Ok(Device::Cuda(0)),
+        Accelerator::Gpu | Accelerator::Cuda(None) => {
+            Err(unavailable("libtorch finds no CUDA device on this machine".into()))
+        }
+        Accelerator::Cuda(Some(n)) if n < tch::Cuda::device_count() as usize => Ok(Device::Cuda(n)),
+        Accelerator::Cuda(Some(n)) => Err(unavailable(format!(
+            "this machine has {} CUDA devices, so index {n} does not exist",
+            tch::Cuda::device_count()
+        ))),
     }
 }
 
@@ -422,6 +404,8 @@ pub struct TrainerBuilder {
     pub(crate) config: TrainerConfig,
     pub(crate) callbacks: Vec<Box<dyn crate::Callback>>,
     pub(crate) loggers: Vec<Box<dyn crate::loggers::Logger>>,
+    /// The first option given as text that is not one of its spellings, reported by `build`.
+    error: Option<ConfigError>,
 }
 
 macro_rules! setters {
@@ -434,10 +418,26 @@ macro_rules! setters {
     )*};
 }
 
+/// Setters of options with a fixed set of values: the value, or its text.
+macro_rules! parsed_setters {
+    ($($(#[$doc:meta])* $name:ident: $t:ty => $wrap:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: impl OptionValue<$t>) -> Self {
+            match value.into_option() {
+                Ok(value) => self.config.$name = $wrap(value),
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+            self
+        }
+    )*};
+}
+
 impl TrainerBuilder {
     /// A builder starting from `config`.
     pub fn from_config(config: TrainerConfig) -> Self {
-        TrainerBuilder { config, callbacks: Vec::new(), loggers: Vec::new() }
+        TrainerBuilder { config, callbacks: Vec::new(), loggers: Vec::new(), error: None }
     }
 
     setters! {
@@ -463,20 +463,14 @@ impl TrainerBuilder {
         check_val_every_n_epoch: usize => std::convert::identity;
         /// Validate every this many batches (`100`) or fraction of an epoch (`0.25`).
         val_check_interval: impl Into<Limit> => Into::into;
-        /// "cpu", "cuda", "gpu", "cuda:N" or "auto" (default).
-        accelerator: impl Into<String> => Into::into;
         /// Devices (processes) per machine (1).
         devices: usize => std::convert::identity;
         /// Machines (1).
         num_nodes: usize => std::convert::identity;
-        /// "auto" or "ddp".
-        strategy: impl Into<String> => Into::into;
         /// Seconds a collective waits for the other processes (default 1800).
         ddp_timeout_secs: u64 => std::convert::identity;
         /// Seed libtorch's generators when a run starts.
         seed: u64 => Some;
-        /// "32-true" (default), "64-true", "bf16-mixed", "16-mixed" (CUDA), "bf16-true", "16-true".
-        precision: impl Into<String> => Into::into;
         /// Deterministic algorithms only (default false).
         deterministic: bool => std::convert::identity;
         /// With `deterministic`: warn on non-deterministic operations instead of failing.
@@ -517,10 +511,20 @@ impl TrainerBuilder {
         detect_anomaly: bool => std::convert::identity;
         /// Progress bar, model summary, loggers and checkpoints off.
         barebones: bool => std::convert::identity;
-        /// "simple" or "pytorch".
-        profiler: impl Into<String> => |p: _| Some(Into::into(p));
         /// Make the loaders again every this many epochs (0: never).
         reload_dataloaders_every_n_epochs: usize => std::convert::identity;
+    }
+
+    parsed_setters! {
+        /// "cpu", "cuda", "gpu", "cuda:N" or "auto" (default), or an [`Accelerator`].
+        accelerator: Accelerator => std::convert::identity;
+        /// "auto" (default) or "ddp", or a [`Strategy`].
+        strategy: Strategy => std::convert::identity;
+        /// "32-true" (default), "64-true", "bf16-mixed", "16-mixed" (CUDA), "bf16-true", "16-true",
+        /// or a [`Precision`].
+        precision: Precision => std::convert::identity;
+        /// "simple" or "pytorch", or a [`ProfilerKind`](crate::profiler::ProfilerKind).
+        profiler: crate::profiler::ProfilerKind => Some;
     }
 
     /// Adds a logger (several may be added); without any, a `CsvLogger` under
@@ -538,6 +542,9 @@ impl TrainerBuilder {
 
     /// Validates the configuration and makes the Trainer.
     pub fn build(mut self) -> Result<crate::Trainer> {
+        if let Some(e) = self.error {
+            return Err(e.into());
+        }
         self.config.apply_debugging_flags();
         let device = self.config.validate()?;
         let mut callbacks = self.callbacks;

@@ -5,6 +5,7 @@ mod config;
 mod ddp;
 mod eval;
 mod fit;
+mod options;
 mod predict;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use tch::Device;
 
 pub use config::{Limit, NonFinitePolicy, TrainerBuilder, TrainerConfig};
+pub use options::{Accelerator, OptionValue, Strategy};
 
 use crate::callback::{self, Callback};
 use crate::ctx::{Ctx, RunningStage, Stage, StopFlag};
@@ -100,7 +102,7 @@ impl Trainer {
         cx.loggers = loggers;
         cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
         cx.metrics.nan = config.nan_metrics;
-        cx.precision = config.precision().unwrap_or_default();
+        cx.precision = config.precision;
         if cx.precision == crate::amp::Precision::F16Mixed {
             cx.scaler = Some(crate::amp::GradScaler::new(device));
         }
@@ -456,7 +458,7 @@ impl Trainer {
             }
             self.hparams_logged = true;
         }
-        if let Some(kind) = self.config.profiler.as_deref().map(crate::profiler::ProfilerKind::parse).transpose()? {
+        if let Some(kind) = self.config.profiler {
             let dir = self.log_dir().map_or_else(|| self.config.default_root_dir.clone(), std::path::Path::to_path_buf);
             self.cx.profiler = Some(crate::profiler::Profiler::start(kind, &dir, stage.as_str())?);
         }
@@ -466,9 +468,9 @@ impl Trainer {
             Ok(out)
         });
         let status = match &result {
-            Ok(_) => "success",
-            Err(crate::Error::Interrupted { .. }) => "interrupted",
-            Err(_) => "failed",
+            Ok(_) => crate::loggers::RunStatus::Success,
+            Err(crate::Error::Interrupted { .. }) => crate::loggers::RunStatus::Interrupted,
+            Err(_) => crate::loggers::RunStatus::Failed,
         };
         if let Err(error) = &result {
             tracing::error!(target: "lit", stage = stage.as_str(), %error, "run failed");
