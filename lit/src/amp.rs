@@ -130,11 +130,8 @@ impl AutocastGuard {
         let cuda = device.is_cuda();
         #[cfg(lit_shim)]
         {
-            let (mut was, mut old) = (0, 0);
-            // SAFETY: plain values in, two integers written out.
-            let error = unsafe { crate::shim::lit_autocast_enter(cuda.into(), scalar_type(kind), &mut was, &mut old) };
-            crate::shim::check("autocast", error)?;
-            Ok(AutocastGuard { cuda, previous: (was, old) })
+            let previous = crate::shim::autocast_enter(cuda, scalar_type(kind))?;
+            Ok(AutocastGuard { cuda, previous })
         }
         #[cfg(not(lit_shim))]
         {
@@ -148,8 +145,7 @@ impl AutocastGuard {
     pub fn is_enabled(cuda: bool) -> bool {
         #[cfg(lit_shim)]
         {
-            // SAFETY: reads a flag.
-            unsafe { crate::shim::lit_autocast_is_enabled(cuda.into()) != 0 }
+            crate::shim::autocast_is_enabled(cuda)
         }
         #[cfg(not(lit_shim))]
         {
@@ -163,9 +159,7 @@ impl Drop for AutocastGuard {
     fn drop(&mut self) {
         #[cfg(lit_shim)]
         {
-            // SAFETY: restores the values `enter` read.
-            let error = unsafe { crate::shim::lit_autocast_exit(self.cuda.into(), self.previous.0, self.previous.1) };
-            if let Err(e) = crate::shim::check("autocast", error) {
+            if let Err(e) = crate::shim::autocast_exit(self.cuda, self.previous) {
                 tracing::error!(target: "lit", "{e}");
             }
         }
@@ -327,8 +321,7 @@ impl GradScaler {
 pub(crate) fn set_detect_anomaly(enabled: bool) -> Result<()> {
     #[cfg(lit_shim)]
     {
-        // SAFETY: a plain flag.
-        crate::shim::check("detect_anomaly", unsafe { crate::shim::lit_set_detect_anomaly(enabled.into()) })
+        crate::shim::set_detect_anomaly(enabled)
     }
     #[cfg(not(lit_shim))]
     {
@@ -345,21 +338,10 @@ pub(crate) fn set_global_flags(deterministic: bool, warn_only: bool, benchmark: 
     #[cfg(lit_shim)]
     {
         if deterministic {
-            // cuBLAS needs a fixed workspace to be deterministic (as Lightning sets it).
-            if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
-                // SAFETY: set before any CUDA work of the run, from the thread that drives it.
-                unsafe { std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8") };
-            }
-        }
-        if deterministic {
-            // SAFETY: plain flags.
-            crate::shim::check("deterministic", unsafe {
-                crate::shim::lit_set_deterministic(deterministic.into(), warn_only.into())
-            })?;
+            crate::shim::set_deterministic(deterministic, warn_only)?;
         }
         if let Some(benchmark) = benchmark {
-            // SAFETY: a plain flag.
-            crate::shim::check("benchmark", unsafe { crate::shim::lit_set_cudnn_benchmark(benchmark.into()) })?;
+            crate::shim::set_cudnn_benchmark(benchmark)?;
         }
         Ok(())
     }

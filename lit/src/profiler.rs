@@ -107,9 +107,9 @@ impl SimpleProfiler {
 /// A run's profiler.
 pub(crate) enum Profiler {
     Simple(SimpleProfiler),
-    #[cfg_attr(not(lit_shim), allow(dead_code))]
+    #[cfg(lit_shim)]
     Pytorch {
-        recorder: *mut std::ffi::c_void,
+        recorder: crate::shim::ProfileRecorder,
         path: PathBuf,
     },
 }
@@ -119,11 +119,14 @@ impl Profiler {
     pub(crate) fn start(kind: ProfilerKind, dir: &Path, stage: &str) -> Result<Profiler> {
         match kind {
             ProfilerKind::Simple => Ok(Profiler::Simple(SimpleProfiler::default())),
+            #[cfg(lit_shim)]
             ProfilerKind::Pytorch => {
                 let path = dir.join(format!("{stage}-pytorch-trace.json"));
                 std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-                start_pytorch(&path).map(|recorder| Profiler::Pytorch { recorder, path })
+                crate::shim::ProfileRecorder::begin(&path).map(|recorder| Profiler::Pytorch { recorder, path })
             }
+            #[cfg(not(lit_shim))]
+            ProfilerKind::Pytorch => Err(Error::msg("the PyTorch profiler needs lit's libtorch shim")),
         }
     }
 
@@ -138,38 +141,11 @@ impl Profiler {
                 std::fs::write(&path, &table).map_err(|source| Error::Io { path: path.clone(), source })?;
                 Ok((table, path))
             }
+            #[cfg(lit_shim)]
             Profiler::Pytorch { recorder, path } => {
-                end_pytorch(recorder)?;
+                recorder.end()?;
                 Ok((format!("PyTorch profiler trace ({stage}): {}", path.display()), path))
             }
         }
     }
-}
-
-#[cfg(lit_shim)]
-fn start_pytorch(path: &Path) -> Result<*mut std::ffi::c_void> {
-    let c = std::ffi::CString::new(path.to_string_lossy().as_bytes())
-        .map_err(|_| Error::msg(format!("profiler path {} holds a NUL byte", path.display())))?;
-    let mut recorder = std::ptr::null_mut();
-    // SAFETY: `c` lives for the call; the shim returns a recorder that `end_pytorch` frees.
-    crate::shim::check("starting the PyTorch profiler", unsafe {
-        crate::shim::lit_profile_begin(c.as_ptr(), &mut recorder)
-    })?;
-    Ok(recorder)
-}
-
-#[cfg(not(lit_shim))]
-fn start_pytorch(_path: &Path) -> Result<*mut std::ffi::c_void> {
-    Err(Error::msg("the PyTorch profiler needs lit's libtorch shim"))
-}
-
-#[cfg(lit_shim)]
-fn end_pytorch(recorder: *mut std::ffi::c_void) -> Result<()> {
-    // SAFETY: `recorder` came from `lit_profile_begin` and is ended once.
-    crate::shim::check("writing the PyTorch profiler trace", unsafe { crate::shim::lit_profile_end(recorder) })
-}
-
-#[cfg(not(lit_shim))]
-fn end_pytorch(_recorder: *mut std::ffi::c_void) -> Result<()> {
-    Ok(())
 }

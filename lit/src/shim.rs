@@ -1,38 +1,35 @@
-//! The declarations of lit's libtorch shim (`csrc/torch_shim.cpp`) and the conversion of its
-//! error strings. Compiled only when the shim built (`cfg(lit_shim)`).
+//! lit's libtorch shim (`csrc/torch_shim.cpp`): its declarations, the conversion of its error
+//! strings, and one safe function per call, the only code of lit that calls it. Compiled only
+//! when the shim built (`cfg(lit_shim)`).
 
 use std::ffi::{c_char, c_int};
 
+use tch::Tensor;
 use torch_sys::C_tensor;
 
 use crate::error::{Error, Result};
 
 unsafe extern "C" {
     fn lit_shim_free_error(error: *mut c_char);
-    pub(crate) fn lit_rng_get_cpu_state(out: *mut *mut C_tensor) -> *mut c_char;
-    pub(crate) fn lit_rng_set_cpu_state(state: *mut C_tensor) -> *mut c_char;
-    pub(crate) fn lit_autocast_enter(
-        cuda: c_int,
-        dtype: c_int,
-        was_enabled: *mut c_int,
-        old_dtype: *mut c_int,
-    ) -> *mut c_char;
-    pub(crate) fn lit_autocast_exit(cuda: c_int, was_enabled: c_int, old_dtype: c_int) -> *mut c_char;
-    pub(crate) fn lit_autocast_is_enabled(cuda: c_int) -> c_int;
-    pub(crate) fn lit_set_deterministic(deterministic: c_int, warn_only: c_int) -> *mut c_char;
-    pub(crate) fn lit_set_cudnn_benchmark(benchmark: c_int) -> *mut c_char;
-    pub(crate) fn lit_set_detect_anomaly(enabled: c_int) -> *mut c_char;
-    pub(crate) fn lit_profile_begin(path: *const c_char, recorder: *mut *mut std::ffi::c_void) -> *mut c_char;
-    pub(crate) fn lit_profile_end(recorder: *mut std::ffi::c_void) -> *mut c_char;
-    pub(crate) fn lit_trace_begin(inputs: *const *mut C_tensor, ninputs: c_int) -> *mut c_char;
-    pub(crate) fn lit_trace_end(
+    fn lit_rng_get_cpu_state(out: *mut *mut C_tensor) -> *mut c_char;
+    fn lit_rng_set_cpu_state(state: *mut C_tensor) -> *mut c_char;
+    fn lit_autocast_enter(cuda: c_int, dtype: c_int, was_enabled: *mut c_int, old_dtype: *mut c_int) -> *mut c_char;
+    fn lit_autocast_exit(cuda: c_int, was_enabled: c_int, old_dtype: c_int) -> *mut c_char;
+    fn lit_autocast_is_enabled(cuda: c_int) -> c_int;
+    fn lit_set_deterministic(deterministic: c_int, warn_only: c_int) -> *mut c_char;
+    fn lit_set_cudnn_benchmark(benchmark: c_int) -> *mut c_char;
+    fn lit_set_detect_anomaly(enabled: c_int) -> *mut c_char;
+    fn lit_profile_begin(path: *const c_char, recorder: *mut *mut std::ffi::c_void) -> *mut c_char;
+    fn lit_profile_end(recorder: *mut std::ffi::c_void) -> *mut c_char;
+    fn lit_trace_begin(inputs: *const *mut C_tensor, ninputs: c_int) -> *mut c_char;
+    fn lit_trace_end(
         outputs: *const *mut C_tensor,
         noutputs: c_int,
         description: *mut *mut c_char,
         tensors: *mut *mut *mut C_tensor,
         ntensors: *mut i64,
     ) -> *mut c_char;
-    pub(crate) fn lit_script_trace_begin(
+    fn lit_script_trace_begin(
         params: *const *mut C_tensor,
         names: *const *const c_char,
         nparams: c_int,
@@ -40,19 +37,19 @@ unsafe extern "C" {
         ninputs: c_int,
         module: *mut *mut std::ffi::c_void,
     ) -> *mut c_char;
-    pub(crate) fn lit_script_trace_end(
+    fn lit_script_trace_end(
         module: *mut std::ffi::c_void,
         outputs: *const *mut C_tensor,
         noutputs: c_int,
         bytes: *mut *mut c_char,
         len: *mut i64,
     ) -> *mut c_char;
-    pub(crate) fn lit_trace_free(description: *mut c_char, tensors: *mut *mut C_tensor);
+    fn lit_trace_free(description: *mut c_char, tensors: *mut *mut C_tensor);
 }
 
 /// `Ok` for a null error; otherwise the shim's message, prefixed with `what`, as an error (the
 /// string is freed).
-pub(crate) fn check(what: &str, error: *mut c_char) -> Result<()> {
+fn check(what: &str, error: *mut c_char) -> Result<()> {
     if error.is_null() {
         return Ok(());
     }
@@ -62,4 +59,176 @@ pub(crate) fn check(what: &str, error: *mut c_char) -> Result<()> {
     // SAFETY: `error` came from the shim and is freed exactly once.
     unsafe { lit_shim_free_error(error) };
     Err(Error::msg(format!("{what}: {message}")))
+}
+
+// ----- safe wrappers: the only place lit calls the shim -----
+
+fn tensor_ptrs(tensors: &[Tensor]) -> Vec<*mut C_tensor> {
+    tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+}
+
+fn len_i32(n: usize, what: &str) -> Result<c_int> {
+    c_int::try_from(n).map_err(|_| Error::msg(format!("{what}: {n} is too many for the shim")))
+}
+
+/// libtorch's default CPU generator state, as a byte tensor.
+pub(crate) fn rng_cpu_state() -> Result<Tensor> {
+    let mut ptr = std::ptr::null_mut();
+    // SAFETY: on success the shim writes a new heap-allocated at::Tensor.
+    check("reading the random generator state", unsafe { lit_rng_get_cpu_state(&mut ptr) })?;
+    // SAFETY: `ptr` is the tensor the shim just created, owned by no one else; tch frees it.
+    Ok(unsafe { Tensor::from_ptr(ptr) })
+}
+
+/// Restores a state [`rng_cpu_state`] returned.
+pub(crate) fn set_rng_cpu_state(state: &Tensor) -> Result<()> {
+    let mut state = state.shallow_clone();
+    // SAFETY: `state` is a valid tensor for the duration of the call.
+    check("restoring the random generator state", unsafe { lit_rng_set_cpu_state(state.as_mut_ptr()) })
+}
+
+/// Turns autocast on for the CPU or CUDA at c10 ScalarType `dtype`; returns the previous
+/// (enabled, dtype), for [`autocast_exit`].
+pub(crate) fn autocast_enter(cuda: bool, dtype: c_int) -> Result<(c_int, c_int)> {
+    let (mut was, mut old) = (0, 0);
+    // SAFETY: plain values in, two integers written out.
+    check("autocast", unsafe { lit_autocast_enter(cuda.into(), dtype, &mut was, &mut old) })?;
+    Ok((was, old))
+}
+
+/// Restores what [`autocast_enter`] returned.
+pub(crate) fn autocast_exit(cuda: bool, previous: (c_int, c_int)) -> Result<()> {
+    // SAFETY: plain values.
+    check("autocast", unsafe { lit_autocast_exit(cuda.into(), previous.0, previous.1) })
+}
+
+/// Whether autocast is on for the CPU or CUDA.
+pub(crate) fn autocast_is_enabled(cuda: bool) -> bool {
+    // SAFETY: reads a flag.
+    unsafe { lit_autocast_is_enabled(cuda.into()) != 0 }
+}
+
+/// `torch.use_deterministic_algorithms(deterministic, warn_only=…)`; cuBLAS gets the fixed
+/// workspace it needs to be deterministic (as Lightning sets it) unless one is configured.
+pub(crate) fn set_deterministic(deterministic: bool, warn_only: bool) -> Result<()> {
+    if deterministic && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        // SAFETY: set before any CUDA work of the run, from the thread that drives it.
+        unsafe { std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8") };
+    }
+    // SAFETY: plain flags.
+    check("deterministic", unsafe { lit_set_deterministic(deterministic.into(), warn_only.into()) })
+}
+
+/// `torch.backends.cudnn.benchmark`.
+pub(crate) fn set_cudnn_benchmark(benchmark: bool) -> Result<()> {
+    // SAFETY: a plain flag.
+    check("benchmark", unsafe { lit_set_cudnn_benchmark(benchmark.into()) })
+}
+
+/// `torch.autograd.set_detect_anomaly`.
+pub(crate) fn set_detect_anomaly(enabled: bool) -> Result<()> {
+    // SAFETY: a plain flag.
+    check("detect_anomaly", unsafe { lit_set_detect_anomaly(enabled.into()) })
+}
+
+/// libtorch's operator profiler while it lives; [`ProfileRecorder::end`] writes its Chrome trace.
+#[derive(Debug)]
+pub(crate) struct ProfileRecorder(*mut std::ffi::c_void);
+
+impl ProfileRecorder {
+    /// Starts profiling; the trace goes to `path` at the end.
+    pub(crate) fn begin(path: &std::path::Path) -> Result<Self> {
+        let c = std::ffi::CString::new(path.to_string_lossy().as_bytes())
+            .map_err(|_| Error::msg(format!("profiler path {} holds a NUL byte", path.display())))?;
+        let mut recorder = std::ptr::null_mut();
+        // SAFETY: `c` lives for the call; the shim returns a recorder that `end` frees.
+        check("starting the PyTorch profiler", unsafe { lit_profile_begin(c.as_ptr(), &mut recorder) })?;
+        Ok(ProfileRecorder(recorder))
+    }
+
+    /// Stops profiling and writes the trace.
+    pub(crate) fn end(self) -> Result<()> {
+        // SAFETY: the recorder `begin` created, ended (and freed) once: `self` is consumed.
+        check("writing the PyTorch profiler trace", unsafe { lit_profile_end(self.0) })
+    }
+}
+
+/// Starts libtorch's tracer on `inputs` (for ONNX export); end it with [`trace_end`].
+pub(crate) fn trace_begin(inputs: &[Tensor]) -> Result<()> {
+    let mut c_inputs = tensor_ptrs(inputs);
+    let n = len_i32(c_inputs.len(), "tracing inputs")?;
+    // SAFETY: the pointers are live tensors for the duration of the call.
+    check("tracing", unsafe { lit_trace_begin(c_inputs.as_mut_ptr(), n) })
+}
+
+/// Ends the trace [`trace_begin`] started, with `outputs` as the graph's outputs; returns the
+/// graph's text and the constant tensors it refers to. With no outputs it only ends the trace.
+pub(crate) fn trace_end(outputs: &[Tensor]) -> Result<(String, Vec<Tensor>)> {
+    let c_outputs = tensor_ptrs(outputs);
+    let n = len_i32(c_outputs.len(), "traced outputs")?;
+    let (mut description, mut tensors, mut ntensors) = (std::ptr::null_mut(), std::ptr::null_mut(), 0i64);
+    let outputs_ptr = if c_outputs.is_empty() { std::ptr::null() } else { c_outputs.as_ptr() };
+    // SAFETY: the output pointers are live; on success the shim allocates the description and an
+    // array of new tensors, taken over below and freed with `lit_trace_free`.
+    let error = unsafe { lit_trace_end(outputs_ptr, n, &mut description, &mut tensors, &mut ntensors) };
+    let result = check("tracing", error);
+    let text = if description.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a NUL-terminated string from the shim.
+        unsafe { std::ffi::CStr::from_ptr(description) }.to_string_lossy().into_owned()
+    };
+    let taken: Vec<Tensor> = if tensors.is_null() {
+        Vec::new()
+    } else {
+        (0..ntensors as usize)
+            // SAFETY: each entry is a new at::Tensor owned by no one else.
+            .map(|i| unsafe { Tensor::from_ptr(*tensors.add(i)) })
+            .collect()
+    };
+    // SAFETY: both came from `lit_trace_end` (or are null); the tensors are owned by `taken`.
+    unsafe { lit_trace_free(description, tensors) };
+    result.map(|()| (text, taken))
+}
+
+/// A TorchScript module being traced, whose parameters are a variable store's variables.
+#[derive(Debug)]
+pub(crate) struct ScriptTrace(*mut std::ffi::c_void);
+
+impl ScriptTrace {
+    /// Starts tracing `inputs` with `params` (name, tensor) as the module's parameters.
+    pub(crate) fn begin(params: &[(String, Tensor)], inputs: &[Tensor]) -> Result<Self> {
+        let names: Vec<std::ffi::CString> = params
+            .iter()
+            .map(|(n, _)| std::ffi::CString::new(n.as_str()).map_err(|e| Error::msg(e.to_string())))
+            .collect::<Result<_>>()?;
+        let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let c_params: Vec<*mut C_tensor> = params.iter().map(|(_, t)| t.as_ptr() as *mut C_tensor).collect();
+        let c_inputs = tensor_ptrs(inputs);
+        let (np, ni) = (len_i32(c_params.len(), "parameters")?, len_i32(c_inputs.len(), "inputs")?);
+        let mut module = std::ptr::null_mut();
+        // SAFETY: every pointer is live for the call; the shim owns the module it creates until
+        // `lit_script_trace_end` frees it.
+        let error = unsafe {
+            lit_script_trace_begin(c_params.as_ptr(), name_ptrs.as_ptr(), np, c_inputs.as_ptr(), ni, &mut module)
+        };
+        check("tracing `forward`", error)?;
+        Ok(ScriptTrace(module))
+    }
+
+    /// Ends the trace with `outputs` and returns the serialised TorchScript module.
+    pub(crate) fn end(self, outputs: &[Tensor]) -> Result<Vec<u8>> {
+        let c_outputs = tensor_ptrs(outputs);
+        let n = len_i32(c_outputs.len(), "traced outputs")?;
+        let (mut bytes, mut len) = (std::ptr::null_mut(), 0i64);
+        // SAFETY: ends the trace `begin` started (and frees its module, once: `self` is
+        // consumed); on success the shim allocates `len` bytes, copied below and freed.
+        let error = unsafe { lit_script_trace_end(self.0, c_outputs.as_ptr(), n, &mut bytes, &mut len) };
+        check("tracing `forward`", error)?;
+        // SAFETY: the shim wrote `len` bytes at `bytes`.
+        let data = unsafe { std::slice::from_raw_parts(bytes as *const u8, len as usize) }.to_vec();
+        // SAFETY: `bytes` came from the shim and is freed once.
+        unsafe { lit_trace_free(bytes, std::ptr::null_mut()) };
+        Ok(data)
+    }
 }

@@ -38,51 +38,18 @@ fn trace_module(
     inputs: &[Tensor],
     mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
 ) -> Result<CModule> {
-    use std::ffi::CString;
-
-    use crate::shim;
-    let export = |message: String| Error::Export { format: "TorchScript", message };
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let names: Vec<CString> = vars
-        .iter()
-        .map(|(n, _)| CString::new(n.replace('.', "_")).map_err(|e| export(e.to_string())))
-        .collect::<Result<_>>()?;
-    let name_ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
-    let params: Vec<*mut torch_sys::C_tensor> = vars.iter().map(|(_, t)| t.as_ptr() as *mut _).collect();
-    let c_inputs: Vec<*mut torch_sys::C_tensor> = inputs.iter().map(|t| t.as_ptr() as *mut _).collect();
-    let mut module = std::ptr::null_mut();
-    // SAFETY: every pointer is live for the call; the shim owns the module it creates until
-    // `lit_script_trace_end` frees it.
-    let error = unsafe {
-        shim::lit_script_trace_begin(
-            params.as_ptr(),
-            name_ptrs.as_ptr(),
-            params.len() as i32,
-            c_inputs.as_ptr(),
-            c_inputs.len() as i32,
-            &mut module,
-        )
-    };
-    shim::check("tracing `forward`", error).map_err(|e| export(e.to_string()))?;
+    let export = |e: Error| Error::Export { format: "TorchScript", message: e.to_string() };
+    let mut params: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(name, t)| (name.replace('.', "_"), t)).collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let trace = crate::shim::ScriptTrace::begin(&params, inputs).map_err(export)?;
     let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(inputs))).unwrap_or_default();
-    let c_outputs: Vec<*mut torch_sys::C_tensor> = outputs.iter().map(|t| t.as_ptr() as *mut _).collect();
-    let (mut bytes, mut len) = (std::ptr::null_mut(), 0i64);
-    // SAFETY: ends the trace begun above (and frees its module); on success the shim allocates
-    // `len` bytes, copied below and freed with `lit_trace_free`.
-    let error =
-        unsafe { shim::lit_script_trace_end(module, c_outputs.as_ptr(), c_outputs.len() as i32, &mut bytes, &mut len) };
-    shim::check("tracing `forward`", error).map_err(|e| export(e.to_string()))?;
+    let data = trace.end(&outputs).map_err(export)?;
     if outputs.is_empty() {
-        // SAFETY: `bytes` came from the shim.
-        unsafe { shim::lit_trace_free(bytes, std::ptr::null_mut()) };
-        return Err(export("`forward` panicked or returned no tensor while being traced".into()));
+        return Err(export(Error::msg("`forward` panicked or returned no tensor while being traced")));
     }
-    // SAFETY: the shim wrote `len` bytes at `bytes`.
-    let data = unsafe { std::slice::from_raw_parts(bytes as *const u8, len as usize) }.to_vec();
-    // SAFETY: `bytes` came from the shim and is freed once.
-    unsafe { shim::lit_trace_free(bytes, std::ptr::null_mut()) };
-    CModule::load_data(&mut std::io::Cursor::new(data)).map_err(|e| export(format!("reloading the traced module: {e}")))
+    CModule::load_data(&mut std::io::Cursor::new(data))
+        .map_err(|e| export(Error::msg(format!("reloading the traced module: {e}"))))
 }
 
 #[cfg(not(lit_shim))]
@@ -183,44 +150,15 @@ pub(crate) struct Node {
 fn trace(inputs: &[Tensor], mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>) -> Result<Graph> {
     use crate::shim;
     let export = |message: String| Error::Export { format: "ONNX", message };
-    let mut c_inputs: Vec<*mut torch_sys::C_tensor> = inputs.iter().map(|t| t.as_ptr() as *mut _).collect();
-    // SAFETY: the pointers are live tensors for the duration of the call.
-    shim::check("tracing", unsafe { shim::lit_trace_begin(c_inputs.as_mut_ptr(), c_inputs.len() as i32) })
-        .map_err(|e| export(e.to_string()))?;
-    let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(inputs)));
-    let outputs = match outputs {
-        Ok(outputs) => outputs,
-        Err(_) => {
-            // End the trace so that the next one can start.
-            let mut d = std::ptr::null_mut();
-            let mut t = std::ptr::null_mut();
-            let mut n = 0;
-            // SAFETY: ends the trace started above; outputs are empty.
-            let error = unsafe { shim::lit_trace_end(std::ptr::null(), 0, &mut d, &mut t, &mut n) };
-            let _ = shim::check("tracing", error);
-            // SAFETY: frees what the shim allocated, if anything.
-            unsafe { shim::lit_trace_free(d, t) };
-            return Err(export("`forward` panicked while being traced".into()));
-        }
+    shim::trace_begin(inputs).map_err(|e| export(e.to_string()))?;
+    let Ok(outputs) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(inputs))) else {
+        // End the trace so that the next one can start.
+        let _ = shim::trace_end(&[]);
+        return Err(export("`forward` panicked while being traced".into()));
     };
-    let c_outputs: Vec<*mut torch_sys::C_tensor> = outputs.iter().map(|t| t.as_ptr() as *mut _).collect();
-    let (mut description, mut tensors, mut ntensors) = (std::ptr::null_mut(), std::ptr::null_mut(), 0i64);
-    // SAFETY: the output pointers are live; on success the shim allocates the description and an
-    // array of new tensors, which are taken over below and freed with `lit_trace_free`.
-    let error = unsafe {
-        shim::lit_trace_end(c_outputs.as_ptr(), c_outputs.len() as i32, &mut description, &mut tensors, &mut ntensors)
-    };
-    shim::check("tracing", error).map_err(|e| export(e.to_string()))?;
-    // SAFETY: `description` is a NUL-terminated string from the shim.
-    let text = unsafe { std::ffi::CStr::from_ptr(description) }.to_string_lossy().into_owned();
-    let taken: Vec<Tensor> = (0..ntensors as usize)
-        // SAFETY: each entry is a new at::Tensor owned by no one else.
-        .map(|i| unsafe { Tensor::from_ptr(*tensors.add(i)) })
-        .collect();
-    // SAFETY: both came from `lit_trace_end`; the tensors themselves are owned by `taken`.
-    unsafe { shim::lit_trace_free(description, tensors) };
+    let (text, tensors) = shim::trace_end(&outputs).map_err(|e| export(e.to_string()))?;
     let mut graph = parse(&text).map_err(export)?;
-    graph.tensors = taken;
+    graph.tensors = tensors;
     Ok(graph)
 }
 
