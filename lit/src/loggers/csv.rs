@@ -6,16 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Logger, make_version_dir, plot, yaml};
+use super::{Logger, RunDir, plot};
 use crate::error::{Error, Result};
 
 /// Writes metrics to a CSV file as Lightning's `CSVLogger` does: one row per logging call with
 /// `epoch`, `step` and the metrics, the header the sorted union of all keys.
 pub struct CsvLogger {
-    root: PathBuf,
-    name: String,
-    version: Option<usize>,
-    dir: Option<PathBuf>,
+    run: RunDir,
     keys: BTreeSet<String>,
     rows: Vec<BTreeMap<String, f64>>,
     written: usize,
@@ -26,10 +23,7 @@ impl CsvLogger {
     /// A logger under `root/lightning_logs/version_N`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         CsvLogger {
-            root: root.into(),
-            name: "lightning_logs".into(),
-            version: None,
-            dir: None,
+            run: RunDir::new(root.into()),
             keys: BTreeSet::new(),
             rows: Vec::new(),
             written: 0,
@@ -39,29 +33,19 @@ impl CsvLogger {
 
     /// Uses `name` instead of `lightning_logs`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.run.set_name(name.into());
         self
     }
 
     /// Uses `version_{version}` instead of the next free number.
     pub fn version(mut self, version: usize) -> Self {
-        self.version = Some(version);
+        self.run.set_version(version);
         self
     }
 
     /// Every row logged so far.
     pub fn rows(&self) -> &[BTreeMap<String, f64>] {
         &self.rows
-    }
-
-    fn dir(&mut self) -> Result<PathBuf> {
-        if let Some(dir) = &self.dir {
-            return Ok(dir.clone());
-        }
-        let (dir, version) = make_version_dir(&self.root, &self.name, self.version)?;
-        self.version = Some(version);
-        self.dir = Some(dir.clone());
-        Ok(dir)
     }
 
     fn format(value: f64) -> String {
@@ -85,20 +69,19 @@ impl CsvLogger {
 
 impl Logger for CsvLogger {
     fn name(&self) -> &str {
-        &self.name
+        self.run.name()
     }
 
     fn version(&self) -> String {
-        format!("version_{}", self.version.unwrap_or(0))
+        self.run.version()
     }
 
     fn log_dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
+        self.run.path()
     }
 
     fn log_hyperparams(&mut self, params: &serde_json::Value) -> Result<()> {
-        let path = self.dir()?.join("hparams.yaml");
-        std::fs::write(&path, yaml::to_yaml(params)).map_err(|e| Error::io(&path, e))
+        self.run.write_hparams(params)
     }
 
     fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: usize) -> Result<()> {
@@ -117,7 +100,7 @@ impl Logger for CsvLogger {
         if self.rows.len() == self.written {
             return Ok(());
         }
-        let path = self.dir()?.join("metrics.csv");
+        let path = self.run.create()?.join("metrics.csv");
         let keys: Vec<String> = self.keys.iter().cloned().collect();
         let result = (|| -> std::io::Result<()> {
             if keys != self.header_written {
@@ -142,7 +125,7 @@ impl Logger for CsvLogger {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let path = self.dir()?.join("metrics.svg");
+        let path = self.run.create()?.join("metrics.svg");
         std::fs::write(&path, plot::svg(&self.rows)).map_err(|e| Error::io(&path, e))
     }
 

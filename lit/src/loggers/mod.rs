@@ -75,17 +75,73 @@ pub(crate) fn next_version(dir: &Path) -> usize {
         .map_or(0, |n| n + 1)
 }
 
-/// Creates `root/name/version_N`: `version` when given (reusing it if it exists), otherwise the
-/// next free N, claimed atomically so that runs started together get different versions.
-pub(crate) fn make_version_dir(root: &Path, name: &str, version: Option<usize>) -> Result<(PathBuf, usize)> {
-    let base = root.join(name);
-    std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
-    if let Some(version) = version {
-        let dir = base.join(format!("version_{version}"));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        return Ok((dir, version));
+/// A run's directory, `root/name/version_N` as Lightning lays it out, created on first use;
+/// what every file-writing logger keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct RunDir {
+    root: PathBuf,
+    name: String,
+    version: Option<usize>,
+    dir: Option<PathBuf>,
+}
+
+impl RunDir {
+    /// `root/lightning_logs/version_N`, N the next free number.
+    pub(crate) fn new(root: PathBuf) -> Self {
+        RunDir { root, name: "lightning_logs".into(), version: None, dir: None }
     }
-    let mut version = next_version(&base);
+
+    pub(crate) fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+
+    pub(crate) fn set_version(&mut self, version: usize) {
+        self.version = Some(version);
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `version_N` (N = 0 until the directory is made).
+    pub(crate) fn version(&self) -> String {
+        format!("version_{}", self.version.unwrap_or(0))
+    }
+
+    /// The directory, once made.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The directory, made now if it was not: the given version (reused if it exists), or the
+    /// next free one, claimed atomically so that runs started together get different versions.
+    pub(crate) fn create(&mut self) -> Result<&Path> {
+        if self.dir.is_none() {
+            let base = self.root.join(&self.name);
+            std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+            let (dir, version) = match self.version {
+                Some(version) => {
+                    let dir = base.join(format!("version_{version}"));
+                    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                    (dir, version)
+                }
+                None => claim_next_version(&base)?,
+            };
+            self.version = Some(version);
+            self.dir = Some(dir);
+        }
+        Ok(self.dir.as_deref().expect("made above"))
+    }
+
+    /// Writes `hparams.yaml` into the directory.
+    pub(crate) fn write_hparams(&mut self, params: &serde_json::Value) -> Result<()> {
+        let path = self.create()?.join("hparams.yaml");
+        std::fs::write(&path, yaml::to_yaml(params)).map_err(|e| Error::io(&path, e))
+    }
+}
+
+fn claim_next_version(base: &Path) -> Result<(PathBuf, usize)> {
+    let mut version = next_version(base);
     loop {
         let dir = base.join(format!("version_{version}"));
         match std::fs::create_dir(&dir) {

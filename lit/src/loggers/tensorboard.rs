@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tch::{Kind, Tensor};
 
-use super::{Logger, make_version_dir, yaml};
+use super::{Logger, RunDir};
 use crate::error::{Error, Result};
 
 // ----- protobuf, the parts needed -----
@@ -250,38 +250,32 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, s
 /// `<root>/lightning_logs/version_N`, as Lightning's `TensorBoardLogger`.
 /// `experiment()` is the [`SummaryWriter`] for images, histograms and the like.
 pub struct TensorBoardLogger {
-    root: PathBuf,
-    name: String,
-    version: Option<usize>,
-    dir: Option<PathBuf>,
+    run: RunDir,
     writer: Option<SummaryWriter>,
 }
 
 impl TensorBoardLogger {
     /// A logger under `root/lightning_logs/version_N`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        TensorBoardLogger { root: root.into(), name: "lightning_logs".into(), version: None, dir: None, writer: None }
+        TensorBoardLogger { run: RunDir::new(root.into()), writer: None }
     }
 
     /// Uses `name` instead of `lightning_logs`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.run.set_name(name.into());
         self
     }
 
     /// Uses `version_{version}` instead of the next free number.
     pub fn version(mut self, version: usize) -> Self {
-        self.version = Some(version);
+        self.run.set_version(version);
         self
     }
 
     /// The event writer, created with the run's directory on first use.
     pub fn experiment(&mut self) -> Result<&mut SummaryWriter> {
         if self.writer.is_none() {
-            let (dir, version) = make_version_dir(&self.root, &self.name, self.version)?;
-            self.version = Some(version);
-            self.writer = Some(SummaryWriter::new(&dir)?);
-            self.dir = Some(dir);
+            self.writer = Some(SummaryWriter::new(self.run.create()?)?);
         }
         Ok(self.writer.as_mut().expect("just created"))
     }
@@ -289,22 +283,20 @@ impl TensorBoardLogger {
 
 impl Logger for TensorBoardLogger {
     fn name(&self) -> &str {
-        &self.name
+        self.run.name()
     }
 
     fn version(&self) -> String {
-        format!("version_{}", self.version.unwrap_or(0))
+        self.run.version()
     }
 
     fn log_dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
+        self.run.path()
     }
 
     fn log_hyperparams(&mut self, params: &serde_json::Value) -> Result<()> {
-        let writer = self.experiment()?;
-        writer.add_hparams(params)?;
-        let path = self.dir.as_ref().expect("created with the writer").join("hparams.yaml");
-        std::fs::write(&path, yaml::to_yaml(params)).map_err(|e| Error::io(&path, e))
+        self.experiment()?.add_hparams(params)?;
+        self.run.write_hparams(params)
     }
 
     fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: usize) -> Result<()> {

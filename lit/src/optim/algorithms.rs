@@ -61,6 +61,18 @@ impl Core {
         self.scratch.entry(format!("{i}/{name}")).or_insert_with(|| p.zeros_like()).shallow_clone()
     }
 
+    /// The gradient with L2 weight decay added (`grad + weight_decay * param`, in a work buffer),
+    /// or the gradient itself without weight decay.
+    fn decayed_grad(&mut self, name: &str, p: &Tensor, grad: Tensor, weight_decay: f64) -> Tensor {
+        if weight_decay == 0.0 {
+            return grad;
+        }
+        let mut d = self.scratch(0, name, p);
+        d.copy_(&grad);
+        axpy(&mut d, weight_decay, p);
+        d
+    }
+
     /// The state tensor `kind` of parameter `name`, created as zeros like `p`.
     fn slot(&mut self, kind: &str, name: &str, p: &Tensor) -> Tensor {
         self.state.entry(format!("{kind}/{name}")).or_insert_with(|| p.zeros_like()).shallow_clone()
@@ -111,21 +123,57 @@ impl Core {
     }
 }
 
-macro_rules! optimizer_common {
-    () => {
-        fn zero_grad(&mut self) {
-            self.core.zero_grad();
-        }
-        fn param_groups(&self) -> &[ParamGroup] {
-            &self.core.groups
-        }
-        fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-            &mut self.core.groups
-        }
-        fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-            self.core.load_state_dict(state)
-        }
-    };
+/// What one algorithm adds to [`Core`]: its name, its options and how it updates the
+/// parameters. [`RuleOptimizer`] is the optimizer for any rule.
+trait UpdateRule: Clone + 'static {
+    /// `torch.optim`'s class name.
+    fn name(&self) -> &'static str;
+    /// The config's parameter groups, learning rate and weight decay.
+    fn groups(&self) -> (&Groups, f64, f64);
+    /// The options stored with the optimizer's state.
+    fn options(&self) -> serde_json::Value;
+    /// Updates every parameter that has a gradient; autograd is off and `core.step` counts
+    /// this step.
+    fn update(&self, core: &mut Core);
+}
+
+/// The optimizer of an [`UpdateRule`].
+struct RuleOptimizer<R> {
+    rule: R,
+    core: Core,
+}
+
+/// The optimizer over `vs`'s trainable variables that `rule` describes.
+fn build<R: UpdateRule>(rule: &R, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
+    let (groups, lr, weight_decay) = rule.groups();
+    let core = Core::new(groups.build(vs, lr, weight_decay));
+    Ok(Box::new(RuleOptimizer { rule: rule.clone(), core }))
+}
+
+impl<R: UpdateRule> Optimizer for RuleOptimizer<R> {
+    fn name(&self) -> &'static str {
+        self.rule.name()
+    }
+    fn step(&mut self) {
+        let _guard = tch::no_grad_guard();
+        self.core.step += 1;
+        self.rule.update(&mut self.core);
+    }
+    fn zero_grad(&mut self) {
+        self.core.zero_grad();
+    }
+    fn param_groups(&self) -> &[ParamGroup] {
+        &self.core.groups
+    }
+    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
+        &mut self.core.groups
+    }
+    fn state_dict(&self) -> OptimizerState {
+        self.core.state_dict(self.rule.options())
+    }
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        self.core.load_state_dict(state)
+    }
 }
 
 /// Adds a group rule to a config: parameters whose names `filter` accepts get `options`.
@@ -186,47 +234,37 @@ impl Sgd {
     group_method!();
 }
 
-struct SgdOptimizer {
-    config: Sgd,
-    core: Core,
-}
-
 impl OptimizerConfig for Sgd {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
-        let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(SgdOptimizer { config: self.clone(), core: Core::new(groups) }))
+        build(self, vs)
     }
 }
 
-impl Optimizer for SgdOptimizer {
-    optimizer_common!();
-
+impl UpdateRule for Sgd {
     fn name(&self) -> &'static str {
         "SGD"
     }
 
-    fn step(&mut self) {
-        let _guard = tch::no_grad_guard();
-        let Sgd { momentum, dampening, nesterov, .. } = self.config;
-        self.core.step += 1;
+    fn groups(&self) -> (&Groups, f64, f64) {
+        (&self.groups, self.lr, self.weight_decay)
+    }
+
+    fn options(&self) -> serde_json::Value {
+        serde_json::json!({"momentum": self.momentum, "dampening": self.dampening, "nesterov": self.nesterov})
+    }
+
+    fn update(&self, core: &mut Core) {
+        let Sgd { momentum, dampening, nesterov, .. } = *self;
         // -lr as a 0-d tensor, made again only when the group's learning rate changes.
         let mut neg_lr: Option<(f64, Tensor)> = None;
-        for (name, mut p, g, lr, wd) in self.core.params_with_grads() {
-            // d = grad (+ weight_decay * param)
-            let mut d = if wd != 0.0 {
-                let mut d = self.core.scratch(0, &name, &p);
-                d.copy_(&g);
-                axpy(&mut d, wd, &p);
-                d
-            } else {
-                g
-            };
+        for (name, mut p, g, lr, wd) in core.params_with_grads() {
+            let mut d = core.decayed_grad(&name, &p, g, wd);
             if momentum != 0.0 {
                 let key = format!("momentum_buffer/{name}");
-                let buf = match self.core.state.get(&key) {
+                let buf = match core.state.get(&key) {
                     None => {
                         let b = d.detach().copy();
-                        self.core.state.insert(key, b.shallow_clone());
+                        core.state.insert(key, b.shallow_clone());
                         b
                     }
                     Some(b) => {
@@ -237,7 +275,7 @@ impl Optimizer for SgdOptimizer {
                     }
                 };
                 d = if nesterov {
-                    let mut n = self.core.scratch(1, &name, &p);
+                    let mut n = core.scratch(1, &name, &p);
                     n.copy_(&d);
                     axpy(&mut n, momentum, &buf);
                     n
@@ -255,12 +293,6 @@ impl Optimizer for SgdOptimizer {
             };
             let _ = p.addcmul_(&d, &neg);
         }
-    }
-
-    fn state_dict(&self) -> OptimizerState {
-        let c = &self.config;
-        self.core
-            .state_dict(serde_json::json!({"momentum": c.momentum, "dampening": c.dampening, "nesterov": c.nesterov}))
     }
 }
 
@@ -347,63 +379,54 @@ impl AdamW {
     }
 }
 
-struct AdamOptimizer {
-    config: Adam,
-    core: Core,
-}
-
 impl OptimizerConfig for Adam {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
-        let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(AdamOptimizer { config: self.clone(), core: Core::new(groups) }))
+        build(self, vs)
     }
 }
 
 impl OptimizerConfig for AdamW {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
-        self.0.build(vs)
+        build(&self.0, vs)
     }
 }
 
-impl Optimizer for AdamOptimizer {
-    optimizer_common!();
-
+impl UpdateRule for Adam {
     fn name(&self) -> &'static str {
-        if self.config.decoupled { "AdamW" } else { "Adam" }
+        if self.decoupled { "AdamW" } else { "Adam" }
     }
 
-    fn step(&mut self) {
-        let _guard = tch::no_grad_guard();
-        let Adam { betas: (beta1, beta2), eps, amsgrad, decoupled, .. } = self.config;
-        self.core.step += 1;
-        let step = self.core.step as f64;
+    fn groups(&self) -> (&Groups, f64, f64) {
+        (&self.groups, self.lr, self.weight_decay)
+    }
+
+    fn options(&self) -> serde_json::Value {
+        serde_json::json!({"betas": [self.betas.0, self.betas.1], "eps": self.eps, "amsgrad": self.amsgrad, "decoupled": self.decoupled})
+    }
+
+    fn update(&self, core: &mut Core) {
+        let Adam { betas: (beta1, beta2), eps, amsgrad, decoupled, .. } = *self;
+        let step = core.step as f64;
         let bias1 = 1.0 - beta1.powf(step);
         let bias2_sqrt = (1.0 - beta2.powf(step)).sqrt();
-        for (name, mut p, g, lr, wd) in self.core.params_with_grads() {
+        for (name, mut p, g, lr, wd) in core.params_with_grads() {
             let step_size = lr / bias1;
             if wd != 0.0 && decoupled {
                 let _ = p.g_mul_scalar_(1.0 - lr * wd);
             }
-            let g = if wd != 0.0 && !decoupled {
-                let mut d = self.core.scratch(0, &name, &p);
-                d.copy_(&g);
-                axpy(&mut d, wd, &p);
-                d
-            } else {
-                g
-            };
-            let mut m = self.core.slot("exp_avg", &name, &p);
-            let mut v = self.core.slot("exp_avg_sq", &name, &p);
+            let g = if decoupled { g } else { core.decayed_grad(&name, &p, g, wd) };
+            let mut m = core.slot("exp_avg", &name, &p);
+            let mut v = core.slot("exp_avg_sq", &name, &p);
             // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
             let _ = m.lerp_(&g, 1.0 - beta1);
-            let squared = self.core.scratch(1, &name, &p);
+            let squared = core.scratch(1, &name, &p);
             let _ = g.mul_out(&squared, &g);
             let _ = v.lerp_(&squared, 1.0 - beta2);
             // sqrt(v) / c + eps = (sqrt(v) + eps * c) / c with c = sqrt(bias_correction2), so
             // param -= step_size * m / denom is param += m / ((sqrt(v) + eps * c) / (-step_size * c)).
-            let mut denom = self.core.scratch(2, &name, &p);
+            let mut denom = core.scratch(2, &name, &p);
             let v = if amsgrad {
-                let max_v = self.core.slot("max_exp_avg_sq", &name, &p);
+                let max_v = core.slot("max_exp_avg_sq", &name, &p);
                 let _ = max_v.maximum_out(&max_v, &v);
                 max_v
             } else {
@@ -413,11 +436,6 @@ impl Optimizer for AdamOptimizer {
             let _ = denom.g_add_scalar_(eps * bias2_sqrt).g_div_scalar_(-step_size * bias2_sqrt);
             let _ = p.addcdiv_(&m, &denom);
         }
-    }
-
-    fn state_dict(&self) -> OptimizerState {
-        let c = &self.config;
-        self.core.state_dict(serde_json::json!({"betas": [c.betas.0, c.betas.1], "eps": c.eps, "amsgrad": c.amsgrad, "decoupled": c.decoupled}))
     }
 }
 
@@ -474,46 +492,37 @@ impl RmsProp {
     group_method!();
 }
 
-struct RmsPropOptimizer {
-    config: RmsProp,
-    core: Core,
-}
-
 impl OptimizerConfig for RmsProp {
     fn build(&self, vs: &nn::VarStore) -> Result<Box<dyn Optimizer>> {
-        let groups = self.groups.build(vs, self.lr, self.weight_decay);
-        Ok(Box::new(RmsPropOptimizer { config: self.clone(), core: Core::new(groups) }))
+        build(self, vs)
     }
 }
 
-impl Optimizer for RmsPropOptimizer {
-    optimizer_common!();
-
+impl UpdateRule for RmsProp {
     fn name(&self) -> &'static str {
         "RMSprop"
     }
 
-    fn step(&mut self) {
-        let _guard = tch::no_grad_guard();
-        let RmsProp { alpha, eps, momentum, centered, .. } = self.config;
-        self.core.step += 1;
-        for (name, mut p, g, lr, wd) in self.core.params_with_grads() {
-            let g = if wd != 0.0 {
-                let mut d = self.core.scratch(0, &name, &p);
-                d.copy_(&g);
-                axpy(&mut d, wd, &p);
-                d
-            } else {
-                g
-            };
-            let mut sq = self.core.slot("square_avg", &name, &p);
-            let mut scaled = self.core.scratch(1, &name, &p);
+    fn groups(&self) -> (&Groups, f64, f64) {
+        (&self.groups, self.lr, self.weight_decay)
+    }
+
+    fn options(&self) -> serde_json::Value {
+        serde_json::json!({"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum, "centered": self.centered})
+    }
+
+    fn update(&self, core: &mut Core) {
+        let RmsProp { alpha, eps, momentum, centered, .. } = *self;
+        for (name, mut p, g, lr, wd) in core.params_with_grads() {
+            let g = core.decayed_grad(&name, &p, g, wd);
+            let mut sq = core.slot("square_avg", &name, &p);
+            let mut scaled = core.scratch(1, &name, &p);
             scaled.copy_(&g);
             let _ = scaled.g_mul_scalar_(1.0 - alpha);
             let _ = sq.g_mul_scalar_(alpha).addcmul_(&scaled, &g);
-            let mut avg = self.core.scratch(2, &name, &p);
+            let mut avg = core.scratch(2, &name, &p);
             if centered {
-                let mut ga = self.core.slot("grad_avg", &name, &p);
+                let mut ga = core.slot("grad_avg", &name, &p);
                 let _ = ga.lerp_(&g, 1.0 - alpha);
                 avg.copy_(&sq);
                 axpy(&mut avg, -1.0, &(&ga * &ga));
@@ -522,7 +531,7 @@ impl Optimizer for RmsPropOptimizer {
             }
             let _ = avg.sqrt_().g_add_scalar_(eps);
             if momentum > 0.0 {
-                let mut buf = self.core.slot("momentum_buffer", &name, &p);
+                let mut buf = core.slot("momentum_buffer", &name, &p);
                 let _ = buf.g_mul_scalar_(momentum).addcdiv_(&g, &avg);
                 axpy(&mut p, -lr, &buf);
             } else {
@@ -530,12 +539,5 @@ impl Optimizer for RmsPropOptimizer {
                 let _ = p.addcdiv_(&g, &avg);
             }
         }
-    }
-
-    fn state_dict(&self) -> OptimizerState {
-        let c = &self.config;
-        self.core.state_dict(
-            serde_json::json!({"alpha": c.alpha, "eps": c.eps, "momentum": c.momentum, "centered": c.centered}),
-        )
     }
 }
