@@ -27,6 +27,7 @@ mod module;
 pub mod optim;
 pub mod profiler;
 mod progress;
+mod protobuf;
 mod rng;
 #[cfg(lit_shim)]
 mod shim;

@@ -1,56 +1,9 @@
-//! The part of ONNX's protobuf schema (`onnx.proto`) that export writes, encoded by hand: a
-//! handful of messages, written once, need no code generator.
+//! The part of ONNX's protobuf schema (`onnx.proto`) that export writes, through lit's
+//! protobuf encoder.
 
 use tch::{Kind, Tensor};
 
-/// A protobuf message being encoded.
-#[derive(Default)]
-pub(super) struct Message(Vec<u8>);
-
-impl Message {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-    }
-
-    fn key(&mut self, field: u32, wire: u8) {
-        self.varint(((field as u64) << 3) | wire as u64);
-    }
-
-    pub(super) fn int(&mut self, field: u32, v: i64) -> &mut Self {
-        self.key(field, 0);
-        self.varint(v as u64);
-        self
-    }
-
-    pub(super) fn float(&mut self, field: u32, v: f32) -> &mut Self {
-        self.key(field, 5);
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-
-    pub(super) fn bytes(&mut self, field: u32, v: &[u8]) -> &mut Self {
-        self.key(field, 2);
-        self.varint(v.len() as u64);
-        self.0.extend_from_slice(v);
-        self
-    }
-
-    pub(super) fn string(&mut self, field: u32, v: &str) -> &mut Self {
-        self.bytes(field, v.as_bytes())
-    }
-
-    pub(super) fn message(&mut self, field: u32, m: &Message) -> &mut Self {
-        self.bytes(field, &m.0)
-    }
-
-    pub(super) fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
+pub(super) use crate::protobuf::Message;
 
 /// ONNX's `TensorProto.DataType` of a libtorch dtype.
 pub(super) fn elem_type(kind: Kind) -> Option<i64> {

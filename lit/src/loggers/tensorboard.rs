@@ -12,65 +12,29 @@ use tch::{Kind, Tensor};
 
 use super::{Logger, RunDir};
 use crate::error::{Error, Result};
+use crate::protobuf::Message;
 
-// ----- protobuf, the parts needed -----
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, u64::from(field) << 3 | u64::from(wire));
-}
-
-fn field_varint(out: &mut Vec<u8>, field: u32, v: u64) {
-    key(out, field, 0);
-    varint(out, v);
-}
-
-fn field_double(out: &mut Vec<u8>, field: u32, v: f64) {
-    key(out, field, 1);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn field_float(out: &mut Vec<u8>, field: u32, v: f32) {
-    key(out, field, 5);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn field_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    key(out, field, 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn packed_doubles(out: &mut Vec<u8>, field: u32, values: &[f64]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    field_bytes(out, field, &bytes);
-}
+// ----- the event messages -----
 
 /// `Event { wall_time = 1, step = 2, file_version = 3 | summary = 5 }`.
-fn event(step: i64, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut e = Vec::new();
+fn event(step: i64, body: impl FnOnce(&mut Message)) -> Message {
+    let mut e = Message::default();
     let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    field_double(&mut e, 1, wall);
-    field_varint(&mut e, 2, step as u64);
+    e.double(1, wall).int(2, step);
     body(&mut e);
     e
 }
 
-/// `Summary { value = 1: Value { tag = 1, ...value } }`.
-fn summary(tag: &str, value: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut v = Vec::new();
-    field_bytes(&mut v, 1, tag.as_bytes());
+/// An event at `step` holding `Summary { value = 1: Value { tag = 1, ...value } }`.
+fn summary_event(step: i64, tag: &str, value: impl FnOnce(&mut Message)) -> Message {
+    let mut v = Message::default();
+    v.string(1, tag);
     value(&mut v);
-    let mut s = Vec::new();
-    field_bytes(&mut s, 1, &v);
-    s
+    let mut s = Message::default();
+    s.message(1, &v);
+    event(step, |e| {
+        e.message(5, &s);
+    })
 }
 
 // ----- TFRecord framing -----
@@ -115,7 +79,9 @@ impl SummaryWriter {
         let path = dir.join(format!("events.out.tfevents.{secs}.{host}.{}", std::process::id()));
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         let mut writer = SummaryWriter { path, file: std::io::BufWriter::new(file) };
-        writer.write(&event(0, |e| field_bytes(e, 3, b"brain.Event:2")))?;
+        writer.write(&event(0, |e| {
+            e.string(3, "brain.Event:2");
+        }))?;
         Ok(writer)
     }
 
@@ -124,7 +90,8 @@ impl SummaryWriter {
         &self.path
     }
 
-    fn write(&mut self, event: &[u8]) -> Result<()> {
+    fn write(&mut self, event: &Message) -> Result<()> {
+        let event = event.as_bytes();
         let len = (event.len() as u64).to_le_bytes();
         let mut record = Vec::with_capacity(event.len() + 16);
         record.extend_from_slice(&len);
@@ -136,8 +103,9 @@ impl SummaryWriter {
 
     /// A scalar at `step`.
     pub fn add_scalar(&mut self, tag: &str, value: f64, step: usize) -> Result<()> {
-        let s = summary(tag, |v| field_float(v, 2, value as f32));
-        self.write(&event(step as i64, |e| field_bytes(e, 5, &s)))
+        self.write(&summary_event(step as i64, tag, |v| {
+            v.float(2, value as f32);
+        }))
     }
 
     /// A histogram of `values` (any shape) at `step`, in 30 equal buckets.
@@ -154,16 +122,17 @@ impl SummaryWriter {
             counts[(((v - min) / width) as usize).min(buckets - 1)] += 1.0;
         }
         let limits: Vec<f64> = (1..=buckets).map(|i| min + width * i as f64).collect();
-        let mut h = Vec::new();
-        field_double(&mut h, 1, min);
-        field_double(&mut h, 2, max);
-        field_double(&mut h, 3, finite.len() as f64);
-        field_double(&mut h, 4, finite.iter().sum());
-        field_double(&mut h, 5, finite.iter().map(|v| v * v).sum());
-        packed_doubles(&mut h, 6, &limits);
-        packed_doubles(&mut h, 7, &counts);
-        let s = summary(tag, |v| field_bytes(v, 5, &h));
-        self.write(&event(step as i64, |e| field_bytes(e, 5, &s)))
+        let mut h = Message::default();
+        h.double(1, min)
+            .double(2, max)
+            .double(3, finite.len() as f64)
+            .double(4, finite.iter().sum())
+            .double(5, finite.iter().map(|v| v * v).sum())
+            .packed_doubles(6, &limits)
+            .packed_doubles(7, &counts);
+        self.write(&summary_event(step as i64, tag, |v| {
+            v.message(5, &h);
+        }))
     }
 
     /// An image at `step`: a `[C, H, W]` tensor (C = 1, 3 or 4), floats in [0, 1] or bytes.
@@ -184,13 +153,11 @@ impl SummaryWriter {
             bytes.detach().to_device(tch::Device::Cpu).permute([1, 2, 0]).contiguous().flatten(0, -1),
         )?;
         let png = crate::image::png(&hwc, w as u32, h as u32, c as u8);
-        let mut img = Vec::new();
-        field_varint(&mut img, 1, h as u64);
-        field_varint(&mut img, 2, w as u64);
-        field_varint(&mut img, 3, c as u64);
-        field_bytes(&mut img, 4, &png);
-        let s = summary(tag, |v| field_bytes(v, 4, &img));
-        self.write(&event(step as i64, |e| field_bytes(e, 5, &s)))
+        let mut img = Message::default();
+        img.int(1, h).int(2, w).int(3, c).bytes(4, &png);
+        self.write(&summary_event(step as i64, tag, |v| {
+            v.message(4, &img);
+        }))
     }
 
     /// Hyper-parameters for TensorBoard's HParams dashboard (numbers, strings and booleans; nested
@@ -199,30 +166,28 @@ impl SummaryWriter {
         let mut flat = BTreeMap::new();
         flatten("", params, &mut flat);
         // HParamsPluginData { version = 1, session_start_info = 3: SessionStartInfo { hparams = 1 } }
-        let mut start = Vec::new();
+        let mut start = Message::default();
         for (k, v) in &flat {
-            let mut value = Vec::new();
+            let mut value = Message::default();
             match v {
-                serde_json::Value::Number(n) => field_double(&mut value, 2, n.as_f64().unwrap_or(f64::NAN)),
-                serde_json::Value::Bool(b) => field_varint(&mut value, 4, u64::from(*b)),
-                serde_json::Value::String(s) => field_bytes(&mut value, 3, s.as_bytes()),
-                other => field_bytes(&mut value, 3, other.to_string().as_bytes()),
-            }
-            let mut entry = Vec::new();
-            field_bytes(&mut entry, 1, k.as_bytes());
-            field_bytes(&mut entry, 2, &value);
-            field_bytes(&mut start, 1, &entry);
+                serde_json::Value::Number(n) => value.double(2, n.as_f64().unwrap_or(f64::NAN)),
+                serde_json::Value::Bool(b) => value.int(4, i64::from(*b)),
+                serde_json::Value::String(s) => value.string(3, s),
+                other => value.string(3, &other.to_string()),
+            };
+            let mut entry = Message::default();
+            entry.string(1, k).message(2, &value);
+            start.message(1, &entry);
         }
-        let mut content = Vec::new();
-        field_varint(&mut content, 1, 0);
-        field_bytes(&mut content, 3, &start);
-        let mut plugin = Vec::new();
-        field_bytes(&mut plugin, 1, b"hparams");
-        field_bytes(&mut plugin, 2, &content);
-        let mut metadata = Vec::new();
-        field_bytes(&mut metadata, 1, &plugin);
-        let s = summary("_hparams_/session_start_info", |v| field_bytes(v, 9, &metadata));
-        self.write(&event(0, |e| field_bytes(e, 5, &s)))
+        let mut content = Message::default();
+        content.int(1, 0).message(3, &start);
+        let mut plugin = Message::default();
+        plugin.string(1, "hparams").bytes(2, content.as_bytes());
+        let mut metadata = Message::default();
+        metadata.message(1, &plugin);
+        self.write(&summary_event(0, "_hparams_/session_start_info", |v| {
+            v.message(9, &metadata);
+        }))
     }
 
     /// Writes buffered events to disk.

@@ -12,6 +12,12 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A CPU Trainer that prints nothing and logs nowhere (checkpointing stays on, under the
+/// current directory's `checkpoints/` unless a test sets a root).
+pub fn quiet() -> lit::TrainerBuilder {
+    lit::Trainer::builder().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false).logger(false)
+}
+
 /// A Trainer writing under `root` with no progress bar, checkpoints or loggers: what most
 /// tests start from.
 pub fn quiet_trainer(root: &std::path::Path) -> lit::TrainerBuilder {

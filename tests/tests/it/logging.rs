@@ -8,7 +8,7 @@ use lit::loggers::{CsvLogger, TensorBoardLogger};
 use lit::prelude::*;
 use lit::{ModelSummary, NanPolicy};
 
-use crate::common::temp_dir;
+use crate::common::{quiet, temp_dir};
 
 type B = (Tensor, Tensor);
 
@@ -91,10 +91,6 @@ impl Logs {
 
 fn logs(mode: &str) -> Logs {
     Logs::new(LogConfig { mode: mode.into(), lr: 0.1 })
-}
-
-fn quiet() -> lit::TrainerBuilder {
-    Trainer::builder().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false).logger(false)
 }
 
 #[test]

@@ -12,6 +12,8 @@ use lit::optim::{
 use lit::prelude::*;
 use serde_json::Value;
 
+use crate::common::quiet;
+
 fn reference() -> Value {
     let path = crate::common::repo_root().join("tests/data/optim_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -241,10 +243,6 @@ fn data(n: i64, batch: i64) -> Vec<B> {
 
 fn weights(m: &Linear) -> Tensor {
     Tensor::cat(&[m.layer.ws.flatten(0, -1), m.layer.bs.as_ref().unwrap().shallow_clone()], 0)
-}
-
-fn quiet() -> lit::TrainerBuilder {
-    Trainer::builder().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false).logger(false)
 }
 
 #[test]
