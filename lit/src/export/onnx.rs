@@ -10,76 +10,83 @@ use super::{Const, Graph, Node, Value};
 const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
-/// The aten operators `convert` rewrites.
-pub(crate) const SUPPORTED: &[&str] = &[
-    "linear",
-    "matmul",
-    "mm",
-    "bmm",
-    "addmm",
-    "t",
-    "transpose",
-    "permute",
-    "add",
-    "sub",
-    "rsub",
-    "mul",
-    "div",
-    "pow",
-    "relu",
-    "sigmoid",
-    "tanh",
-    "exp",
-    "log",
-    "sqrt",
-    "neg",
-    "abs",
-    "erf",
-    "sin",
-    "cos",
-    "leaky_relu",
-    "elu",
-    "gelu",
-    "silu",
-    "softplus",
-    "hardtanh",
-    "clamp",
-    "softmax",
-    "log_softmax",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "_convolution",
-    "max_pool1d",
-    "max_pool2d",
-    "avg_pool1d",
-    "avg_pool2d",
-    "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d",
-    "batch_norm",
-    "layer_norm",
-    "dropout",
-    "feature_dropout",
-    "alpha_dropout",
-    "view",
-    "reshape",
-    "flatten",
-    "squeeze",
-    "unsqueeze",
-    "cat",
-    "stack",
-    "mean",
-    "sum",
-    "argmax",
-    "select",
-    "slice",
-    "embedding",
-    "contiguous",
-    "detach",
-    "clone",
-    "to",
-    "type_as",
+/// aten operators that are one ONNX operator on the same tensor inputs.
+const SIMPLE: &[(&str, &str)] = &[
+    ("matmul", "MatMul"),
+    ("mm", "MatMul"),
+    ("bmm", "MatMul"),
+    ("relu", "Relu"),
+    ("sigmoid", "Sigmoid"),
+    ("tanh", "Tanh"),
+    ("exp", "Exp"),
+    ("log", "Log"),
+    ("sqrt", "Sqrt"),
+    ("neg", "Neg"),
+    ("abs", "Abs"),
+    ("erf", "Erf"),
+    ("sin", "Sin"),
+    ("cos", "Cos"),
+    ("contiguous", "Identity"),
+    ("detach", "Identity"),
+    ("clone", "Identity"),
 ];
+
+/// The number of tensor inputs of a [`SIMPLE`] ONNX operator.
+fn arity(onnx: &str) -> usize {
+    if onnx == "MatMul" { 2 } else { 1 }
+}
+
+/// How one aten operator (or a family of them) becomes ONNX operators.
+type Convert = fn(&mut Builder<'_>, Op<'_>) -> Res<()>;
+
+/// The aten operators that need more than a [`SIMPLE`] mapping.
+const BESPOKE: &[(&[&str], Convert)] = &[
+    (&["linear"], |b, op| b.linear(op)),
+    (&["addmm"], |b, op| b.addmm(op)),
+    (&["t", "transpose", "permute"], |b, op| b.transpose(op)),
+    (&["add", "sub", "rsub", "mul", "div", "pow"], |b, op| b.arithmetic(op)),
+    (&["dropout", "feature_dropout", "alpha_dropout"], |b, op| b.dropout(op)),
+    (&["leaky_relu"], |b, op| b.leaky_relu(op)),
+    (&["elu"], |b, op| b.elu(op)),
+    (&["softplus"], |b, op| b.softplus(op)),
+    (&["silu"], |b, op| b.silu(op)),
+    (&["gelu"], |b, op| b.gelu(op)),
+    (&["hardtanh", "clamp"], |b, op| b.clip(op)),
+    (&["softmax", "log_softmax"], |b, op| b.softmax(op)),
+    (&["conv1d", "conv2d", "conv3d", "_convolution"], |b, op| b.convolution(op)),
+    (&["max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d"], |b, op| b.pool(op)),
+    (&["adaptive_avg_pool1d", "adaptive_avg_pool2d"], |b, op| b.adaptive_avg_pool(op)),
+    (&["batch_norm"], |b, op| b.batch_norm(op)),
+    (&["layer_norm"], |b, op| b.layer_norm(op)),
+    (&["view", "reshape", "flatten"], |b, op| b.reshape(op)),
+    (&["squeeze", "unsqueeze"], |b, op| b.squeeze(op)),
+    (&["cat", "stack"], |b, op| b.concat(op)),
+    (&["mean", "sum"], |b, op| b.reduce(op)),
+    (&["argmax"], |b, op| b.argmax(op)),
+    (&["select"], |b, op| b.select(op)),
+    (&["slice"], |b, op| b.slice(op)),
+    (&["embedding"], |b, op| b.embedding(op)),
+    (&["to", "type_as", "_to_copy"], |b, op| b.cast(op)),
+];
+
+/// Every aten operator export converts.
+fn supported() -> impl Iterator<Item = &'static str> {
+    SIMPLE.iter().map(|(aten, _)| *aten).chain(BESPOKE.iter().flat_map(|(names, _)| names.iter().copied()))
+}
+
+/// A dimension index `d` of a rank-`rank` value, made non-negative as ONNX attributes want it.
+fn axis(d: i64, rank: usize) -> i64 {
+    if d < 0 { d + rank as i64 } else { d }
+}
+
+/// One aten operation to convert: its name (without `aten::` and a trailing `_`), its inputs,
+/// the name of its output and the output's dtype.
+struct Op<'n> {
+    name: &'n str,
+    ins: &'n [u64],
+    y: String,
+    kind: Kind,
+}
 
 struct OnnxNode {
     op: &'static str,
@@ -296,410 +303,485 @@ impl Builder<'_> {
     }
 
     fn node(&mut self, node: &Node) -> Res<()> {
-        let Some(op) = node.kind.strip_prefix("aten::") else {
+        let Some(name) = node.kind.strip_prefix("aten::") else {
             return self.prim(node);
         };
-        let op = op.trim_end_matches('_');
-        let ins = &node.inputs;
+        let name = name.trim_end_matches('_');
         let out = node.outputs.first().ok_or("the operation has no output")?;
-        let y = name_of(out.id);
-        let kind = Self::kind(out);
-        let axis = |d: i64, rank: usize| if d < 0 { d + rank as i64 } else { d };
-        match op {
-            "linear" => {
-                let w = ins[1];
-                let wt = match self.constant(w) {
-                    Some(Const::Tensor(i)) => {
-                        let t = self.graph.tensors[*i].tr().contiguous();
-                        self.initializer(format!("{}_t", name_of(w)), t)
-                    }
-                    _ => {
-                        let (w, t) = (self.tensor(w)?, self.temp());
-                        self.push("Transpose", vec![w], vec![t.clone()], vec![("perm", Attr::Ints(vec![1, 0]))]);
-                        t
-                    }
-                };
-                let x = self.tensor(ins[0])?;
-                if ins.len() > 2 && !self.is_none(ins[2]) {
-                    let (b, t) = (self.tensor(ins[2])?, self.temp());
-                    self.push("MatMul", vec![x, wt], vec![t.clone()], vec![]);
-                    self.push("Add", vec![t, b], vec![y], vec![]);
-                } else {
-                    self.push("MatMul", vec![x, wt], vec![y], vec![]);
-                }
-            }
-            "matmul" | "mm" | "bmm" => {
-                let (a, b) = (self.tensor(ins[0])?, self.tensor(ins[1])?);
-                self.push("MatMul", vec![a, b], vec![y], vec![]);
-            }
-            "addmm" => {
-                if self.float(ins[3])? != 1.0 || self.float(ins[4])? != 1.0 {
-                    return Err("`addmm` with beta or alpha other than 1".into());
-                }
-                let (c, a, b, t) = (self.tensor(ins[0])?, self.tensor(ins[1])?, self.tensor(ins[2])?, self.temp());
-                self.push("MatMul", vec![a, b], vec![t.clone()], vec![]);
-                self.push("Add", vec![t, c], vec![y], vec![]);
-            }
-            "t" | "transpose" | "permute" => {
-                let rank = self.rank(ins[0])?;
-                let perm: Vec<i64> = match op {
-                    "t" if rank < 2 => (0..rank as i64).collect(),
-                    "t" => vec![1, 0],
-                    "transpose" => {
-                        let (a, b) = (axis(self.int(ins[1])?, rank), axis(self.int(ins[2])?, rank));
-                        let mut p: Vec<i64> = (0..rank as i64).collect();
-                        p.swap(a as usize, b as usize);
-                        p
-                    }
-                    _ => self.ints(ins[1])?.into_iter().map(|d| axis(d, rank)).collect(),
-                };
-                let x = self.tensor(ins[0])?;
-                self.push("Transpose", vec![x], vec![y], vec![("perm", Attr::Ints(perm))]);
-            }
-            "add" | "sub" | "rsub" | "mul" | "div" | "pow" => {
-                if op == "div" && ins.len() > 2 && !self.is_none(ins[2]) {
-                    return Err("`div` with a rounding mode".into());
-                }
-                let (mut a, mut b) = (self.operand(ins[0], kind)?, self.operand(ins[1], kind)?);
-                if matches!(op, "add" | "sub" | "rsub") && ins.len() > 2 && self.float(ins[2])? != 1.0 {
-                    let alpha = self.operand(ins[2], kind)?;
-                    let t = self.temp();
-                    self.push("Mul", vec![b, alpha], vec![t.clone()], vec![]);
-                    b = t;
-                }
-                let onnx = match op {
-                    "add" => "Add",
-                    "sub" => "Sub",
-                    "rsub" => {
-                        std::mem::swap(&mut a, &mut b);
-                        "Sub"
-                    }
-                    "mul" => "Mul",
-                    "div" => "Div",
-                    _ => "Pow",
-                };
-                self.push(onnx, vec![a, b], vec![y], vec![]);
-            }
-            "relu" | "sigmoid" | "tanh" | "exp" | "log" | "sqrt" | "neg" | "abs" | "erf" | "sin" | "cos" => {
-                let onnx = match op {
-                    "relu" => "Relu",
-                    "sigmoid" => "Sigmoid",
-                    "tanh" => "Tanh",
-                    "exp" => "Exp",
-                    "log" => "Log",
-                    "sqrt" => "Sqrt",
-                    "neg" => "Neg",
-                    "abs" => "Abs",
-                    "erf" => "Erf",
-                    "sin" => "Sin",
-                    _ => "Cos",
-                };
-                let x = self.tensor(ins[0])?;
-                self.push(onnx, vec![x], vec![y], vec![]);
-            }
-            "contiguous" | "detach" | "clone" => {
-                let x = self.tensor(ins[0])?;
-                self.push("Identity", vec![x], vec![y], vec![]);
-            }
-            "dropout" | "feature_dropout" | "alpha_dropout" => {
-                if self.bool(ins[2])? {
-                    return Err(format!(
-                        "`{op}` in training mode; trace `forward` in eval mode (pass `train = false` to `forward_t`)"
-                    ));
-                }
-                let x = self.tensor(ins[0])?;
-                self.push("Identity", vec![x], vec![y], vec![]);
-            }
-            "leaky_relu" => {
-                let alpha = if ins.len() > 1 { self.float(ins[1])? } else { 0.01 };
-                let x = self.tensor(ins[0])?;
-                self.push("LeakyRelu", vec![x], vec![y], vec![("alpha", Attr::Float(alpha as f32))]);
-            }
-            "elu" => {
-                let alpha = self.float(ins[1])?;
-                if self.float(ins[2])? != 1.0 || self.float(ins[3])? != 1.0 {
-                    return Err("`elu` with a scale other than 1".into());
-                }
-                let x = self.tensor(ins[0])?;
-                self.push("Elu", vec![x], vec![y], vec![("alpha", Attr::Float(alpha as f32))]);
-            }
-            "softplus" => {
-                if self.float(ins[1])? != 1.0 {
-                    return Err("`softplus` with beta other than 1".into());
-                }
-                let x = self.tensor(ins[0])?;
-                self.push("Softplus", vec![x], vec![y], vec![]);
-            }
-            "silu" => {
-                let (x, s) = (self.tensor(ins[0])?, self.temp());
-                self.push("Sigmoid", vec![x.clone()], vec![s.clone()], vec![]);
-                self.push("Mul", vec![x, s], vec![y], vec![]);
-            }
-            "gelu" => {
-                let tanh = matches!(self.constant(ins[1]), Some(Const::Str(s)) if s == "tanh");
-                let x = self.tensor(ins[0])?;
-                let c = |b: &mut Self, v: f64| {
-                    let name = b.temp();
-                    b.initializer(name, Tensor::from(v).to_kind(kind))
-                };
-                let (half, one) = (c(self, 0.5), c(self, 1.0));
-                let inner = self.temp();
-                if tanh {
-                    // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-                    let (k, a, three) = (c(self, (2.0 / std::f64::consts::PI).sqrt()), c(self, 0.044715), c(self, 3.0));
-                    let (cube, scaled, sum, arg) = (self.temp(), self.temp(), self.temp(), self.temp());
-                    self.push("Pow", vec![x.clone(), three], vec![cube.clone()], vec![]);
-                    self.push("Mul", vec![cube, a], vec![scaled.clone()], vec![]);
-                    self.push("Add", vec![x.clone(), scaled], vec![sum.clone()], vec![]);
-                    self.push("Mul", vec![sum, k], vec![arg.clone()], vec![]);
-                    self.push("Tanh", vec![arg], vec![inner.clone()], vec![]);
-                } else {
-                    // 0.5 x (1 + erf(x / sqrt 2))
-                    let root2 = c(self, std::f64::consts::SQRT_2);
-                    let div = self.temp();
-                    self.push("Div", vec![x.clone(), root2], vec![div.clone()], vec![]);
-                    self.push("Erf", vec![div], vec![inner.clone()], vec![]);
-                }
-                let (plus, halfx) = (self.temp(), self.temp());
-                self.push("Add", vec![inner, one], vec![plus.clone()], vec![]);
-                self.push("Mul", vec![x, half], vec![halfx.clone()], vec![]);
-                self.push("Mul", vec![halfx, plus], vec![y], vec![]);
-            }
-            "hardtanh" | "clamp" => {
-                let x = self.tensor(ins[0])?;
-                let mut inputs = vec![x];
-                for &id in &ins[1..3] {
-                    inputs.push(if self.is_none(id) { String::new() } else { self.operand(id, kind)? });
-                }
-                self.push("Clip", inputs, vec![y], vec![]);
-            }
-            "softmax" | "log_softmax" => {
-                let rank = self.rank(ins[0])?;
-                let dim = axis(self.int(ins[1])?, rank);
-                let x = self.tensor(ins[0])?;
-                let onnx = if op == "softmax" { "Softmax" } else { "LogSoftmax" };
-                self.push(onnx, vec![x], vec![y], vec![("axis", Attr::Int(dim))]);
-            }
-            "conv1d" | "conv2d" | "conv3d" | "_convolution" => {
-                let spatial = self.rank(ins[1])? - 2;
-                let expand = |v: Vec<i64>| if v.len() == 1 { vec![v[0]; spatial] } else { v };
-                let stride = expand(self.ints(ins[3])?);
-                let dilation = expand(self.ints(ins[5])?);
-                let (transposed, output_padding, groups) = if op == "_convolution" {
-                    (self.bool(ins[6])?, expand(self.ints(ins[7])?), self.int(ins[8])?)
-                } else {
-                    (false, vec![], self.int(ins[6])?)
-                };
-                let mut attrs = vec![
-                    ("kernel_shape", Attr::Ints(self.sizes(ins[1])?[2..].to_vec())),
-                    ("strides", Attr::Ints(stride)),
-                    ("dilations", Attr::Ints(dilation)),
-                    ("group", Attr::Int(groups)),
-                ];
-                match self.constant(ins[4]) {
-                    Some(Const::Str(s)) if s == "same" => attrs.push(("auto_pad", Attr::Str("SAME_UPPER".into()))),
-                    Some(Const::Str(_)) => attrs.push(("pads", Attr::Ints(vec![0; 2 * spatial]))),
-                    _ => {
-                        let pad = expand(self.ints(ins[4])?);
-                        attrs.push(("pads", Attr::Ints([pad.clone(), pad].concat())));
-                    }
-                }
-                if transposed {
-                    attrs.push(("output_padding", Attr::Ints(output_padding)));
-                }
-                let mut inputs = vec![self.tensor(ins[0])?, self.tensor(ins[1])?];
-                if !self.is_none(ins[2]) {
-                    inputs.push(self.tensor(ins[2])?);
-                }
-                self.push(if transposed { "ConvTranspose" } else { "Conv" }, inputs, vec![y], attrs);
-            }
-            "max_pool1d" | "max_pool2d" | "avg_pool1d" | "avg_pool2d" => {
-                let kernel = self.ints(ins[1])?;
-                let spatial = kernel.len();
-                let expand = |v: Vec<i64>| if v.len() == 1 { vec![v[0]; spatial] } else { v };
-                let stride = self.ints(ins[2])?;
-                let stride = if stride.is_empty() { kernel.clone() } else { expand(stride) };
-                let pad = expand(self.ints(ins[3])?);
-                let mut attrs = vec![
-                    ("kernel_shape", Attr::Ints(kernel)),
-                    ("strides", Attr::Ints(stride)),
-                    ("pads", Attr::Ints([pad.clone(), pad].concat())),
-                ];
-                let x = self.tensor(ins[0])?;
-                if op.starts_with("max") {
-                    attrs.push(("dilations", Attr::Ints(expand(self.ints(ins[4])?))));
-                    attrs.push(("ceil_mode", Attr::Int(self.int(ins[5])?)));
-                    self.push("MaxPool", vec![x], vec![y], attrs);
-                } else {
-                    if ins.len() > 6 && !self.is_none(ins[6]) {
-                        return Err("`avg_pool` with `divisor_override`".into());
-                    }
-                    attrs.push(("ceil_mode", Attr::Int(self.int(ins[4])?)));
-                    attrs.push(("count_include_pad", Attr::Int(self.int(ins[5])?)));
-                    self.push("AveragePool", vec![x], vec![y], attrs);
-                }
-            }
-            "adaptive_avg_pool1d" | "adaptive_avg_pool2d" => {
-                let target = self.ints(ins[1])?;
-                let sizes = self.sizes(ins[0])?;
-                let spatial = &sizes[sizes.len() - target.len()..];
-                let x = self.tensor(ins[0])?;
-                if target.iter().all(|&t| t == 1) {
-                    self.push("GlobalAveragePool", vec![x], vec![y], vec![]);
-                } else if spatial.iter().zip(&target).all(|(s, t)| *t > 0 && s % t == 0) {
-                    let kernel: Vec<i64> = spatial.iter().zip(&target).map(|(s, t)| s / t).collect();
-                    let attrs = vec![
-                        ("kernel_shape", Attr::Ints(kernel.clone())),
-                        ("strides", Attr::Ints(kernel)),
-                        ("pads", Attr::Ints(vec![0; 2 * target.len()])),
-                    ];
-                    self.push("AveragePool", vec![x], vec![y], attrs);
-                } else {
-                    return Err(format!("`{op}` from {spatial:?} to {target:?}, which is not a whole-number ratio"));
-                }
-            }
-            "batch_norm" => {
-                if self.bool(ins[5])? {
-                    return Err(
-                        "`batch_norm` in training mode; trace `forward` in eval mode (pass `train = false`)".into()
-                    );
-                }
-                let channels = self.sizes(ins[3])?[0];
-                let mut inputs = vec![self.tensor(ins[0])?];
-                for (id, fill) in [(ins[1], 1.0), (ins[2], 0.0)] {
-                    inputs.push(if self.is_none(id) {
-                        let name = self.temp();
-                        self.initializer(name, Tensor::full([channels], fill, (kind, tch::Device::Cpu)))
-                    } else {
-                        self.tensor(id)?
-                    });
-                }
-                inputs.push(self.tensor(ins[3])?);
-                inputs.push(self.tensor(ins[4])?);
-                let attrs = vec![("epsilon", Attr::Float(self.float(ins[7])? as f32)), ("momentum", Attr::Float(0.9))];
-                self.push("BatchNormalization", inputs, vec![y], attrs);
-            }
-            "layer_norm" => {
-                let shape = self.ints(ins[1])?;
-                let mut inputs = vec![self.tensor(ins[0])?];
-                for (id, fill) in [(ins[2], 1.0), (ins[3], 0.0)] {
-                    inputs.push(if self.is_none(id) {
-                        let name = self.temp();
-                        self.initializer(name, Tensor::full(shape.as_slice(), fill, (kind, tch::Device::Cpu)))
-                    } else {
-                        self.tensor(id)?
-                    });
-                }
-                let attrs = vec![
-                    ("axis", Attr::Int(-(shape.len() as i64))),
-                    ("epsilon", Attr::Float(self.float(ins[4])? as f32)),
-                ];
-                self.push("LayerNormalization", inputs, vec![y], attrs);
-            }
-            "view" | "reshape" | "flatten" => {
-                let shape = if op == "flatten" {
-                    let sizes = self.sizes(ins[0])?;
-                    let rank = sizes.len().max(1);
-                    let (s, e) = (axis(self.int(ins[1])?, rank) as usize, axis(self.int(ins[2])?, rank) as usize);
-                    let mut shape = vec![0; s];
-                    shape.push(-1);
-                    shape.extend_from_slice(sizes.get(e + 1..).unwrap_or(&[]));
-                    shape
-                } else {
-                    self.ints(ins[1])?
-                };
-                let (x, s) = (self.tensor(ins[0])?, self.ints_init(&shape));
-                self.push("Reshape", vec![x, s], vec![y], vec![]);
-            }
-            "squeeze" | "unsqueeze" => {
-                let x = self.tensor(ins[0])?;
-                let mut inputs = vec![x];
-                if ins.len() > 1 {
-                    let axes = self.ints(ins[1])?;
-                    inputs.push(self.ints_init(&axes));
-                }
-                self.push(if op == "squeeze" { "Squeeze" } else { "Unsqueeze" }, inputs, vec![y], vec![]);
-            }
-            "cat" | "stack" => {
-                let items = self.lists.get(&ins[0]).cloned().ok_or("the tensors to join are not a list")?;
-                let rank = self.rank(items[0])? + usize::from(op == "stack");
-                let dim = axis(self.int(ins[1])?, rank);
-                let mut inputs = Vec::new();
-                for id in items {
-                    let t = self.tensor(id)?;
-                    inputs.push(if op == "stack" {
-                        let (u, axes) = (self.temp(), self.ints_init(&[dim]));
-                        self.push("Unsqueeze", vec![t, axes], vec![u.clone()], vec![]);
-                        u
-                    } else {
-                        t
-                    });
-                }
-                self.push("Concat", inputs, vec![y], vec![("axis", Attr::Int(dim))]);
-            }
-            "mean" | "sum" => {
-                let x = self.tensor(ins[0])?;
-                let all = ins.len() <= 2;
-                let keep = if all { 0 } else { self.int(ins[2])? };
-                let axes = if all { None } else { Some(self.ints(ins[1])?) };
-                if op == "mean" {
-                    let mut attrs = vec![("keepdims", Attr::Int(keep))];
-                    if let Some(axes) = axes {
-                        attrs.push(("axes", Attr::Ints(axes)));
-                    }
-                    self.push("ReduceMean", vec![x], vec![y], attrs);
-                } else {
-                    let mut inputs = vec![x];
-                    if let Some(axes) = axes {
-                        inputs.push(self.ints_init(&axes));
-                    }
-                    self.push("ReduceSum", inputs, vec![y], vec![("keepdims", Attr::Int(keep))]);
-                }
-            }
-            "argmax" => {
-                if self.is_none(ins[1]) {
-                    return Err("`argmax` over all dimensions".into());
-                }
-                let attrs = vec![("axis", Attr::Int(self.int(ins[1])?)), ("keepdims", Attr::Int(self.int(ins[2])?))];
-                let x = self.tensor(ins[0])?;
-                self.push("ArgMax", vec![x], vec![y], attrs);
-            }
-            "select" => {
-                let index = self.int(ins[2])?;
-                let (x, i) = (self.tensor(ins[0])?, self.temp());
-                let i = self.initializer(i, Tensor::from(index));
-                self.push("Gather", vec![x, i], vec![y], vec![("axis", Attr::Int(self.int(ins[1])?))]);
-            }
-            "slice" => {
-                let start = if self.is_none(ins[2]) { 0 } else { self.int(ins[2])? };
-                let end = if self.is_none(ins[3]) { i64::MAX } else { self.int(ins[3])? };
-                let x = self.tensor(ins[0])?;
-                let inputs = vec![
-                    x,
-                    self.ints_init(&[start]),
-                    self.ints_init(&[end]),
-                    self.ints_init(&[self.int(ins[1])?]),
-                    self.ints_init(&[self.int(ins[4])?]),
-                ];
-                self.push("Slice", inputs, vec![y], vec![]);
-            }
-            "embedding" => {
-                let (w, i) = (self.tensor(ins[0])?, self.tensor(ins[1])?);
-                self.push("Gather", vec![w, i], vec![y], vec![("axis", Attr::Int(0))]);
-            }
-            "to" | "type_as" | "_to_copy" => {
-                let elem = proto::elem_type(kind).ok_or_else(|| format!("a cast to {kind:?}, which ONNX lacks"))?;
-                let x = self.tensor(ins[0])?;
-                self.push("Cast", vec![x], vec![y], vec![("to", Attr::Int(elem))]);
+        let op = Op { name, ins: &node.inputs, y: name_of(out.id), kind: Self::kind(out) };
+        if let Some((_, onnx)) = SIMPLE.iter().find(|(aten, _)| *aten == name) {
+            let inputs = op.ins.iter().take(arity(onnx)).map(|&id| self.tensor(id)).collect::<Res<Vec<_>>>()?;
+            self.push(onnx, inputs, vec![op.y], vec![]);
+            return Ok(());
+        }
+        match BESPOKE.iter().find(|(names, _)| names.contains(&name)) {
+            Some((_, convert)) => convert(self, op),
+            None => Err(format!(
+                "operator `{}` is not supported (supported: {})",
+                node.kind,
+                supported().map(|s| format!("aten::{s}")).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    /// `aten::linear`.
+    fn linear(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let w = ins[1];
+        let wt = match self.constant(w) {
+            Some(Const::Tensor(i)) => {
+                let t = self.graph.tensors[*i].tr().contiguous();
+                self.initializer(format!("{}_t", name_of(w)), t)
             }
             _ => {
-                return Err(format!(
-                    "operator `{}` is not supported (supported: {})",
-                    node.kind,
-                    SUPPORTED.iter().map(|s| format!("aten::{s}")).collect::<Vec<_>>().join(", ")
-                ));
+                let (w, t) = (self.tensor(w)?, self.temp());
+                self.push("Transpose", vec![w], vec![t.clone()], vec![("perm", Attr::Ints(vec![1, 0]))]);
+                t
+            }
+        };
+        let x = self.tensor(ins[0])?;
+        if ins.len() > 2 && !self.is_none(ins[2]) {
+            let (b, t) = (self.tensor(ins[2])?, self.temp());
+            self.push("MatMul", vec![x, wt], vec![t.clone()], vec![]);
+            self.push("Add", vec![t, b], vec![y], vec![]);
+        } else {
+            self.push("MatMul", vec![x, wt], vec![y], vec![]);
+        }
+        Ok(())
+    }
+
+    /// `aten::addmm`.
+    fn addmm(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        if self.float(ins[3])? != 1.0 || self.float(ins[4])? != 1.0 {
+            return Err("`addmm` with beta or alpha other than 1".into());
+        }
+        let (c, a, b, t) = (self.tensor(ins[0])?, self.tensor(ins[1])?, self.tensor(ins[2])?, self.temp());
+        self.push("MatMul", vec![a, b], vec![t.clone()], vec![]);
+        self.push("Add", vec![t, c], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::t`, `aten::transpose`, `aten::permute`.
+    fn transpose(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let rank = self.rank(ins[0])?;
+        let perm: Vec<i64> = match op {
+            "t" if rank < 2 => (0..rank as i64).collect(),
+            "t" => vec![1, 0],
+            "transpose" => {
+                let (a, b) = (axis(self.int(ins[1])?, rank), axis(self.int(ins[2])?, rank));
+                let mut p: Vec<i64> = (0..rank as i64).collect();
+                p.swap(a as usize, b as usize);
+                p
+            }
+            _ => self.ints(ins[1])?.into_iter().map(|d| axis(d, rank)).collect(),
+        };
+        let x = self.tensor(ins[0])?;
+        self.push("Transpose", vec![x], vec![y], vec![("perm", Attr::Ints(perm))]);
+        Ok(())
+    }
+
+    /// `aten::add`, `aten::sub`, `aten::rsub`, `aten::mul`, `aten::div`, `aten::pow`.
+    fn arithmetic(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, kind } = op;
+        if op == "div" && ins.len() > 2 && !self.is_none(ins[2]) {
+            return Err("`div` with a rounding mode".into());
+        }
+        let (mut a, mut b) = (self.operand(ins[0], kind)?, self.operand(ins[1], kind)?);
+        if matches!(op, "add" | "sub" | "rsub") && ins.len() > 2 && self.float(ins[2])? != 1.0 {
+            let alpha = self.operand(ins[2], kind)?;
+            let t = self.temp();
+            self.push("Mul", vec![b, alpha], vec![t.clone()], vec![]);
+            b = t;
+        }
+        let onnx = match op {
+            "add" => "Add",
+            "sub" => "Sub",
+            "rsub" => {
+                std::mem::swap(&mut a, &mut b);
+                "Sub"
+            }
+            "mul" => "Mul",
+            "div" => "Div",
+            _ => "Pow",
+        };
+        self.push(onnx, vec![a, b], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::dropout`, `aten::feature_dropout`, `aten::alpha_dropout`.
+    fn dropout(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        if self.bool(ins[2])? {
+            return Err(format!(
+                "`{op}` in training mode; trace `forward` in eval mode (pass `train = false` to `forward_t`)"
+            ));
+        }
+        let x = self.tensor(ins[0])?;
+        self.push("Identity", vec![x], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::leaky_relu`.
+    fn leaky_relu(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let alpha = if ins.len() > 1 { self.float(ins[1])? } else { 0.01 };
+        let x = self.tensor(ins[0])?;
+        self.push("LeakyRelu", vec![x], vec![y], vec![("alpha", Attr::Float(alpha as f32))]);
+        Ok(())
+    }
+
+    /// `aten::elu`.
+    fn elu(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let alpha = self.float(ins[1])?;
+        if self.float(ins[2])? != 1.0 || self.float(ins[3])? != 1.0 {
+            return Err("`elu` with a scale other than 1".into());
+        }
+        let x = self.tensor(ins[0])?;
+        self.push("Elu", vec![x], vec![y], vec![("alpha", Attr::Float(alpha as f32))]);
+        Ok(())
+    }
+
+    /// `aten::softplus`.
+    fn softplus(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        if self.float(ins[1])? != 1.0 {
+            return Err("`softplus` with beta other than 1".into());
+        }
+        let x = self.tensor(ins[0])?;
+        self.push("Softplus", vec![x], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::silu`.
+    fn silu(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let (x, s) = (self.tensor(ins[0])?, self.temp());
+        self.push("Sigmoid", vec![x.clone()], vec![s.clone()], vec![]);
+        self.push("Mul", vec![x, s], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::gelu`.
+    fn gelu(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, kind, .. } = op;
+        let tanh = matches!(self.constant(ins[1]), Some(Const::Str(s)) if s == "tanh");
+        let x = self.tensor(ins[0])?;
+        let c = |b: &mut Self, v: f64| {
+            let name = b.temp();
+            b.initializer(name, Tensor::from(v).to_kind(kind))
+        };
+        let (half, one) = (c(self, 0.5), c(self, 1.0));
+        let inner = self.temp();
+        if tanh {
+            // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            let (k, a, three) = (c(self, (2.0 / std::f64::consts::PI).sqrt()), c(self, 0.044715), c(self, 3.0));
+            let (cube, scaled, sum, arg) = (self.temp(), self.temp(), self.temp(), self.temp());
+            self.push("Pow", vec![x.clone(), three], vec![cube.clone()], vec![]);
+            self.push("Mul", vec![cube, a], vec![scaled.clone()], vec![]);
+            self.push("Add", vec![x.clone(), scaled], vec![sum.clone()], vec![]);
+            self.push("Mul", vec![sum, k], vec![arg.clone()], vec![]);
+            self.push("Tanh", vec![arg], vec![inner.clone()], vec![]);
+        } else {
+            // 0.5 x (1 + erf(x / sqrt 2))
+            let root2 = c(self, std::f64::consts::SQRT_2);
+            let div = self.temp();
+            self.push("Div", vec![x.clone(), root2], vec![div.clone()], vec![]);
+            self.push("Erf", vec![div], vec![inner.clone()], vec![]);
+        }
+        let (plus, halfx) = (self.temp(), self.temp());
+        self.push("Add", vec![inner, one], vec![plus.clone()], vec![]);
+        self.push("Mul", vec![x, half], vec![halfx.clone()], vec![]);
+        self.push("Mul", vec![halfx, plus], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::hardtanh`, `aten::clamp`.
+    fn clip(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, kind, .. } = op;
+        let x = self.tensor(ins[0])?;
+        let mut inputs = vec![x];
+        for &id in &ins[1..3] {
+            inputs.push(if self.is_none(id) { String::new() } else { self.operand(id, kind)? });
+        }
+        self.push("Clip", inputs, vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::softmax`, `aten::log_softmax`.
+    fn softmax(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let rank = self.rank(ins[0])?;
+        let dim = axis(self.int(ins[1])?, rank);
+        let x = self.tensor(ins[0])?;
+        let onnx = if op == "softmax" { "Softmax" } else { "LogSoftmax" };
+        self.push(onnx, vec![x], vec![y], vec![("axis", Attr::Int(dim))]);
+        Ok(())
+    }
+
+    /// `aten::conv1d`, `aten::conv2d`, `aten::conv3d`, `aten::_convolution`.
+    fn convolution(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let spatial = self.rank(ins[1])? - 2;
+        let expand = |v: Vec<i64>| if v.len() == 1 { vec![v[0]; spatial] } else { v };
+        let stride = expand(self.ints(ins[3])?);
+        let dilation = expand(self.ints(ins[5])?);
+        let (transposed, output_padding, groups) = if op == "_convolution" {
+            (self.bool(ins[6])?, expand(self.ints(ins[7])?), self.int(ins[8])?)
+        } else {
+            (false, vec![], self.int(ins[6])?)
+        };
+        let mut attrs = vec![
+            ("kernel_shape", Attr::Ints(self.sizes(ins[1])?[2..].to_vec())),
+            ("strides", Attr::Ints(stride)),
+            ("dilations", Attr::Ints(dilation)),
+            ("group", Attr::Int(groups)),
+        ];
+        match self.constant(ins[4]) {
+            Some(Const::Str(s)) if s == "same" => attrs.push(("auto_pad", Attr::Str("SAME_UPPER".into()))),
+            Some(Const::Str(_)) => attrs.push(("pads", Attr::Ints(vec![0; 2 * spatial]))),
+            _ => {
+                let pad = expand(self.ints(ins[4])?);
+                attrs.push(("pads", Attr::Ints([pad.clone(), pad].concat())));
             }
         }
+        if transposed {
+            attrs.push(("output_padding", Attr::Ints(output_padding)));
+        }
+        let mut inputs = vec![self.tensor(ins[0])?, self.tensor(ins[1])?];
+        if !self.is_none(ins[2]) {
+            inputs.push(self.tensor(ins[2])?);
+        }
+        self.push(if transposed { "ConvTranspose" } else { "Conv" }, inputs, vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::max_pool1d`, `aten::max_pool2d`, `aten::avg_pool1d`, `aten::avg_pool2d`.
+    fn pool(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let kernel = self.ints(ins[1])?;
+        let spatial = kernel.len();
+        let expand = |v: Vec<i64>| if v.len() == 1 { vec![v[0]; spatial] } else { v };
+        let stride = self.ints(ins[2])?;
+        let stride = if stride.is_empty() { kernel.clone() } else { expand(stride) };
+        let pad = expand(self.ints(ins[3])?);
+        let mut attrs = vec![
+            ("kernel_shape", Attr::Ints(kernel)),
+            ("strides", Attr::Ints(stride)),
+            ("pads", Attr::Ints([pad.clone(), pad].concat())),
+        ];
+        let x = self.tensor(ins[0])?;
+        if op.starts_with("max") {
+            attrs.push(("dilations", Attr::Ints(expand(self.ints(ins[4])?))));
+            attrs.push(("ceil_mode", Attr::Int(self.int(ins[5])?)));
+            self.push("MaxPool", vec![x], vec![y], attrs);
+        } else {
+            if ins.len() > 6 && !self.is_none(ins[6]) {
+                return Err("`avg_pool` with `divisor_override`".into());
+            }
+            attrs.push(("ceil_mode", Attr::Int(self.int(ins[4])?)));
+            attrs.push(("count_include_pad", Attr::Int(self.int(ins[5])?)));
+            self.push("AveragePool", vec![x], vec![y], attrs);
+        }
+        Ok(())
+    }
+
+    /// `aten::adaptive_avg_pool1d`, `aten::adaptive_avg_pool2d`.
+    fn adaptive_avg_pool(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let target = self.ints(ins[1])?;
+        let sizes = self.sizes(ins[0])?;
+        let spatial = &sizes[sizes.len() - target.len()..];
+        let x = self.tensor(ins[0])?;
+        if target.iter().all(|&t| t == 1) {
+            self.push("GlobalAveragePool", vec![x], vec![y], vec![]);
+        } else if spatial.iter().zip(&target).all(|(s, t)| *t > 0 && s % t == 0) {
+            let kernel: Vec<i64> = spatial.iter().zip(&target).map(|(s, t)| s / t).collect();
+            let attrs = vec![
+                ("kernel_shape", Attr::Ints(kernel.clone())),
+                ("strides", Attr::Ints(kernel)),
+                ("pads", Attr::Ints(vec![0; 2 * target.len()])),
+            ];
+            self.push("AveragePool", vec![x], vec![y], attrs);
+        } else {
+            return Err(format!("`{op}` from {spatial:?} to {target:?}, which is not a whole-number ratio"));
+        }
+        Ok(())
+    }
+
+    /// `aten::batch_norm`.
+    fn batch_norm(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, kind, .. } = op;
+        if self.bool(ins[5])? {
+            return Err("`batch_norm` in training mode; trace `forward` in eval mode (pass `train = false`)".into());
+        }
+        let channels = self.sizes(ins[3])?[0];
+        let mut inputs = vec![self.tensor(ins[0])?];
+        for (id, fill) in [(ins[1], 1.0), (ins[2], 0.0)] {
+            inputs.push(if self.is_none(id) {
+                let name = self.temp();
+                self.initializer(name, Tensor::full([channels], fill, (kind, tch::Device::Cpu)))
+            } else {
+                self.tensor(id)?
+            });
+        }
+        inputs.push(self.tensor(ins[3])?);
+        inputs.push(self.tensor(ins[4])?);
+        let attrs = vec![("epsilon", Attr::Float(self.float(ins[7])? as f32)), ("momentum", Attr::Float(0.9))];
+        self.push("BatchNormalization", inputs, vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::layer_norm`.
+    fn layer_norm(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, kind, .. } = op;
+        let shape = self.ints(ins[1])?;
+        let mut inputs = vec![self.tensor(ins[0])?];
+        for (id, fill) in [(ins[2], 1.0), (ins[3], 0.0)] {
+            inputs.push(if self.is_none(id) {
+                let name = self.temp();
+                self.initializer(name, Tensor::full(shape.as_slice(), fill, (kind, tch::Device::Cpu)))
+            } else {
+                self.tensor(id)?
+            });
+        }
+        let attrs =
+            vec![("axis", Attr::Int(-(shape.len() as i64))), ("epsilon", Attr::Float(self.float(ins[4])? as f32))];
+        self.push("LayerNormalization", inputs, vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::view`, `aten::reshape`, `aten::flatten`.
+    fn reshape(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let shape = if op == "flatten" {
+            let sizes = self.sizes(ins[0])?;
+            let rank = sizes.len().max(1);
+            let (s, e) = (axis(self.int(ins[1])?, rank) as usize, axis(self.int(ins[2])?, rank) as usize);
+            let mut shape = vec![0; s];
+            shape.push(-1);
+            shape.extend_from_slice(sizes.get(e + 1..).unwrap_or(&[]));
+            shape
+        } else {
+            self.ints(ins[1])?
+        };
+        let (x, s) = (self.tensor(ins[0])?, self.ints_init(&shape));
+        self.push("Reshape", vec![x, s], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::squeeze`, `aten::unsqueeze`.
+    fn squeeze(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let x = self.tensor(ins[0])?;
+        let mut inputs = vec![x];
+        if ins.len() > 1 {
+            let axes = self.ints(ins[1])?;
+            inputs.push(self.ints_init(&axes));
+        }
+        self.push(if op == "squeeze" { "Squeeze" } else { "Unsqueeze" }, inputs, vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::cat`, `aten::stack`.
+    fn concat(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let items = self.lists.get(&ins[0]).cloned().ok_or("the tensors to join are not a list")?;
+        let rank = self.rank(items[0])? + usize::from(op == "stack");
+        let dim = axis(self.int(ins[1])?, rank);
+        let mut inputs = Vec::new();
+        for id in items {
+            let t = self.tensor(id)?;
+            inputs.push(if op == "stack" {
+                let (u, axes) = (self.temp(), self.ints_init(&[dim]));
+                self.push("Unsqueeze", vec![t, axes], vec![u.clone()], vec![]);
+                u
+            } else {
+                t
+            });
+        }
+        self.push("Concat", inputs, vec![y], vec![("axis", Attr::Int(dim))]);
+        Ok(())
+    }
+
+    /// `aten::mean`, `aten::sum`.
+    fn reduce(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name: op, ins, y, .. } = op;
+        let x = self.tensor(ins[0])?;
+        let all = ins.len() <= 2;
+        let keep = if all { 0 } else { self.int(ins[2])? };
+        let axes = if all { None } else { Some(self.ints(ins[1])?) };
+        if op == "mean" {
+            let mut attrs = vec![("keepdims", Attr::Int(keep))];
+            if let Some(axes) = axes {
+                attrs.push(("axes", Attr::Ints(axes)));
+            }
+            self.push("ReduceMean", vec![x], vec![y], attrs);
+        } else {
+            let mut inputs = vec![x];
+            if let Some(axes) = axes {
+                inputs.push(self.ints_init(&axes));
+            }
+            self.push("ReduceSum", inputs, vec![y], vec![("keepdims", Attr::Int(keep))]);
+        }
+        Ok(())
+    }
+
+    /// `aten::argmax`.
+    fn argmax(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        if self.is_none(ins[1]) {
+            return Err("`argmax` over all dimensions".into());
+        }
+        let attrs = vec![("axis", Attr::Int(self.int(ins[1])?)), ("keepdims", Attr::Int(self.int(ins[2])?))];
+        let x = self.tensor(ins[0])?;
+        self.push("ArgMax", vec![x], vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::select`.
+    fn select(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let index = self.int(ins[2])?;
+        let (x, i) = (self.tensor(ins[0])?, self.temp());
+        let i = self.initializer(i, Tensor::from(index));
+        self.push("Gather", vec![x, i], vec![y], vec![("axis", Attr::Int(self.int(ins[1])?))]);
+        Ok(())
+    }
+
+    /// `aten::slice`.
+    fn slice(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let start = if self.is_none(ins[2]) { 0 } else { self.int(ins[2])? };
+        let end = if self.is_none(ins[3]) { i64::MAX } else { self.int(ins[3])? };
+        let x = self.tensor(ins[0])?;
+        let inputs = vec![
+            x,
+            self.ints_init(&[start]),
+            self.ints_init(&[end]),
+            self.ints_init(&[self.int(ins[1])?]),
+            self.ints_init(&[self.int(ins[4])?]),
+        ];
+        self.push("Slice", inputs, vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::embedding`.
+    fn embedding(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let (w, i) = (self.tensor(ins[0])?, self.tensor(ins[1])?);
+        self.push("Gather", vec![w, i], vec![y], vec![("axis", Attr::Int(0))]);
+        Ok(())
+    }
+
+    /// `aten::to`, `aten::type_as`, `aten::_to_copy`.
+    fn cast(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, kind, .. } = op;
+        let elem = proto::elem_type(kind).ok_or_else(|| format!("a cast to {kind:?}, which ONNX lacks"))?;
+        let x = self.tensor(ins[0])?;
+        self.push("Cast", vec![x], vec![y], vec![("to", Attr::Int(elem))]);
         Ok(())
     }
 
