@@ -352,6 +352,8 @@ pub(crate) const HOOKS: &[Hook] = &[
     // run hooks
     both("on_fit_start", &[CX]),
     both("on_fit_end", &[CX]),
+    both("on_pretrain_routine_start", &[CX]),
+    both("on_pretrain_routine_end", &[CX]),
     both("on_train_start", &[CX]),
     both("on_train_end", &[CX]),
     both("on_validation_start", &[CX]),
@@ -361,6 +363,8 @@ pub(crate) const HOOKS: &[Hook] = &[
     both("on_predict_start", &[CX]),
     both("on_predict_end", &[CX]),
     // epoch hooks
+    both("on_epoch_start", &[CX]),
+    both("on_epoch_end", &[CX]),
     both("on_train_epoch_start", &[CX]),
     both("on_train_epoch_end", &[CX]),
     both("on_validation_epoch_start", &[CX]),
@@ -394,22 +398,6 @@ pub(crate) const HOOKS: &[Hook] = &[
 
 /// Names a Lightning user may write that lit does not have as module hooks, and what to use.
 pub(crate) const INSTEAD: &[(&str, &str)] = &[
-    (
-        "on_epoch_start",
-        "lit has no `on_epoch_start`; use `on_train_epoch_start` (or `on_validation_epoch_start`, `on_test_epoch_start`)",
-    ),
-    (
-        "on_epoch_end",
-        "lit has no `on_epoch_end`; use `on_train_epoch_end` (or `on_validation_epoch_end`, `on_test_epoch_end`)",
-    ),
-    (
-        "on_pretrain_routine_start",
-        "lit has no `on_pretrain_routine_start`; use `on_fit_start`, which runs at the same point of `fit`",
-    ),
-    (
-        "on_pretrain_routine_end",
-        "lit has no `on_pretrain_routine_end`; use `on_train_start` (after the sanity check) or `on_fit_start`",
-    ),
     ("on_predict_model_train", "prediction does not return to training: there is no `on_predict_model_train`"),
     ("on_validation_model_zero_grad", "lit has no `on_validation_model_zero_grad`; use `on_validation_model_train`"),
     (

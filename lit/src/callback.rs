@@ -62,6 +62,14 @@ pub trait Callback: Any {
     fn on_fit_end(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
+    /// After `configure_optimizers`, before the sanity check.
+    fn on_pretrain_routine_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Right after `on_pretrain_routine_start`.
+    fn on_pretrain_routine_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
     /// Before the sanity check's validation batches.
     fn on_sanity_check_start(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
@@ -76,6 +84,14 @@ pub trait Callback: Any {
     }
     /// After the last training epoch.
     fn on_train_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Start of any epoch (training, validation, test), before the module's.
+    fn on_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of any epoch (training, validation, test), before the module's.
+    fn on_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
     /// Start of a training epoch.

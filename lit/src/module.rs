@@ -108,12 +108,15 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///
 /// ```text
 /// fit(model, train, val):
-///     configure_callbacks()                  # merged into the Trainer's callbacks
 ///     prepare_data()
-///     setup("fit")                           # callbacks, then module
+///     configure_callbacks()                  # merged into the Trainer's callbacks
+///     on_fit_start()                         # callbacks, then module
+///     setup("fit")
 ///     <module moved to the device>; on_post_move_to_device()
 ///     configure_optimizers()
-///     on_fit_start()
+///     on_pretrain_routine_start()
+///     <a checkpoint's state restored>        # fit_from_checkpoint
+///     on_pretrain_routine_end()
 ///     val_dataloader()                       # when no validation loader was given to fit
 ///     if validation_step and num_sanity_val_steps > 0:
 ///         on_sanity_check_start()            # callbacks only
@@ -128,6 +131,7 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///     teardown("fit")
 ///
 /// train_epoch():                             # autograd on, cx.training() true
+///     on_epoch_start()
 ///     on_train_epoch_start()
 ///     for batch_idx, batch in train batches:
 ///         on_train_batch_start(batch, batch_idx)
@@ -153,11 +157,13 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///     <epoch-interval schedulers step>       # when the epoch ran to its end
 ///     training_epoch_end(outputs)            # when implemented
 ///     on_train_epoch_end()
+///     on_epoch_end()
 ///
 /// val_loop():                                # test_loop() alike, with test_* hooks
 ///     on_validation_model_eval()             # cx.training() false
 ///     <autograd off>
 ///     on_validation_start()
+///     on_epoch_start()
 ///     on_validation_epoch_start()
 ///     for dataloader_idx, loader in val loaders:
 ///         for batch_idx, batch in loader:
@@ -170,12 +176,13 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///             on_validation_batch_end(out, batch, batch_idx, dataloader_idx)
 ///     validation_epoch_end(outputs)          # when implemented
 ///     on_validation_epoch_end()
+///     on_epoch_end()
 ///     on_validation_end()
 ///     on_validation_model_train()            # cx.training() true again
 ///     <autograd back on>
 ///
 /// validate / test / predict(model, loaders):
-///     configure_callbacks(); prepare_data(); setup(stage);
+///     prepare_data(); configure_callbacks(); setup(stage);
 ///     <module moved>; on_post_move_to_device();
 ///     {val,test,predict}_dataloader()        # when none was given
 ///     val_loop() / test_loop() / predict_loop()
@@ -481,6 +488,14 @@ pub trait LightningModule {
     fn on_fit_end(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
+    /// After `configure_optimizers`, before a checkpoint's state is restored and the sanity check.
+    fn on_pretrain_routine_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// After a checkpoint's state is restored (if any), before the sanity check.
+    fn on_pretrain_routine_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
     /// Before the first training epoch.
     fn on_train_start(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
@@ -516,6 +531,16 @@ pub trait LightningModule {
 
     // ----- epoch hooks -----
 
+    /// Start of any epoch: training (before `on_train_epoch_start`), validation and test (after
+    /// `on_{validation,test}_start`, before `on_{validation,test}_epoch_start`).
+    fn on_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// End of any epoch: training (after `on_train_epoch_end`), validation and test (after
+    /// `on_{validation,test}_epoch_end`, before `on_{validation,test}_end`).
+    fn on_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
+        Ok(())
+    }
     /// Start of a training epoch.
     fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())

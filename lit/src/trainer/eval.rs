@@ -226,6 +226,7 @@ impl<M: LightningModule> Run<'_, M> {
         let keep = S::has_epoch_end();
         let mut outputs: Vec<Vec<StepOutput>> = Vec::new();
         S::start(self.model, self.callbacks, self.cx)?;
+        super::hook!(self, on_epoch_start());
         S::epoch_start(self.model, self.callbacks, self.cx)?;
         self.cx.check()?;
         self.cx.num_dataloaders = loaders.len();
@@ -276,6 +277,7 @@ impl<M: LightningModule> Run<'_, M> {
             S::outputs_end(self.model, outputs, self.cx)?;
         }
         S::epoch_end(self.model, self.callbacks, self.cx)?;
+        super::hook!(self, on_epoch_end());
         self.cx.metrics.end_epoch(false, self.cx.process_group.as_ref())?;
         let sanity = self.cx.running == RunningStage::SanityChecking;
         if !sanity {

@@ -61,12 +61,14 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.schedulers = schedulers;
         self.cx.epoch_progress = None;
         let mut resume_batch = 0;
+        hook!(self, on_pretrain_routine_start());
+        // Between the two, as Lightning's pre-training routine restores a checkpoint.
         if let Some(ckpt) = &ckpt {
             ckpt.load_into(self.model.var_store_mut())?;
             self.restore(ckpt)?;
             resume_batch = ckpt.meta.loops.batch_in_epoch;
         }
-        hook!(self, on_fit_start());
+        hook!(self, on_pretrain_routine_end());
 
         let mut val = match M::HOOKS.validation_step {
             true => self.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "fit")?,
@@ -247,6 +249,7 @@ impl<M: LightningModule> Run<'_, M> {
         let keep_outputs = M::HOOKS.training_epoch_end;
         let mut outputs = Vec::new();
         self.cx.running = RunningStage::Training;
+        hook!(self, on_epoch_start());
         hook!(self, on_train_epoch_start());
         let steps_before = self.cx.global_step;
         self.cx.progress.start(format!("Epoch {epoch}"), Some(limit).filter(|&n| n != usize::MAX));
@@ -290,7 +293,7 @@ impl<M: LightningModule> Run<'_, M> {
             if crate::interrupt::requested() {
                 return Err(self.interrupted());
             }
-            if self.max_steps_reached() || self.stop_allowed(epoch + 1) {
+            if self.max_steps_reached() || self.stop_allowed(epoch) {
                 break;
             }
         }
@@ -320,6 +323,7 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.check()?;
         }
         hook!(self, on_train_epoch_end());
+        hook!(self, on_epoch_end());
         self.cx.metrics.end_epoch(true, self.cx.process_group.as_ref())?;
         self.flush_logs(self.cx.global_step.saturating_sub(1))?;
         let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());

@@ -450,7 +450,6 @@ impl Trainer {
                 self.ddp = Some(ddp);
             }
         }
-        callback::merge(&mut self.callbacks, model.configure_callbacks());
         if stage == Stage::Fit && !self.hparams_logged {
             let hparams = model.hparams_json().unwrap_or_else(|| serde_json::json!({}));
             for logger in &mut self.cx.loggers {
@@ -567,8 +566,14 @@ macro_rules! hook {
 pub(crate) use hook;
 
 impl<M: LightningModule> Run<'_, M> {
+    /// The prologue every run shares, in the spec's order: `prepare_data`,
+    /// `configure_callbacks`, (`fit`: `on_fit_start`), `setup`, the move to the device.
     fn setup(&mut self, stage: Stage) -> Result<()> {
         self.model.prepare_data(self.cx)?;
+        callback::merge(self.callbacks, self.model.configure_callbacks());
+        if stage == Stage::Fit {
+            hook!(self, on_fit_start());
+        }
         hook!(self, setup(stage));
         if self.model.var_store().device() != self.cx.device {
             self.model.var_store_mut().set_device(self.cx.device);

@@ -291,6 +291,10 @@ impl LightningModule for Recorder {
         on_post_move_to_device,
         on_fit_start,
         on_fit_end,
+        on_pretrain_routine_start,
+        on_pretrain_routine_end,
+        on_epoch_start,
+        on_epoch_end,
         on_train_start,
         on_train_end,
         on_validation_start,
@@ -364,7 +368,7 @@ impl Expect {
         self.push(format!("on_{stage}_model_eval"));
         self.training = false;
         self.grad = false;
-        self.push(format!("on_{stage}_start")).push(format!("on_{stage}_epoch_start"));
+        self.push(format!("on_{stage}_start")).push("on_epoch_start").push(format!("on_{stage}_epoch_start"));
         for (dl, &n) in batches.iter().enumerate() {
             for i in 0..n {
                 self.push(format!("on_{stage}_batch_start:{i}/{dl}")).transfer();
@@ -379,7 +383,7 @@ impl Expect {
         let kept: Vec<usize> =
             if stage == "validation" { batches.to_vec() } else { batches.iter().map(|_| 0).collect() };
         self.push(format!("{stage}_epoch_end:{kept:?}"));
-        self.push(format!("on_{stage}_epoch_end")).push(format!("on_{stage}_end"));
+        self.push(format!("on_{stage}_epoch_end")).push("on_epoch_end").push(format!("on_{stage}_end"));
         self.push(format!("on_{stage}_model_train"));
         self.training = restore_training;
         self.grad = true;
@@ -432,6 +436,9 @@ pub(crate) fn hand_written_fit_journal() -> lit::Result<Vec<Call>> {
     Ok(calls)
 }
 
+/// The spec's "Hooks" pseudocode, line by line (`fit` → `train_on_device` → `train_loop` →
+/// `val_loop`), as Lightning's `tests_pytorch/models/test_hooks.py::test_trainer_model_hook_system_fit`
+/// checks its expected call list; with the later hooks lit also has where Lightning 2.6 calls them.
 #[test]
 fn fit_runs_hooks_in_lightning_order() -> lit::Result<()> {
     let (calls, mut model) = journal();
@@ -446,25 +453,40 @@ fn fit_runs_hooks_in_lightning_order() -> lit::Result<()> {
     trainer.fit(&mut model, Batches::new(regression_batches(10)), Batches::new(regression_batches(3)))?;
 
     let mut e = Expect::new();
-    e.all(&["prepare_data", "setup:fit", "on_post_move_to_device", "configure_optimizers", "on_fit_start"]);
+    e.all(&[
+        "prepare_data",
+        "on_fit_start",
+        "setup:fit",
+        "on_post_move_to_device",
+        "configure_optimizers",
+        "on_pretrain_routine_start",
+        "on_pretrain_routine_end",
+    ]);
     e.eval("validation", &[2], true); // sanity check: num_sanity_val_steps = 2
     e.push("on_train_start");
     // Epoch 0: six batches (limit_train_batches), validation after batches 2 and 5.
-    e.push("on_train_epoch_start");
+    e.all(&["on_epoch_start", "on_train_epoch_start"]);
     for i in 0..6 {
         e.train_batch(i);
         if (i + 1) % 3 == 0 {
             e.eval("validation", &[2], true);
         }
     }
-    e.all(&["training_epoch_end:6", "on_train_epoch_end"]);
+    e.all(&["training_epoch_end:6", "on_train_epoch_end", "on_epoch_end"]);
     // Epoch 1: max_steps = 9 is reached at batch 2, after which validation is still due.
-    e.push("on_train_epoch_start");
+    e.all(&["on_epoch_start", "on_train_epoch_start"]);
     for i in 0..3 {
         e.train_batch(i);
     }
     e.eval("validation", &[2], true);
-    e.all(&["training_epoch_end:3", "on_train_epoch_end", "on_train_end", "on_fit_end", "teardown:fit"]);
+    e.all(&[
+        "training_epoch_end:3",
+        "on_train_epoch_end",
+        "on_epoch_end",
+        "on_train_end",
+        "on_fit_end",
+        "teardown:fit",
+    ]);
     assert_journal(&calls, &e);
 
     assert_eq!(trainer.global_step(), 9);
@@ -481,14 +503,29 @@ fn fit_asks_the_module_for_loaders_when_given_none() -> lit::Result<()> {
     trainer.fit(&mut model, (), ())?;
 
     let mut e = Expect::new();
-    e.all(&["prepare_data", "setup:fit", "on_post_move_to_device", "configure_optimizers", "on_fit_start"]);
+    e.all(&[
+        "prepare_data",
+        "on_fit_start",
+        "setup:fit",
+        "on_post_move_to_device",
+        "configure_optimizers",
+        "on_pretrain_routine_start",
+        "on_pretrain_routine_end",
+    ]);
     e.push("val_dataloader");
     e.eval("validation", &[1], true);
-    e.all(&["train_dataloader", "on_train_start", "on_train_epoch_start"]);
+    e.all(&["train_dataloader", "on_train_start", "on_epoch_start", "on_train_epoch_start"]);
     e.train_batch(0).train_batch(1);
     // With two of ten batches allowed, the epoch ends at batch 1: validation over all 3 batches.
     e.eval("validation", &[3], true);
-    e.all(&["training_epoch_end:2", "on_train_epoch_end", "on_train_end", "on_fit_end", "teardown:fit"]);
+    e.all(&[
+        "training_epoch_end:2",
+        "on_train_epoch_end",
+        "on_epoch_end",
+        "on_train_end",
+        "on_fit_end",
+        "teardown:fit",
+    ]);
     assert_journal(&calls, &e);
     Ok(())
 }

@@ -120,6 +120,18 @@ impl MacroRecorder {
     fn on_fit_end(&mut self, cx: &mut Ctx) {
         self.rec("on_fit_end", cx);
     }
+    fn on_pretrain_routine_start(&mut self, cx: &mut Ctx) {
+        self.rec("on_pretrain_routine_start", cx);
+    }
+    fn on_pretrain_routine_end(&mut self, cx: &mut Ctx) {
+        self.rec("on_pretrain_routine_end", cx);
+    }
+    fn on_epoch_start(&mut self, cx: &mut Ctx) {
+        self.rec("on_epoch_start", cx);
+    }
+    fn on_epoch_end(&mut self, cx: &mut Ctx) {
+        self.rec("on_epoch_end", cx);
+    }
     fn on_train_start(&mut self, cx: &mut Ctx) {
         self.rec("on_train_start", cx);
     }

@@ -3,6 +3,7 @@
 mod checkpoint;
 mod cli;
 mod common;
+mod conformance;
 mod data;
 mod datamodule;
 mod ddp;

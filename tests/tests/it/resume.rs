@@ -83,14 +83,22 @@ fn quiet(root: &std::path::Path) -> lit::TrainerBuilder {
 #[test]
 fn an_interrupted_run_resumes_to_bitwise_the_same_weights() -> Result<(), Box<dyn std::error::Error>> {
     let root = temp_dir("resume-exact");
+    // Every run starts from these weights: tests running in parallel draw from libtorch's global
+    // generator too, so seeding it in `new` alone would not make the runs start equal.
+    let init = Mlp::new(MlpConfig { hidden: 16 });
+    let fresh = || -> lit::Result<Mlp> {
+        let mut m = Mlp::new(MlpConfig { hidden: 16 });
+        m.vs.copy(&init.vs)?;
+        Ok(m)
+    };
     // Straight: two epochs of 8 batches.
-    let mut straight = Mlp::new(MlpConfig { hidden: 16 });
+    let mut straight = fresh()?;
     quiet(&root).max_epochs(2).build()?.fit(&mut straight, data(), ())?;
 
     for stop_at in [3, 8, 11] {
         // Interrupted after `stop_at` steps (mid-epoch 1 for 11, at the epoch boundary for 8),
         // saved, and resumed by a new process's worth of objects.
-        let mut first = Mlp::new(MlpConfig { hidden: 16 });
+        let mut first = fresh()?;
         let mut trainer = quiet(&root).max_epochs(2).max_steps(stop_at).build()?;
         trainer.fit(&mut first, data(), ())?;
         let path = root.join(format!("interrupted-{stop_at}.ckpt"));

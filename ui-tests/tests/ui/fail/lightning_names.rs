@@ -12,9 +12,9 @@ impl Model {
         x
     }
 
-    fn on_epoch_start(&mut self) {}
+    fn configure_model(&mut self) {}
 
-    fn on_pretrain_routine_end(&mut self) {}
+    fn on_hpc_save(&mut self) {}
 
     fn on_sanity_check_start(&mut self) {}
 
