@@ -105,8 +105,13 @@ impl EarlyStopping {
             None
         } else {
             self.wait += 1;
-            (self.wait >= self.patience)
-                .then(|| format!("`{}` did not improve for {} checks (best {:?})", self.monitor, self.wait, self.best))
+            (self.wait >= self.patience).then(|| {
+                let best = self.best.map_or_else(|| "none".to_string(), |b| format!("{b:.3}"));
+                format!(
+                    "monitored metric `{}` did not improve in the last {} records; best score: {best}",
+                    self.monitor, self.wait
+                )
+            })
         };
         if let Some(reason) = reason {
             tracing::info!(target: "lit", %reason, "early stopping");

@@ -84,11 +84,12 @@ impl ModelCheckpoint {
         monitor: impl Into<String> => |m: _| Some(Into::into(m));
         /// Lower (`Mode::Min`) or higher is better.
         mode: Mode => std::convert::identity;
-        /// How many checkpoints to keep (-1: all, 0: none but `last`).
+        /// How many checkpoints to keep (-1: all, 0: none but `last`); more than 1 needs a
+        /// `monitor` (`"step"` keeps the newest k), as in Lightning.
         save_top_k: i64 => std::convert::identity;
         /// Also keep `last.ckpt`, overwritten at every save.
         save_last: bool => std::convert::identity;
-        /// Save every this many epochs.
+        /// Save every this many epochs (0: never at the end of an epoch).
         every_n_epochs: usize => Some;
         /// Save every this many training steps.
         every_n_train_steps: usize => Some;
@@ -167,7 +168,10 @@ impl ModelCheckpoint {
         if self.last_saved_step == Some(cx.global_step()) {
             return Ok(());
         }
-        let metrics = cx.callback_metrics();
+        let mut metrics = cx.callback_metrics();
+        // `epoch` and `step` can be monitored and used in file names, as in Lightning.
+        metrics.entry("epoch".into()).or_insert(cx.current_epoch() as f64);
+        metrics.entry("step".into()).or_insert(cx.global_step() as f64);
         let dir = self.dir(cx);
         let name = self.format_name(&metrics, cx)?;
         let path = dir.join(format!("{name}.ckpt"));
@@ -239,15 +243,43 @@ impl ModelCheckpoint {
     fn epoch_due(&self, cx: &Ctx) -> bool {
         let step_or_time = self.every_n_train_steps.is_some() || self.train_time_interval.is_some();
         match self.every_n_epochs {
-            Some(n) => (cx.current_epoch() + 1).is_multiple_of(n.max(1)),
+            Some(0) => false,
+            Some(n) => (cx.current_epoch() + 1).is_multiple_of(n),
             None => !step_or_time,
         }
+    }
+}
+
+impl ModelCheckpoint {
+    /// Lightning's checks of the options (`__validate_init_configuration`).
+    fn validate(&self) -> Result<()> {
+        if self.save_top_k < -1 {
+            return Err(Error::hook(
+                "ModelCheckpoint",
+                format!("Invalid value for save_top_k={}. Must be >= -1", self.save_top_k),
+            ));
+        }
+        if self.monitor.is_none() && !matches!(self.save_top_k, -1..=1) {
+            return Err(Error::hook(
+                "ModelCheckpoint",
+                format!(
+                    "ModelCheckpoint(save_top_k={}, monitor=None) is not a valid configuration. No quantity for \
+                     top_k to track (`monitor(\"step\")` keeps the newest {0})",
+                    self.save_top_k
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
 impl Callback for ModelCheckpoint {
     fn order(&self) -> crate::callback::CallbackOrder {
         crate::callback::CallbackOrder::Checkpoint
+    }
+
+    fn setup(&mut self, _stage: crate::Stage, _cx: &mut Ctx) -> Result<()> {
+        self.validate()
     }
 
     fn on_train_start(&mut self, _cx: &mut Ctx) -> Result<()> {

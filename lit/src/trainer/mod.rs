@@ -228,13 +228,22 @@ impl Trainer {
         self.test(model, test)
     }
 
+    /// The first `ModelCheckpoint` callback (Lightning's `trainer.checkpoint_callback`): its
+    /// `best_model_path()`, `best_model_score()`, `last_model_path()`.
+    pub fn checkpoint_callback(&self) -> Option<&crate::callbacks::ModelCheckpoint> {
+        self.checkpoint_callbacks().next()
+    }
+
+    /// Every `ModelCheckpoint` callback (Lightning's `trainer.checkpoint_callbacks`).
+    pub fn checkpoint_callbacks(&self) -> impl Iterator<Item = &crate::callbacks::ModelCheckpoint> {
+        self.callbacks
+            .iter()
+            .filter_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>())
+    }
+
     /// `"best"`, `"last"` or a path, as a checkpoint file.
     pub(crate) fn resolve_checkpoint(&self, ckpt: &str) -> Result<std::path::PathBuf> {
-        let callback = self
-            .callbacks
-            .iter()
-            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>());
-        let found = match (ckpt, callback) {
+        let found = match (ckpt, self.checkpoint_callback()) {
             ("best", Some(c)) => c.best_model_path().map(std::path::Path::to_path_buf),
             ("last", Some(c)) => c.last_model_path().map(std::path::Path::to_path_buf),
             ("best" | "last", None) => None,

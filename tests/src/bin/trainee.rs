@@ -55,6 +55,8 @@ fn run() -> lit::Result<()> {
             let checkpoints = ModelCheckpoint::new()
                 .dirpath(format!("{dir}/ckpts"))
                 .every_n_train_steps(1)
+                .monitor("step")
+                .mode(lit::callbacks::Mode::Max)
                 .save_top_k(2)
                 .save_last(true);
             let mut trainer = quiet().default_root_dir(dir).max_epochs(100_000).callback(checkpoints).build()?;

@@ -1,7 +1,7 @@
 //! Lightning's semantics, checked with assertions ported from Lightning's own test suite
 //! (`Lightning-AI/pytorch-lightning`, `tests/tests_pytorch/`); each test names the test it ports.
 
-use lit::callbacks::EarlyStopping;
+use lit::callbacks::{EarlyStopping, Mode, ModelCheckpoint};
 use lit::data::Batches;
 use lit::prelude::*;
 
@@ -33,6 +33,10 @@ impl Flat {
             self.stop_seen_in_epochs.push(cx.current_epoch());
         }
         loss
+    }
+
+    fn validation_step(&mut self, (x, _): (Tensor, Tensor), cx: &mut Ctx) {
+        cx.log("val_loss", x.sum(Kind::Float).double_value(&[]));
     }
 
     fn configure_optimizers(&self) -> Sgd {
@@ -96,5 +100,111 @@ fn a_stop_waits_for_min_epochs_and_min_steps_to_be_met() -> lit::Result<()> {
             "min_epochs {min_epochs:?}, min_steps {min_steps:?}, {batches} batches an epoch"
         );
     }
+    Ok(())
+}
+
+fn checkpoint_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").file_name().into_string().expect("utf-8")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Ports `tests_pytorch/checkpointing/test_model_checkpoint.py::test_model_checkpoint_every_n_epochs`
+/// (every_n_epochs in 0..4, 5 epochs of one batch, `filename="{epoch}"`, `save_top_k=-1`): the
+/// checkpoints are those of the epochs `e` with `(e + 1) % every_n_epochs == 0`, none for 0.
+#[test]
+fn model_checkpoint_saves_every_n_epochs() -> lit::Result<()> {
+    for every_n_epochs in 0..4 {
+        let root = temp_dir(&format!("every-n-epochs-{every_n_epochs}"));
+        let dir = root.join("ckpts");
+        let callback =
+            ModelCheckpoint::new().dirpath(&dir).filename("{epoch}").save_top_k(-1).every_n_epochs(every_n_epochs);
+        let mut trainer = quiet_trainer(&root)
+            .enable_checkpointing(true)
+            .max_epochs(5)
+            .limit_train_batches(1)
+            .limit_val_batches(1)
+            .callback(callback)
+            .build()?;
+        trainer.fit(&mut Flat::new(), Batches::new(regression_batches(2)), Batches::new(regression_batches(1)))?;
+        let expected: Vec<String> = if every_n_epochs > 0 {
+            (0..5).filter(|e| (e + 1) % every_n_epochs == 0).map(|e| format!("epoch={e}.ckpt")).collect()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(checkpoint_files(&dir), expected, "every_n_epochs = {every_n_epochs}");
+    }
+    Ok(())
+}
+
+/// Ports `tests_pytorch/checkpointing/test_model_checkpoint.py::test_invalid_top_k` and
+/// `::test_none_monitor_top_k`: `save_top_k < -1` is invalid, and without a monitor only -1, 0 and 1
+/// are valid ("No quantity for top_k to track").
+#[test]
+fn model_checkpoint_rejects_a_top_k_it_cannot_track() -> lit::Result<()> {
+    let fit_with = |callback: ModelCheckpoint| -> lit::Result<()> {
+        let root = temp_dir("invalid-top-k");
+        let mut trainer = quiet_trainer(&root).enable_checkpointing(true).max_epochs(1).callback(callback).build()?;
+        trainer.fit(&mut Flat::new(), Batches::new(regression_batches(1)), ())
+    };
+    let e = fit_with(ModelCheckpoint::new().save_top_k(-3)).unwrap_err().to_string();
+    assert!(e.contains("Must be >= -1"), "{e}");
+    let e = fit_with(ModelCheckpoint::new().save_top_k(3)).unwrap_err().to_string();
+    assert!(e.contains("ModelCheckpoint(save_top_k=3, monitor=None) is not a valid"), "{e}");
+    // These should not fail.
+    for k in [-1, 0, 1] {
+        fit_with(ModelCheckpoint::new().save_top_k(k))?;
+    }
+    // With a monitor, any k is fine.
+    fit_with(ModelCheckpoint::new().monitor("step").save_top_k(3))?;
+    Ok(())
+}
+
+/// `epoch` and `step` are monitor candidates, as in Lightning (`_monitor_candidates`): with
+/// `monitor("step")`, `mode(Max)` and `save_top_k(2)` the newest two checkpoints are kept, and
+/// `trainer.checkpoint_callback()` reports the best (Lightning's `trainer.checkpoint_callback`).
+#[test]
+fn model_checkpoint_monitors_step_and_epoch() -> lit::Result<()> {
+    let root = temp_dir("monitor-step");
+    let dir = root.join("ckpts");
+    let callback = ModelCheckpoint::new().dirpath(&dir).monitor("step").mode(Mode::Max).save_top_k(2);
+    let mut trainer = quiet_trainer(&root).enable_checkpointing(true).max_epochs(4).callback(callback).build()?;
+    trainer.fit(&mut Flat::new(), Batches::new(regression_batches(2)), ())?;
+    assert_eq!(checkpoint_files(&dir), ["epoch=2-step=6.ckpt", "epoch=3-step=8.ckpt"]);
+    let best = trainer.checkpoint_callback().expect("a ModelCheckpoint");
+    assert_eq!(best.best_model_path(), Some(dir.join("epoch=3-step=8.ckpt").as_path()));
+    assert_eq!(best.best_model_score(), Some(8.0));
+
+    let root = temp_dir("monitor-epoch");
+    let dir = root.join("ckpts");
+    let callback = ModelCheckpoint::new().dirpath(&dir).monitor("epoch").mode(Mode::Min).save_top_k(1);
+    let mut trainer = quiet_trainer(&root).enable_checkpointing(true).max_epochs(3).callback(callback).build()?;
+    trainer.fit(&mut Flat::new(), Batches::new(regression_batches(2)), ())?;
+    assert_eq!(checkpoint_files(&dir), ["epoch=0-step=2.ckpt"], "the lowest epoch is best with mode min");
+    Ok(())
+}
+
+/// The early-stopping reason reads as Lightning's message: the metric, how many checks it did
+/// not improve for, and the best score as a number.
+#[test]
+fn early_stopping_says_why_with_the_best_score() -> lit::Result<()> {
+    let mut trainer = quiet_trainer(&temp_dir("early-stop-reason"))
+        .max_epochs(10)
+        .limit_val_batches(0)
+        .callback(EarlyStopping::new("loss").patience(2))
+        .build()?;
+    trainer.fit(&mut Flat::new(), Batches::new(regression_batches(2)), ())?;
+    let stopper = trainer
+        .callbacks()
+        .iter()
+        .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<EarlyStopping>())
+        .expect("the callback");
+    assert_eq!(
+        stopper.reason(),
+        Some("monitored metric `loss` did not improve in the last 2 records; best score: 0.000")
+    );
+    assert_eq!(stopper.stopped_epoch(), Some(2));
     Ok(())
 }
