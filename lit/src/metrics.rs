@@ -74,7 +74,9 @@ struct Entry {
 /// Values logged during the current run, by key.
 #[derive(Default)]
 pub(crate) struct MetricStore {
-    epoch: BTreeMap<String, Entry>,
+    /// The current epochs' keys, training and evaluation apart (Lightning lets one name be
+    /// logged in both; the evaluation value, published last, is the one callbacks then see).
+    epoch: BTreeMap<(bool, String), Entry>,
     callback: BTreeMap<String, Tensor>,
     logged: BTreeMap<String, Tensor>,
     progress: BTreeMap<String, Tensor>,
@@ -112,7 +114,8 @@ impl MetricStore {
         batch_size: usize,
         training: bool,
     ) -> Result<()> {
-        match self.epoch.get(&key) {
+        let slot = (training, key.clone());
+        match self.epoch.get(&slot) {
             Some(entry) if !entry.options.same_as(&options) => {
                 return Err(Error::hook(
                     "log",
@@ -124,7 +127,7 @@ impl MetricStore {
             }
             Some(_) => {}
             None => {
-                self.epoch.insert(key.clone(), Entry { training, options, acc: None });
+                self.epoch.insert(slot.clone(), Entry { training, options, acc: None });
             }
         }
         if options.on_step {
@@ -133,7 +136,7 @@ impl MetricStore {
         }
         if options.on_epoch {
             let value = value.to_kind(Kind::Double);
-            let entry = self.epoch.get_mut(&key).expect("inserted above");
+            let entry = self.epoch.get_mut(&slot).expect("inserted above");
             entry.acc = Some(match entry.acc.take() {
                 None => match options.reduce_fx {
                     Reduce::Mean => Accumulator { value: value * batch_size as f64, weight: batch_size as f64 },
@@ -159,7 +162,7 @@ impl MetricStore {
         let (ending, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
             std::mem::take(&mut self.epoch).into_iter().partition(|(_, e)| e.training == training);
         self.epoch = rest;
-        for (key, entry) in ending {
+        for ((_, key), entry) in ending {
             let Some(mut acc) = entry.acc else { continue };
             if let (Some(pg), true) = (pg, entry.options.sync_dist) {
                 use crate::dist::ReduceOp;

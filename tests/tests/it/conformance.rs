@@ -208,3 +208,44 @@ fn early_stopping_says_why_with_the_best_score() -> lit::Result<()> {
     assert_eq!(stopper.stopped_epoch(), Some(2));
     Ok(())
 }
+
+/// Logs `loss` in both training (per step) and validation (per epoch, a fixed 7.0).
+#[lightning_module]
+struct SameName {
+    vs: nn::VarStore,
+    w: Tensor,
+}
+
+#[lightning_module]
+impl SameName {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        SameName { vs, w }
+    }
+
+    fn training_step(&mut self, (x, _): (Tensor, Tensor), cx: &mut Ctx) -> Tensor {
+        let loss = x.matmul(&self.w).sum(Kind::Float);
+        cx.log("loss", &loss);
+        loss
+    }
+
+    fn validation_step(&mut self, _batch: (Tensor, Tensor), cx: &mut Ctx) {
+        cx.log("loss", 7.0);
+    }
+
+    fn configure_optimizers(&self) -> Sgd {
+        Sgd::new(0.1)
+    }
+}
+
+/// One name logged in `training_step` and in `validation_step` (with each hook's own default
+/// options) is accepted, as Lightning 2.6 accepts it; the validation value, reduced last, is the
+/// one in `callback_metrics` after the epoch.
+#[test]
+fn one_name_may_be_logged_in_training_and_in_validation() -> lit::Result<()> {
+    let mut trainer = quiet_trainer(&temp_dir("same-name")).max_epochs(2).build()?;
+    trainer.fit(&mut SameName::new(), Batches::new(regression_batches(3)), Batches::new(regression_batches(2)))?;
+    assert_eq!(trainer.callback_metrics()["loss"], 7.0);
+    Ok(())
+}
