@@ -516,7 +516,9 @@ impl Drop for Log<'_> {
             return;
         }
         let mut name = std::mem::take(&mut self.name);
-        if self.cx.num_dataloaders > 1 && self.cx.running != RunningStage::Training {
+        // Within a batch of one of several evaluation loaders (not in the epoch hooks), as
+        // Lightning adds the suffix only while a loader's batch is current.
+        if self.cx.num_dataloaders > 1 && self.cx.running != RunningStage::Training && self.cx.in_step {
             name = format!("{name}/dataloader_idx_{}", self.cx.dataloader_idx);
         }
         let batch_size = self.options.batch_size.unwrap_or(self.cx.batch_size);

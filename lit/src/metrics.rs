@@ -85,6 +85,15 @@ pub(crate) struct MetricStore {
     pub(crate) nan: NanPolicy,
 }
 
+/// The name of a value logged both per step and per epoch: `_step`/`_epoch` after the name and
+/// before a loader suffix, as Lightning writes it (`loss_epoch/dataloader_idx_0`).
+fn forked(key: &str, which: &str) -> String {
+    match key.find("/dataloader_idx_") {
+        Some(at) => format!("{}{which}{}", &key[..at], &key[at..]),
+        None => format!("{key}{which}"),
+    }
+}
+
 fn to_f64(metrics: &BTreeMap<String, Tensor>) -> BTreeMap<String, f64> {
     metrics.iter().map(|(k, v)| (k.clone(), v.double_value(&[]))).collect()
 }
@@ -131,7 +140,7 @@ impl MetricStore {
             }
         }
         if options.on_step {
-            let name = if options.on_epoch { format!("{key}_step") } else { key.clone() };
+            let name = if options.on_epoch { forked(&key, "_step") } else { key.clone() };
             self.publish(&key, name, &value, &options);
         }
         if options.on_epoch {
@@ -190,7 +199,7 @@ impl MetricStore {
                     NanPolicy::Warn => tracing::warn!(target: "lit", metric = %key, "the epoch value is NaN"),
                 }
             }
-            let name = if entry.options.on_step { format!("{key}_epoch") } else { key.clone() };
+            let name = if entry.options.on_step { forked(&key, "_epoch") } else { key.clone() };
             self.publish(&key, name, &value, &entry.options);
         }
         Ok(())

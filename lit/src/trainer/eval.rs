@@ -248,6 +248,7 @@ impl<M: LightningModule> Run<'_, M> {
             let mut kept = Vec::new();
             for (i, batch) in loader.iter(epoch)?.take(n).enumerate() {
                 let batch = batch?;
+                self.cx.in_step = true;
                 S::batch_start(self.model, self.callbacks, &batch, i, dl, self.cx)?;
                 let batch = self.transfer(batch, dl)?;
                 let held = batch.shallow_clone();
@@ -262,6 +263,7 @@ impl<M: LightningModule> Run<'_, M> {
                     None => None,
                 };
                 S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, self.cx)?;
+                self.cx.in_step = false;
                 self.cx.check()?;
                 let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
                 let model = &*self.model;

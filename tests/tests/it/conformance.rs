@@ -249,3 +249,83 @@ fn one_name_may_be_logged_in_training_and_in_validation() -> lit::Result<()> {
     assert_eq!(trainer.callback_metrics()["loss"], 7.0);
     Ok(())
 }
+
+/// Logs `test_loss` per step and per epoch in `test_step`.
+#[lightning_module]
+struct TwoLoaders {
+    vs: nn::VarStore,
+}
+
+#[lightning_module]
+impl TwoLoaders {
+    fn new() -> Self {
+        TwoLoaders { vs: nn::VarStore::new(Device::Cpu) }
+    }
+
+    fn training_step(&mut self, x: Tensor) -> Tensor {
+        x.sum(Kind::Float)
+    }
+
+    fn test_step(&mut self, x: Tensor, dataloader_idx: usize, cx: &mut Ctx) {
+        let loss = x.sum(Kind::Float) + dataloader_idx as f64;
+        cx.log("test_loss", &loss).on_step(true).on_epoch(true);
+    }
+}
+
+/// Ports `tests_pytorch/trainer/logging_/test_eval_loop_logging.py::test_multi_dataloaders_add_suffix_properly`
+/// (two test loaders, `test_loss` logged with `on_step=True, on_epoch=True`):
+/// `"test_loss_epoch/dataloader_idx_0" in results[0]` and `"…_idx_1" in results[1]`.
+#[test]
+fn several_loaders_suffix_their_keys_as_lightning_does() -> lit::Result<()> {
+    let mut trainer = quiet_trainer(&temp_dir("two-loaders")).limit_test_batches(2).build()?;
+    let ones = || Batches::new((0..3).map(|_| Tensor::ones([2], (Kind::Float, Device::Cpu))).collect());
+    let results = trainer.test(&mut TwoLoaders::new(), vec![ones(), ones()])?;
+    assert_eq!(results.len(), 2);
+    assert!(results[0].contains_key("test_loss_epoch/dataloader_idx_0"), "{:?}", results[0]);
+    assert!(results[1].contains_key("test_loss_epoch/dataloader_idx_1"), "{:?}", results[1]);
+    assert_eq!(results[1]["test_loss_epoch/dataloader_idx_1"], 3.0);
+    Ok(())
+}
+
+/// Logs `foo` = dataloader_idx + 1 in `test_step` and their sum in `on_test_epoch_end`.
+#[lightning_module]
+struct EpochEndLogger {
+    vs: nn::VarStore,
+    outputs: [f64; 2],
+}
+
+#[lightning_module]
+impl EpochEndLogger {
+    fn new() -> Self {
+        EpochEndLogger { vs: nn::VarStore::new(Device::Cpu), outputs: [0.0; 2] }
+    }
+
+    fn training_step(&mut self, x: Tensor) -> Tensor {
+        x.sum(Kind::Float)
+    }
+
+    fn test_step(&mut self, _x: Tensor, dataloader_idx: usize, cx: &mut Ctx) {
+        let value = dataloader_idx as f64 + 1.0;
+        cx.log("foo", value);
+        self.outputs[dataloader_idx] += value;
+    }
+
+    fn on_test_epoch_end(&mut self, cx: &mut Ctx) {
+        cx.log("foobar", self.outputs.iter().sum::<f64>());
+    }
+}
+
+/// Ports `tests_pytorch/trainer/logging_/test_eval_loop_logging.py::test_logging_multi_dataloader_on_epoch_end`:
+/// what is logged in `on_test_epoch_end` gets included in the results of each dataloader,
+/// `results == [{"foo/dataloader_idx_0": 1, "foobar": 3}, {"foo/dataloader_idx_1": 2, "foobar": 3}]`.
+#[test]
+fn a_value_logged_at_epoch_end_is_in_every_loaders_results() -> lit::Result<()> {
+    let mut trainer = quiet_trainer(&temp_dir("epoch-end-two-loaders")).limit_test_batches(1).build()?;
+    let ones = || Batches::new((0..2).map(|_| Tensor::ones([2], (Kind::Float, Device::Cpu))).collect());
+    let results = trainer.test(&mut EpochEndLogger::new(), vec![ones(), ones()])?;
+    let expected = |i: usize, foo: f64| {
+        [(format!("foo/dataloader_idx_{i}"), foo), ("foobar".to_string(), 3.0)].into_iter().collect()
+    };
+    assert_eq!(results, vec![expected(0, 1.0), expected(1, 2.0)]);
+    Ok(())
+}
