@@ -83,6 +83,9 @@ pub struct Ctx {
     pub(crate) batch_size: usize,
     pub(crate) dataloader_idx: usize,
     pub(crate) num_dataloaders: usize,
+    /// The logger step of the current evaluation epoch's first batch: evaluation step values go
+    /// to the loggers at their own step, batches of earlier evaluation epochs of the run counted.
+    pub(crate) eval_step_base: usize,
     pub(crate) device: Device,
     pub(crate) metrics: MetricStore,
     pub(crate) stop: StopFlag,
@@ -132,6 +135,7 @@ impl Ctx {
             batch_size: 1,
             dataloader_idx: 0,
             num_dataloaders: 1,
+            eval_step_base: 0,
             device,
             metrics: MetricStore::default(),
             stop,

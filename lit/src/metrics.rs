@@ -82,6 +82,9 @@ pub(crate) struct MetricStore {
     progress: BTreeMap<String, Tensor>,
     /// Logger values not yet handed to the loggers.
     pending: BTreeMap<String, Tensor>,
+    /// Evaluation step values not yet handed to the loggers (they go at the evaluation's own
+    /// step, and neither to callbacks nor into `validate`/`test` results, as in Lightning).
+    eval_steps: BTreeMap<String, Tensor>,
     pub(crate) nan: NanPolicy,
 }
 
@@ -141,7 +144,16 @@ impl MetricStore {
         }
         if options.on_step {
             let name = if options.on_epoch { forked(&key, "_step") } else { key.clone() };
-            self.publish(&key, name, &value, &options);
+            if training {
+                self.publish(&key, name, &value, &options);
+            } else {
+                if options.logger {
+                    self.eval_steps.insert(name.clone(), value.shallow_clone());
+                }
+                if options.prog_bar {
+                    self.progress.insert(name, value.shallow_clone());
+                }
+            }
         }
         if options.on_epoch {
             let value = value.to_kind(Kind::Double);
@@ -213,6 +225,11 @@ impl MetricStore {
     /// Drops the logger values recorded since the last call without reading them.
     pub(crate) fn take_pending_unread(&mut self) -> usize {
         std::mem::take(&mut self.pending).len()
+    }
+
+    /// Takes the evaluation step values recorded since the last call.
+    pub(crate) fn take_eval_steps(&mut self) -> BTreeMap<String, f64> {
+        to_f64(&std::mem::take(&mut self.eval_steps))
     }
 
     /// Takes the logger values recorded since the last call.

@@ -242,11 +242,14 @@ impl<M: LightningModule> Run<'_, M> {
             _ => "Validation",
         };
         self.cx.progress.start(label, total);
+        let mut batches_run = Vec::with_capacity(loaders.len());
         for (dl, loader) in loaders.iter_mut().enumerate() {
             self.cx.dataloader_idx = dl;
             let n = counts[dl];
             let mut kept = Vec::new();
+            batches_run.push(0);
             for (i, batch) in loader.iter(epoch)?.take(n).enumerate() {
+                batches_run[dl] = i + 1;
                 let batch = batch?;
                 self.cx.in_step = true;
                 S::batch_start(self.model, self.callbacks, &batch, i, dl, self.cx)?;
@@ -265,6 +268,7 @@ impl<M: LightningModule> Run<'_, M> {
                 S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, self.cx)?;
                 self.cx.in_step = false;
                 self.cx.check()?;
+                self.flush_eval_step(self.cx.eval_step_base + i)?;
                 let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
                 let model = &*self.model;
                 progress.advance(|| model.get_progress_bar_dict(metrics.progress_bar_metrics()));
@@ -275,6 +279,9 @@ impl<M: LightningModule> Run<'_, M> {
             outputs.push(kept);
         }
         self.cx.dataloader_idx = 0;
+        if self.cx.running != RunningStage::SanityChecking {
+            self.cx.eval_step_base += batches_run.into_iter().max().unwrap_or(0);
+        }
         if keep {
             S::outputs_end(self.model, outputs, self.cx)?;
         }

@@ -442,6 +442,7 @@ impl Trainer {
             Stage::Predict => RunningStage::Predicting,
         };
         self.cx.metrics.reset();
+        self.cx.eval_step_base = 0;
         self.cx.stop.clear();
         self.cx.default_root_dir = self.config.default_root_dir.clone();
         self.cx.training = stage == Stage::Fit;
@@ -609,6 +610,19 @@ impl<M: LightningModule> Run<'_, M> {
             return Ok(());
         }
         metrics.insert("epoch".into(), self.cx.current_epoch as f64);
+        for logger in &mut self.cx.loggers {
+            logger.log_metrics(&metrics, step)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the step values of an evaluation batch to the loggers at `step`, the evaluation's
+    /// own counter (Lightning logs them without an `epoch` key).
+    fn flush_eval_step(&mut self, step: usize) -> Result<()> {
+        let metrics = self.cx.metrics.take_eval_steps();
+        if metrics.is_empty() || self.cx.running == crate::ctx::RunningStage::SanityChecking {
+            return Ok(());
+        }
         for logger in &mut self.cx.loggers {
             logger.log_metrics(&metrics, step)?;
         }

@@ -329,3 +329,123 @@ fn a_value_logged_at_epoch_end_is_in_every_loaders_results() -> lit::Result<()> 
     assert_eq!(results, vec![expected(0, 1.0), expected(1, 2.0)]);
     Ok(())
 }
+
+/// One `log_metrics` call: the metrics and the step.
+type Call = (Vec<(String, f64)>, usize);
+
+/// A logger that records every `log_metrics` call (Lightning's tests mock `log_metrics`).
+#[derive(Clone, Default)]
+struct Recording(std::sync::Arc<std::sync::Mutex<Vec<Call>>>);
+
+impl lit::loggers::Logger for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn version(&self) -> String {
+        "version_0".into()
+    }
+    fn log_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+    fn log_hyperparams(&mut self, _params: &serde_json::Value) -> lit::Result<()> {
+        Ok(())
+    }
+    fn log_metrics(&mut self, metrics: &std::collections::BTreeMap<String, f64>, step: usize) -> lit::Result<()> {
+        let metrics = metrics.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        self.0.lock().unwrap().push((metrics, step));
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl Recording {
+    fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Logs its batch index per step in validation (`val_log_{fit,validate}`) and test (`test_log`).
+#[lightning_module]
+struct EvalStepLogger {
+    vs: nn::VarStore,
+    w: Tensor,
+}
+
+#[lightning_module]
+impl EvalStepLogger {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        EvalStepLogger { vs, w }
+    }
+
+    fn training_step(&mut self, x: Tensor) -> Tensor {
+        x.dot(&self.w)
+    }
+
+    fn validation_step(&mut self, _x: Tensor, batch_idx: usize, cx: &mut Ctx) {
+        let name = format!("val_log_{}", cx.stage().as_str());
+        cx.log(name, batch_idx as f64).on_step(true).on_epoch(false);
+    }
+
+    fn test_step(&mut self, _x: Tensor, batch_idx: usize, cx: &mut Ctx) {
+        cx.log("test_log", batch_idx as f64).on_step(true).on_epoch(false);
+    }
+
+    fn configure_optimizers(&self) -> Sgd {
+        Sgd::new(0.1)
+    }
+}
+
+/// Ports `tests_pytorch/trainer/logging_/test_eval_loop_logging.py::test_eval_step_logging`
+/// (num_dataloaders 1 and 2, limit 4 evaluation batches, 3 epochs): every evaluation step value
+/// reaches the logger on its own, at the evaluation's own step (`step + limit_batches * epoch`
+/// in fit, `step` in validate and test), with the loader suffix when there are two loaders and
+/// no `epoch` key; and none of them is in `callback_metrics` or in `test()`'s results.
+#[test]
+fn evaluation_step_values_reach_the_loggers_at_their_own_step() -> lit::Result<()> {
+    for num_dataloaders in [1, 2] {
+        let recording = Recording::default();
+        let mut trainer = quiet_trainer(&temp_dir("eval-step-logging"))
+            .max_epochs(3)
+            .limit_train_batches(1)
+            .limit_val_batches(4)
+            .limit_test_batches(4)
+            .with_logger(recording.clone())
+            .build()?;
+        let batches = || Batches::new((0..6).map(|_| Tensor::ones([2], (Kind::Float, Device::Cpu))).collect());
+        let loaders = || (0..num_dataloaders).map(|_| batches()).collect::<Vec<_>>();
+        let suffix = |dl: usize| if num_dataloaders == 2 { format!("/dataloader_idx_{dl}") } else { String::new() };
+        let mut model = EvalStepLogger::new();
+
+        trainer.fit(&mut model, batches(), loaders())?;
+        let fit_calls: Vec<Call> = (0..3)
+            .flat_map(|epoch| (0..num_dataloaders).flat_map(move |dl| (0..4).map(move |step| (epoch, dl, step))))
+            .map(|(epoch, dl, step)| (vec![(format!("val_log_fit{}", suffix(dl)), step as f64)], step + 4 * epoch))
+            .collect();
+        assert_eq!(recording.take(), fit_calls, "fit, {num_dataloaders} loader(s)");
+        assert!(
+            trainer.callback_metrics().keys().all(|k| !k.starts_with("val_log")),
+            "{:?}",
+            trainer.callback_metrics()
+        );
+
+        trainer.validate(&mut model, loaders())?;
+        let validate_calls: Vec<_> = (0..num_dataloaders)
+            .flat_map(|dl| (0..4).map(move |step| (dl, step)))
+            .map(|(dl, step)| (vec![(format!("val_log_validate{}", suffix(dl)), step as f64)], step))
+            .collect();
+        assert_eq!(recording.take(), validate_calls, "validate, {num_dataloaders} loader(s)");
+
+        let results = trainer.test(&mut model, loaders())?;
+        let test_calls: Vec<_> = (0..num_dataloaders)
+            .flat_map(|dl| (0..4).map(move |step| (dl, step)))
+            .map(|(dl, step)| (vec![(format!("test_log{}", suffix(dl)), step as f64)], step))
+            .collect();
+        assert_eq!(recording.take(), test_calls, "test, {num_dataloaders} loader(s)");
+        assert!(results.iter().all(|r| r.is_empty()), "step values are not results: {results:?}");
+    }
+    Ok(())
+}
