@@ -48,8 +48,14 @@ impl CsvLogger {
         &self.rows
     }
 
-    fn format(value: f64) -> String {
-        if value.fract() == 0.0 && value.abs() < 1e15 { format!("{}", value as i64) } else { format!("{value}") }
+    /// A cell as Lightning's `CSVLogger` writes it: `epoch` and `step` as integers, metrics as
+    /// the float32 value they are logged as, in Python's `repr` (`1.0`, `0.10000000149011612`,
+    /// `1e-05`).
+    fn format(key: &str, value: f64) -> String {
+        if (key == "epoch" || key == "step") && value.fract() == 0.0 {
+            return format!("{}", value as i64);
+        }
+        python_repr(f64::from(value as f32))
     }
 
     fn write_rows(
@@ -60,10 +66,31 @@ impl CsvLogger {
     ) -> std::io::Result<()> {
         for row in rows {
             let cells: Vec<String> =
-                keys.iter().map(|k| row.get(k).map(|&v| Self::format(v)).unwrap_or_default()).collect();
+                keys.iter().map(|k| row.get(k).map(|&v| Self::format(k, v)).unwrap_or_default()).collect();
             writeln!(file, "{}", cells.join(","))?;
         }
         Ok(())
+    }
+}
+
+/// `repr(value)` as Python writes a float: the shortest text that reads back the same, with
+/// `.0` on whole numbers and an exponent of at least two digits outside [1e-4, 1e16).
+fn python_repr(value: f64) -> String {
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    // Rust's `Debug` is the shortest round-trip text too, and switches to an exponent at the
+    // same bounds; only the exponent's form differs (`1e-5` for Python's `1e-05`).
+    let text = format!("{value:?}");
+    match text.split_once('e') {
+        Some((mantissa, exponent)) => {
+            let (sign, digits) = exponent.strip_prefix('-').map_or(("+", exponent), |d| ("-", d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => text,
     }
 }
 
@@ -131,5 +158,28 @@ impl Logger for CsvLogger {
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_repr;
+
+    #[test]
+    fn floats_read_as_python_writes_them() {
+        let cases = [
+            (1.0, "1.0"),
+            (0.5, "0.5"),
+            (f64::from(0.1f32), "0.10000000149011612"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e16, "1e+16"),
+            (123456.0, "123456.0"),
+            (-2.5, "-2.5"),
+            (f64::NAN, "nan"),
+        ];
+        for (value, python) in cases {
+            assert_eq!(python_repr(value), python, "{value}");
+        }
     }
 }
