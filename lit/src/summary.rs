@@ -1,7 +1,5 @@
 //! The model summary printed when `fit` starts: the VarStore's top-level modules with their
-//! parameter counts, and the totals, laid out as Lightning's `ModelSummary`.
-
-use std::collections::BTreeMap;
+//! parameter counts, and the totals, laid out and counted as Lightning's `ModelSummary`.
 
 use tch::nn;
 
@@ -14,36 +12,48 @@ fn human(n: usize) -> String {
     }
 }
 
-/// The counts behind the summary.
+/// The counts behind the summary, as Lightning counts them: parameters only (buffers such as
+/// batch-norm running statistics are not parameters), top-level modules in the order their first
+/// parameter was created.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSummary {
     /// Each top-level module (first component of the variable paths) and its parameter count.
     pub modules: Vec<(String, usize)>,
     /// Parameters that require grad.
     pub trainable: usize,
-    /// Parameters and buffers that do not.
+    /// Parameters that do not (frozen).
     pub non_trainable: usize,
-    /// Megabytes of all variables.
+    /// Megabytes of the parameters.
     pub size_mb: f64,
 }
 
 impl ModelSummary {
     /// The summary of `vs`.
     pub fn of(vs: &nn::VarStore) -> Self {
-        let mut modules: BTreeMap<String, usize> = BTreeMap::new();
+        // The VarStore keeps its parameters in creation order, without names; the names come
+        // from the named variables holding the same storage.
+        let named = vs.variables();
+        let name_of = |p: &tch::Tensor| {
+            named.iter().find(|(_, t)| t.data_ptr() == p.data_ptr() && t.size() == p.size()).map(|(n, _)| n.clone())
+        };
+        let mut modules: Vec<(String, usize)> = Vec::new();
         let (mut trainable, mut non_trainable, mut bytes) = (0, 0, 0);
-        for (name, t) in vs.variables() {
-            let n = t.numel();
+        for p in vs.trainable_variables() {
+            let n = p.numel();
+            let name = name_of(&p).unwrap_or_default();
             let top = name.split('.').next().unwrap_or(&name).to_string();
-            *modules.entry(top).or_default() += n;
-            if t.requires_grad() {
+            match modules.iter_mut().find(|(m, _)| *m == top) {
+                Some((_, count)) => *count += n,
+                None => modules.push((top, n)),
+            }
+            if p.requires_grad() {
                 trainable += n
             } else {
                 non_trainable += n
             }
-            bytes += n * t.kind().elt_size_in_bytes();
+            bytes += n * p.kind().elt_size_in_bytes();
         }
-        ModelSummary { modules: modules.into_iter().collect(), trainable, non_trainable, size_mb: bytes as f64 / 1e6 }
+        ModelSummary { modules, trainable, non_trainable, size_mb: bytes as f64 / 1e6 }
     }
 
     /// The table, as printed.

@@ -268,22 +268,34 @@ fn without_a_terminal_progress_is_plain_lines() {
     assert!(stdout.contains("epoch 0 done") && stdout.contains("epoch 1 done"), "{stdout}");
 }
 
+/// Lightning's `ModelSummary` counts parameters only (a batch norm's running statistics are
+/// buffers), lists modules in definition order, and counts frozen parameters as non-trainable.
 #[test]
 fn the_model_summary_counts_parameters_per_module() {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _l1 = nn::linear(vs.root() / "encoder", 784, 256, Default::default());
-    let _l2 = nn::linear(vs.root() / "head", 256, 10, Default::default());
-    let _buffer = vs.root().zeros_no_train("running", &[5]);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let _l2 = nn::linear(vs.root() / "zeta_encoder", 784, 256, Default::default());
+    let _bn = nn::batch_norm1d(vs.root() / "norm", 256, Default::default());
+    let _l1 = nn::linear(vs.root() / "head", 256, 10, Default::default());
     let summary = ModelSummary::of(&vs);
     assert_eq!(
         summary.modules,
-        [("encoder".to_string(), 200_960), ("head".to_string(), 2_570), ("running".to_string(), 5)]
+        [("zeta_encoder".to_string(), 200_960), ("norm".to_string(), 512), ("head".to_string(), 2_570)],
+        "definition order, the norm's 512 weights and biases without its 512 running statistics"
     );
-    assert_eq!((summary.trainable, summary.non_trainable), (203_530, 5));
+    assert_eq!((summary.trainable, summary.non_trainable), (204_042, 0));
+    vs.freeze();
+    let frozen = ModelSummary::of(&vs);
+    assert_eq!((frozen.trainable, frozen.non_trainable), (0, 204_042));
+    vs.unfreeze();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _l1 = nn::linear(vs.root() / "encoder", 784, 256, Default::default());
+    let _l2 = nn::linear(vs.root() / "head", 256, 10, Default::default());
+    let summary = ModelSummary::of(&vs);
+    assert_eq!((summary.trainable, summary.non_trainable), (203_530, 0));
     let table = summary.table();
     assert!(table.contains("0 | encoder | 201.0 K"), "{table}");
     assert!(
-        table.contains("203.5 K   Trainable params") && table.contains("5         Non-trainable params"),
+        table.contains("203.5 K   Trainable params") && table.contains("0         Non-trainable params"),
         "{table}"
     );
     assert!(table.contains("0.814     Total estimated model params size (MB)"), "{table}");
