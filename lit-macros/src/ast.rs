@@ -107,6 +107,9 @@ pub(crate) struct HookFn {
 pub(crate) struct InitFn {
     pub(crate) ident: Ident,
     pub(crate) takes_hparams: bool,
+    /// A plain `new(x: A)`, not marked `#[init]`: `A` may not be the hparams, which is found out
+    /// where the types are known (`__private::InitProbe`).
+    pub(crate) unchecked_arg: Option<Type>,
     pub(crate) output: syn::ReturnType,
     pub(crate) cfgs: Vec<TokenStream>,
 }
@@ -424,9 +427,14 @@ impl ModuleImpl {
             }
             if init_attr.is_some() || name == "new" {
                 let takes_hparams = f.sig.inputs.iter().any(|a| matches!(a, FnArg::Typed(_)));
+                let first_arg = f.sig.inputs.iter().find_map(|a| match a {
+                    FnArg::Typed(t) => Some((*t.ty).clone()),
+                    FnArg::Receiver(_) => None,
+                });
                 let candidate = InitFn {
                     ident: f.sig.ident.clone(),
                     takes_hparams,
+                    unchecked_arg: if init_attr.is_some() { None } else { first_arg },
                     output: f.sig.output.clone(),
                     cfgs: cfgs(&f.attrs),
                 };

@@ -352,7 +352,14 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl, training_step_ok: bool
             syn::ReturnType::Default => ident.span(),
         };
         let lit_r = respan(&lit, span);
-        let convert = quote_spanned!(span=> #lit_r::__private::IntoHookResult::<Self>::into_hook_result(#call));
+        let convert = match (&init.unchecked_arg, init.takes_hparams) {
+            (Some(arg), true) => quote! {{
+                #[allow(unused_imports)]
+                use #lit::__private::{ViaHparamsArg as _, ViaOtherArg as _};
+                (&&#lit::__private::InitProbe::<Self, #arg>::new()).call(<#self_ty>::#ident, hparams)
+            }},
+            _ => quote_spanned!(span=> #lit_r::__private::IntoHookResult::<Self>::into_hook_result(#call)),
+        };
         quote! {
             #cfgs
             #[automatically_derived]

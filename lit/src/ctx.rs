@@ -94,6 +94,8 @@ pub struct Ctx {
     pub(crate) loggers: Vec<Box<dyn Logger>>,
     pub(crate) progress: Progress,
     pub(crate) optimizers: Vec<Box<dyn Optimizer>>,
+    /// `toggle_optimizer`: each optimizer parameter's `requires_grad` before the toggle, by name.
+    toggled: BTreeMap<String, bool>,
     pub(crate) frequencies: Vec<Option<usize>>,
     pub(crate) schedulers: Vec<ActiveScheduler>,
     pub(crate) optimizer_idx: usize,
@@ -144,6 +146,7 @@ impl Ctx {
             loggers: Vec::new(),
             progress: Progress::new(false, 50),
             optimizers: Vec::new(),
+            toggled: BTreeMap::new(),
             frequencies: Vec::new(),
             schedulers: Vec::new(),
             optimizer_idx: 0,
@@ -405,6 +408,59 @@ impl Ctx {
         Ok(OptimizerHandle { cx: self, index })
     }
 
+    /// Manual optimization: every optimizer at once, as Lightning's
+    /// `opt_g, opt_d = self.optimizers()`: `let [g, d] = cx.optimizers()?;`. The handles are
+    /// plain indices, so `cx` stays free for `manual_backward`; they act through it
+    /// (`g.zero_grad(cx)`, `g.step(cx)?`). An error names the count when it is not `N`.
+    pub fn optimizers<const N: usize>(&self) -> Result<[Opt; N]> {
+        if self.optimizers.len() != N {
+            return Err(Error::msg(format!(
+                "`cx.optimizers()` asked for {N} optimizers, but `configure_optimizers` returned {}",
+                self.optimizers.len()
+            )));
+        }
+        Ok(std::array::from_fn(Opt))
+    }
+
+    fn params_of(&self, opt: Opt) -> impl Iterator<Item = &(String, Tensor)> {
+        self.optimizers[opt.0].param_groups().iter().flat_map(|g| g.params.iter())
+    }
+
+    /// Only `opt`'s parameters require grad until [`Ctx::untoggle_optimizer`] (Lightning's
+    /// `toggle_optimizer`): the others' `requires_grad` is recorded and turned off, so that
+    /// `backward` computes no gradient for them.
+    pub fn toggle_optimizer(&mut self, opt: Opt) {
+        let mut state = BTreeMap::new();
+        for o in &self.optimizers {
+            for (name, param) in o.param_groups().iter().flat_map(|g| g.params.iter()) {
+                if !state.contains_key(name) {
+                    state.insert(name.clone(), param.requires_grad());
+                    let _ = param.shallow_clone().set_requires_grad(false);
+                }
+            }
+        }
+        for (name, param) in self.params_of(opt) {
+            let _ = param.shallow_clone().set_requires_grad(state[name]);
+        }
+        self.toggled = state;
+    }
+
+    /// Gives the other optimizers' parameters back the `requires_grad` they had before
+    /// [`Ctx::toggle_optimizer`] (Lightning's `untoggle_optimizer`).
+    pub fn untoggle_optimizer(&mut self, opt: Opt) {
+        let state = std::mem::take(&mut self.toggled);
+        for (i, o) in self.optimizers.iter().enumerate() {
+            if i == opt.0 {
+                continue;
+            }
+            for (name, param) in o.param_groups().iter().flat_map(|g| g.params.iter()) {
+                if let Some(&requires_grad) = state.get(name) {
+                    let _ = param.shallow_clone().set_requires_grad(requires_grad);
+                }
+            }
+        }
+    }
+
     /// Manual optimization: back-propagates `loss` (Lightning's `self.manual_backward`).
     /// With "16-mixed" the loss is scaled first.
     pub fn manual_backward(&mut self, loss: &Tensor) -> Result<()> {
@@ -539,31 +595,59 @@ pub struct OptimizerHandle<'a> {
     index: usize,
 }
 
-impl OptimizerHandle<'_> {
+/// One of the run's optimizers in manual optimization, by position (see [`Ctx::optimizers`]):
+/// copyable, so several can be held while the context is used for `manual_backward`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opt(usize);
+
+impl Opt {
+    /// Its position in what `configure_optimizers` returned.
+    pub fn index(self) -> usize {
+        self.0
+    }
     /// Clears the gradients of the optimizer's parameters.
-    pub fn zero_grad(&mut self) {
-        self.cx.optimizers[self.index].zero_grad();
+    pub fn zero_grad(self, cx: &mut Ctx) {
+        cx.optimizers[self.0].zero_grad();
     }
     /// Applies one update; counts as a global step. With "16-mixed" the gradients are unscaled
     /// first, and a step whose gradients hold inf or NaN is skipped (the scale shrinks).
-    pub fn step(&mut self) -> Result<()> {
-        let optimizer = &mut *self.cx.optimizers[self.index];
-        if let Some(scaler) = &mut self.cx.scaler {
+    pub fn step(self, cx: &mut Ctx) -> Result<()> {
+        let optimizer = &mut *cx.optimizers[self.0];
+        if let Some(scaler) = &mut cx.scaler {
             scaler.step(optimizer)?;
             scaler.update()?;
         } else {
             optimizer.step();
         }
-        self.cx.global_step += 1;
+        cx.global_step += 1;
         Ok(())
     }
     /// The learning rate of the first group.
+    pub fn lr(self, cx: &Ctx) -> f64 {
+        cx.optimizers[self.0].lr()
+    }
+    /// Sets the learning rate of every group.
+    pub fn set_lr(self, cx: &mut Ctx, lr: f64) {
+        cx.optimizers[self.0].set_lr(lr);
+    }
+}
+
+impl OptimizerHandle<'_> {
+    /// Clears the gradients of the optimizer's parameters.
+    pub fn zero_grad(&mut self) {
+        Opt(self.index).zero_grad(self.cx);
+    }
+    /// Applies one update; counts as a global step (see [`Opt::step`]).
+    pub fn step(&mut self) -> Result<()> {
+        Opt(self.index).step(self.cx)
+    }
+    /// The learning rate of the first group.
     pub fn lr(&self) -> f64 {
-        self.cx.optimizers[self.index].lr()
+        Opt(self.index).lr(self.cx)
     }
     /// Sets the learning rate of every group.
     pub fn set_lr(&mut self, lr: f64) {
-        self.cx.optimizers[self.index].set_lr(lr);
+        Opt(self.index).set_lr(self.cx, lr);
     }
     /// The optimizer itself (clipping, state).
     pub fn optimizer(&mut self) -> &mut dyn Optimizer {

@@ -35,7 +35,7 @@ mod summary;
 mod trainer;
 
 pub use callback::Callback;
-pub use ctx::{Ctx, Log, Metric, OptimizerHandle, RunningStage, Stage, StopFlag};
+pub use ctx::{Ctx, Log, Metric, Opt, OptimizerHandle, RunningStage, Stage, StopFlag};
 pub use error::{ConfigError, DataError, Error, Result};
 pub use metrics::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
@@ -75,7 +75,7 @@ pub mod prelude {
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
     pub use crate::optim::{Adam, AdamW, GroupOptions, Optimizer, Optimizers, RmsProp, SchedulerConfig, Sgd};
     pub use crate::{
-        Callback, Ctx, Hooks, Hparams, LightningModule, Reduce, Result, Stage, StepOutput, Trainer, hparams,
+        Callback, Ctx, Hooks, Hparams, LightningModule, Opt, Reduce, Result, Stage, StepOutput, Trainer, hparams,
         lightning_module, seed_everything,
     };
     pub use tch::nn::{self, Module, ModuleT, RNN};

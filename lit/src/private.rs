@@ -39,6 +39,53 @@ pub trait Init: ModelParts + Sized {
     fn init(hparams: Self::Hparams) -> Result<Self>;
 }
 
+/// Calls a module's `new` from `load_from_checkpoint` when `new` takes the hparams, and reports
+/// otherwise (by autoref specialisation, as [`ExampleProbe`]): `new(hidden: usize)` is a
+/// constructor, not necessarily the one that takes the hparams, and must compile.
+pub struct InitProbe<T, A>(std::marker::PhantomData<fn() -> (T, A)>);
+
+impl<T, A> InitProbe<T, A> {
+    /// The probe.
+    pub fn new() -> Self {
+        InitProbe(std::marker::PhantomData)
+    }
+}
+
+impl<T, A> Default for InitProbe<T, A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The probe's method when `new` takes the hparams.
+pub trait ViaHparamsArg<T: ModelParts> {
+    /// `new(hparams)`.
+    fn call<R: IntoHookResult<T>>(&self, new: impl FnOnce(T::Hparams) -> R, hparams: T::Hparams) -> Result<T>;
+}
+
+impl<T: ModelParts> ViaHparamsArg<T> for &InitProbe<T, T::Hparams> {
+    fn call<R: IntoHookResult<T>>(&self, new: impl FnOnce(T::Hparams) -> R, hparams: T::Hparams) -> Result<T> {
+        new(hparams).into_hook_result()
+    }
+}
+
+/// The probe's method when `new` takes something else.
+pub trait ViaOtherArg<T: ModelParts, A> {
+    /// An error saying how to name the constructor that takes the hparams.
+    fn call<R>(&self, new: impl FnOnce(A) -> R, hparams: T::Hparams) -> Result<T>;
+}
+
+impl<T: ModelParts, A> ViaOtherArg<T, A> for InitProbe<T, A> {
+    fn call<R>(&self, _new: impl FnOnce(A) -> R, _hparams: T::Hparams) -> Result<T> {
+        Err(Error::msg(format!(
+            "`{}::new` takes `{}`, not the hparams, so `load_from_checkpoint` cannot call it; \
+             mark the constructor that takes the hparams `#[init]`",
+            std::any::type_name::<T>(),
+            std::any::type_name::<A>()
+        )))
+    }
+}
+
 /// The hparams JSON of a module, for checkpoints and loggers.
 pub fn hparams_json<M: ModelParts>(m: &M) -> Option<serde_json::Value> {
     m.hparams().and_then(|h| serde_json::to_value(h).ok())

@@ -449,3 +449,134 @@ fn evaluation_step_values_reach_the_loggers_at_their_own_step() -> lit::Result<(
     }
     Ok(())
 }
+
+/// Three blocks of linear layers as in Lightning's toggle tests (`layer_1[0, 2, 4]`,
+/// `layer_2[1, 3, 5]`, `layer_3[1, 3, 5]`), some weights frozen beforehand, and a `base` layer
+/// in no optimizer that makes the loss.
+#[lightning_module]
+struct Toggling {
+    vs: nn::VarStore,
+    layers: Vec<(String, nn::Linear)>,
+    base: nn::Linear,
+    optimizers: usize,
+    /// `requires_grad` of every layer's weight, seen after each toggle.
+    seen: Vec<Vec<(String, bool)>>,
+}
+
+#[lightning_module(automatic_optimization = false)]
+impl Toggling {
+    fn new(optimizers: usize) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let names = ["layer_1.0", "layer_1.2", "layer_1.4", "layer_2.1", "layer_2.3", "layer_2.5"];
+        let third = ["layer_3.1", "layer_3.3", "layer_3.5"];
+        let all: Vec<&str> = names.iter().chain(if optimizers == 3 { &third[..] } else { &[] }).copied().collect();
+        let layers: Vec<(String, nn::Linear)> = all
+            .iter()
+            .map(|&name| {
+                let (block, index) = name.split_once('.').expect("block.index");
+                (name.to_string(), nn::linear(vs.root() / block / index, 32, 32, Default::default()))
+            })
+            .collect();
+        // Some weights require no gradient to begin with, to check that untoggling keeps them so.
+        let frozen: &[&str] = if optimizers == 3 {
+            &["layer_1.2", "layer_1.4", "layer_2.1", "layer_2.3", "layer_3.1", "layer_3.5"]
+        } else {
+            &["layer_1.2", "layer_1.4", "layer_2.1", "layer_2.3"]
+        };
+        for (name, layer) in &layers {
+            if frozen.contains(&name.as_str()) {
+                let _ = layer.ws.shallow_clone().set_requires_grad(false);
+            }
+        }
+        let base = nn::linear(vs.root() / "base", 32, 2, Default::default());
+        Toggling { vs, layers, base, optimizers, seen: Vec::new() }
+    }
+
+    #[helper]
+    fn flags(&self) -> Vec<(String, bool)> {
+        self.layers.iter().map(|(n, l)| (n.clone(), l.ws.requires_grad())).collect()
+    }
+
+    fn training_step(&mut self, x: Tensor, cx: &mut Ctx) -> lit::Result<()> {
+        let opts: Vec<Opt> = match self.optimizers {
+            2 => cx.optimizers::<2>()?.to_vec(),
+            _ => cx.optimizers::<3>()?.to_vec(),
+        };
+        for opt in opts {
+            cx.toggle_optimizer(opt);
+            let loss = self.base.forward(&x).sum(Kind::Float);
+            opt.zero_grad(cx);
+            cx.manual_backward(&loss)?;
+            self.seen.push(self.flags());
+            opt.step(cx)?;
+            cx.untoggle_optimizer(opt);
+        }
+        Ok(())
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        let in_blocks = |blocks: &'static [&'static str]| move |n: &str| blocks.iter().any(|b| n.starts_with(b));
+        if self.optimizers == 2 {
+            Optimizers::none()
+                .with(Sgd::new(0.1).params(in_blocks(&["layer_1."])))
+                .with(Adam::new(0.1).params(in_blocks(&["layer_2."])))
+        } else {
+            Optimizers::none()
+                .with(Sgd::new(0.1).params(in_blocks(&["layer_1.", "layer_2."])))
+                .with(Adam::new(0.1).params(in_blocks(&["layer_2.", "layer_3."])))
+                .with(Sgd::new(0.1).params(in_blocks(&["layer_3.", "layer_1."])))
+        }
+    }
+}
+
+/// Which layers' weights require grad, by name.
+fn requiring(seen: &[(String, bool)]) -> Vec<&str> {
+    seen.iter().filter(|(_, r)| *r).map(|(n, _)| n.as_str()).collect()
+}
+
+fn toggle_run(optimizers: usize) -> lit::Result<Toggling> {
+    let mut model = Toggling::new(optimizers);
+    let mut trainer = quiet_trainer(&temp_dir("toggle")).max_epochs(1).limit_train_batches(2).build()?;
+    let batches = Batches::new((0..2).map(|_| Tensor::ones([4, 32], (Kind::Float, Device::Cpu))).collect());
+    trainer.fit(&mut model, batches, ())?;
+    assert_eq!(model.seen.len(), 2 * optimizers, "one look per optimizer per batch");
+    Ok(model)
+}
+
+/// Ports `tests_pytorch/core/test_lightning_module.py::test_toggle_untoggle_2_optimizers_no_shared_parameters`:
+/// `opt1, opt2 = self.optimizers()`; with opt1 toggled only `layer_1[0]` requires grad (its
+/// frozen weights stay frozen, all of `layer_2` is off); with opt2 toggled only `layer_2[5]`.
+#[test]
+fn toggle_optimizer_with_two_optimizers_and_no_shared_parameters() -> lit::Result<()> {
+    let model = toggle_run(2)?;
+    for batch in model.seen.chunks(2) {
+        assert_eq!(requiring(&batch[0]), ["layer_1.0"]);
+        assert_eq!(requiring(&batch[1]), ["layer_2.5"]);
+    }
+    // Untoggling gave every weight back its own state.
+    assert_eq!(requiring(&model.flags()), ["layer_1.0", "layer_2.5"]);
+    // `new(optimizers: usize)` is a constructor, not one that takes hparams: the module compiles,
+    // and `load_from_checkpoint` says which constructor it needs.
+    let path = temp_dir("toggle-load").join("m.ckpt");
+    let mut trainer = quiet_trainer(&temp_dir("toggle-save")).build()?;
+    let mut model = model;
+    trainer.save_checkpoint(&path, &mut model)?;
+    let e = Toggling::load_from_checkpoint(&path).err().expect("no constructor takes the hparams").to_string();
+    assert!(e.contains("takes `usize`, not the hparams") && e.contains("#[init]"), "{e}");
+    Ok(())
+}
+
+/// Ports `tests_pytorch/core/test_lightning_module.py::test_toggle_untoggle_3_optimizers_shared_parameters`
+/// (each optimizer holds two of the three blocks): toggling opt1 leaves `layer_1[0]` and
+/// `layer_2[5]`, opt2 `layer_2[5]` and `layer_3[3]`, opt3 `layer_1[0]` and `layer_3[3]`.
+#[test]
+fn toggle_optimizer_with_three_optimizers_and_shared_parameters() -> lit::Result<()> {
+    let model = toggle_run(3)?;
+    for batch in model.seen.chunks(3) {
+        assert_eq!(requiring(&batch[0]), ["layer_1.0", "layer_2.5"]);
+        assert_eq!(requiring(&batch[1]), ["layer_2.5", "layer_3.3"]);
+        assert_eq!(requiring(&batch[2]), ["layer_1.0", "layer_3.3"]);
+    }
+    assert_eq!(requiring(&model.flags()), ["layer_1.0", "layer_2.5", "layer_3.3"]);
+    Ok(())
+}
