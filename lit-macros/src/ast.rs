@@ -582,7 +582,7 @@ const ON_CONTEXT: &[(&str, bool, &str)] = &[
     (
         "trainer",
         false,
-        "what Lightning's `self.trainer` holds is on the hook's context: `cx.current_epoch()`, `cx.global_step()`, `cx.callback_metrics()`, `cx.request_stop()`, …",
+        "the Trainer is read through the hook's context: `cx.trainer()` (its configuration and state: `max_epochs()`, `num_training_batches()`, …), and `cx.request_stop()` to stop",
     ),
 ];
 

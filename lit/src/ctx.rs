@@ -83,6 +83,10 @@ pub struct Ctx {
     pub(crate) batch_size: usize,
     pub(crate) dataloader_idx: usize,
     pub(crate) num_dataloaders: usize,
+    /// The Trainer's configuration, for [`Ctx::trainer`].
+    pub(crate) config: crate::TrainerConfig,
+    /// Training batches per epoch (after `limit_train_batches`), when the loader's length is known.
+    pub(crate) num_training_batches: Option<usize>,
     /// The logger step of the current evaluation epoch's first batch: evaluation step values go
     /// to the loggers at their own step, batches of earlier evaluation epochs of the run counted.
     pub(crate) eval_step_base: usize,
@@ -137,6 +141,8 @@ impl Ctx {
             batch_size: 1,
             dataloader_idx: 0,
             num_dataloaders: 1,
+            config: crate::TrainerConfig::default(),
+            num_training_batches: None,
             eval_step_base: 0,
             device,
             metrics: MetricStore::default(),
@@ -408,6 +414,12 @@ impl Ctx {
         Ok(OptimizerHandle { cx: self, index })
     }
 
+    /// A read-only view of the Trainer: its configuration and state (what a LightningModule
+    /// reads through `self.trainer`).
+    pub fn trainer(&self) -> TrainerView<'_> {
+        TrainerView { cx: self }
+    }
+
     /// Manual optimization: every optimizer at once, as Lightning's
     /// `opt_g, opt_d = self.optimizers()`: `let [g, d] = cx.optimizers()?;`. The handles are
     /// plain indices, so `cx` stays free for `manual_backward`; they act through it
@@ -593,6 +605,81 @@ impl Drop for Log<'_> {
 pub struct OptimizerHandle<'a> {
     cx: &'a mut Ctx,
     index: usize,
+}
+
+/// The Trainer seen from a hook, read-only ([`Ctx::trainer`]; Lightning's `self.trainer`).
+#[derive(Clone, Copy)]
+pub struct TrainerView<'a> {
+    cx: &'a Ctx,
+}
+
+impl TrainerView<'_> {
+    /// Every option the Trainer was built with.
+    pub fn config(&self) -> &crate::TrainerConfig {
+        &self.cx.config
+    }
+    /// The epoch training stops at (Lightning's default of 1000 when neither `max_epochs` nor
+    /// `max_steps` is set), or `None` when only `max_steps` limits it.
+    pub fn max_epochs(&self) -> Option<usize> {
+        self.cx.config.epoch_limit()
+    }
+    /// The optimizer step training stops at.
+    pub fn max_steps(&self) -> Option<usize> {
+        self.cx.config.max_steps
+    }
+    /// The current epoch.
+    pub fn current_epoch(&self) -> usize {
+        self.cx.current_epoch
+    }
+    /// Optimizer steps so far.
+    pub fn global_step(&self) -> usize {
+        self.cx.global_step
+    }
+    /// Training batches per epoch (after `limit_train_batches`), once training has started
+    /// and when the loader's length is known.
+    pub fn num_training_batches(&self) -> Option<usize> {
+        self.cx.num_training_batches
+    }
+    /// The entry point running (`fit`, `validate`, `test`, `predict`).
+    pub fn stage(&self) -> Stage {
+        self.cx.stage
+    }
+    /// The loop running now (training, validating, sanity checking, …).
+    pub fn state(&self) -> RunningStage {
+        self.cx.running
+    }
+    /// Whether the sanity check is running.
+    pub fn sanity_checking(&self) -> bool {
+        self.cx.running == RunningStage::SanityChecking
+    }
+    /// Whether a stop was requested.
+    pub fn should_stop(&self) -> bool {
+        self.cx.should_stop()
+    }
+    /// The reduced metrics callbacks see.
+    pub fn callback_metrics(&self) -> BTreeMap<String, f64> {
+        self.cx.callback_metrics()
+    }
+    /// The metrics sent to the loggers.
+    pub fn logged_metrics(&self) -> BTreeMap<String, f64> {
+        self.cx.logged_metrics()
+    }
+    /// The first logger's run directory.
+    pub fn log_dir(&self) -> Option<std::path::PathBuf> {
+        self.cx.log_dir()
+    }
+    /// This process's rank among all.
+    pub fn global_rank(&self) -> usize {
+        self.cx.global_rank()
+    }
+    /// Whether this is rank 0.
+    pub fn is_global_zero(&self) -> bool {
+        self.cx.global_rank() == 0
+    }
+    /// The number of processes.
+    pub fn world_size(&self) -> usize {
+        self.cx.world_size()
+    }
 }
 
 /// One of the run's optimizers in manual optimization, by position (see [`Ctx::optimizers`]):

@@ -35,7 +35,7 @@ mod summary;
 mod trainer;
 
 pub use callback::Callback;
-pub use ctx::{Ctx, Log, Metric, Opt, OptimizerHandle, RunningStage, Stage, StopFlag};
+pub use ctx::{Ctx, Log, Metric, Opt, OptimizerHandle, RunningStage, Stage, StopFlag, TrainerView};
 pub use error::{ConfigError, DataError, Error, Result};
 pub use metrics::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};

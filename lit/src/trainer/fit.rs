@@ -245,6 +245,7 @@ impl<M: LightningModule> Run<'_, M> {
         val: &mut LoaderVec<'_, M::ValBatch>,
     ) -> Result<()> {
         let limit = self.config.limit_train_batches.of(train.len(), "limit_train_batches")?;
+        self.cx.num_training_batches = Some(limit).filter(|&n| n != usize::MAX);
         let schedule = self.val_schedule(limit, !val.is_empty(), epoch)?;
         let keep_outputs = M::HOOKS.training_epoch_end;
         let mut outputs = Vec::new();

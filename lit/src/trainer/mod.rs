@@ -103,6 +103,7 @@ impl Trainer {
         cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
         cx.metrics.nan = config.nan_metrics;
         cx.precision = config.precision;
+        cx.config = config.clone();
         if cx.precision == crate::amp::Precision::F16Mixed {
             cx.scaler = Some(crate::amp::GradScaler::new(device));
         }

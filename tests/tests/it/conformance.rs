@@ -580,3 +580,66 @@ fn toggle_optimizer_with_three_optimizers_and_shared_parameters() -> lit::Result
     assert_eq!(requiring(&model.flags()), ["layer_1.0", "layer_2.5", "layer_3.3"]);
     Ok(())
 }
+
+/// Reads the Trainer through `cx.trainer()` in its hooks.
+#[lightning_module]
+struct TrainerReader {
+    vs: nn::VarStore,
+    w: Tensor,
+    read: Vec<String>,
+}
+
+#[lightning_module]
+impl TrainerReader {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        TrainerReader { vs, w, read: Vec::new() }
+    }
+
+    fn training_step(&mut self, (x, _): (Tensor, Tensor), cx: &mut Ctx) -> Tensor {
+        let t = cx.trainer();
+        self.read.push(format!(
+            "train epoch={} step={} batches={:?} max_epochs={:?} max_steps={:?} accumulate={} state={:?}",
+            t.current_epoch(),
+            t.global_step(),
+            t.num_training_batches(),
+            t.max_epochs(),
+            t.max_steps(),
+            t.config().accumulate_grad_batches,
+            t.state(),
+        ));
+        x.matmul(&self.w).sum(Kind::Float)
+    }
+
+    fn validation_step(&mut self, _batch: (Tensor, Tensor), cx: &mut Ctx) {
+        let t = cx.trainer();
+        self.read.push(format!("val sanity={} stage={:?} zero={}", t.sanity_checking(), t.stage(), t.is_global_zero()));
+    }
+
+    fn configure_optimizers(&self) -> Sgd {
+        Sgd::new(0.1)
+    }
+}
+
+/// What a LightningModule reads through `self.trainer` (its configuration and state) is read
+/// through `cx.trainer()`.
+#[test]
+fn hooks_read_the_trainer_through_the_context() -> lit::Result<()> {
+    let mut model = TrainerReader::new();
+    let mut trainer = quiet_trainer(&temp_dir("trainer-view"))
+        .max_epochs(2)
+        .limit_train_batches(2)
+        .limit_val_batches(1)
+        .num_sanity_val_steps(1)
+        .build()?;
+    trainer.fit(&mut model, Batches::new(regression_batches(3)), Batches::new(regression_batches(1)))?;
+    let train = |epoch: usize, step: usize| {
+        format!(
+            "train epoch={epoch} step={step} batches=Some(2) max_epochs=Some(2) max_steps=None accumulate=1 state=Training"
+        )
+    };
+    let val = |sanity: bool| format!("val sanity={sanity} stage=Fit zero=true");
+    assert_eq!(model.read, [val(true), train(0, 0), train(0, 1), val(false), train(1, 2), train(1, 3), val(false)]);
+    Ok(())
+}
