@@ -98,6 +98,8 @@ pub struct Ctx {
     pub(crate) loggers: Vec<Box<dyn Logger>>,
     pub(crate) progress: Progress,
     pub(crate) optimizers: Vec<Box<dyn Optimizer>>,
+    /// `write_prediction`: the values to write at the end of the evaluation loop, by file and name.
+    predictions_to_write: BTreeMap<std::path::PathBuf, BTreeMap<String, Vec<Tensor>>>,
     /// `toggle_optimizer`: each optimizer parameter's `requires_grad` before the toggle, by name.
     toggled: BTreeMap<String, bool>,
     pub(crate) frequencies: Vec<Option<usize>>,
@@ -153,6 +155,7 @@ impl Ctx {
             progress: Progress::new(false, 50),
             optimizers: Vec::new(),
             toggled: BTreeMap::new(),
+            predictions_to_write: BTreeMap::new(),
             frequencies: Vec::new(),
             schedulers: Vec::new(),
             optimizer_idx: 0,
@@ -412,6 +415,74 @@ impl Ctx {
             )));
         }
         Ok(OptimizerHandle { cx: self, index })
+    }
+
+    /// Keeps `value` (one batch's predictions) under `name`, to be written to `filename` when the
+    /// test (or validation) loop ends (Lightning 1.3's `write_prediction`). The file is
+    /// safetensors: each name's values concatenated along the first dimension (0-d values
+    /// stacked); Python reads it with `safetensors.torch.load_file(filename)`. With several
+    /// processes each writes `{stem}_rank_{r}.{extension}`, as Lightning did.
+    pub fn write_prediction(
+        &mut self,
+        name: impl Into<String>,
+        value: &Tensor,
+        filename: impl Into<std::path::PathBuf>,
+    ) {
+        let value = value.detach().to_device(Device::Cpu);
+        let value = if value.dim() == 0 { value.unsqueeze(0) } else { value };
+        self.predictions_to_write.entry(filename.into()).or_default().entry(name.into()).or_default().push(value);
+    }
+
+    /// [`Ctx::write_prediction`] for every entry of `values` (Lightning's
+    /// `write_prediction_dict`).
+    pub fn write_prediction_dict<K: Into<String>>(
+        &mut self,
+        values: impl IntoIterator<Item = (K, Tensor)>,
+        filename: impl Into<std::path::PathBuf>,
+    ) {
+        let filename = filename.into();
+        for (name, value) in values {
+            self.write_prediction(name, &value, filename.clone());
+        }
+    }
+
+    /// Forgets what `write_prediction` kept (the sanity check's).
+    pub(crate) fn discard_predictions(&mut self) {
+        self.predictions_to_write.clear();
+    }
+
+    /// Writes what `write_prediction` kept; returns the files.
+    pub(crate) fn flush_predictions(&mut self) -> Result<Vec<std::path::PathBuf>> {
+        let mut written = Vec::new();
+        for (file, values) in std::mem::take(&mut self.predictions_to_write) {
+            let file = if self.world_size() > 1 {
+                let stem = file.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                let ext = file.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+                file.with_file_name(format!("{stem}_rank_{}{ext}", self.global_rank()))
+            } else {
+                file
+            };
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            let tensors = values
+                .into_iter()
+                .map(|(name, parts)| {
+                    Ok((
+                        name.clone(),
+                        Tensor::f_cat(&parts, 0).map_err(|e| {
+                            Error::hook(
+                                "write_prediction",
+                                format!("the values of `{name}` do not join along dim 0: {e}"),
+                            )
+                        })?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            crate::callbacks::prediction_writer::write_safetensors(&file, tensors)?;
+            written.push(file);
+        }
+        Ok(written)
     }
 
     /// A read-only view of the Trainer: its configuration and state (what a LightningModule

@@ -4,7 +4,7 @@
 
 mod early_stopping;
 mod model_checkpoint;
-mod prediction_writer;
+pub(crate) mod prediction_writer;
 
 use std::time::{Duration, Instant};
 

@@ -108,14 +108,7 @@ impl PredictionWriter {
         let path = match self.format {
             PredictionFormat::Safetensors => {
                 let path = self.dir.join(format!("{stem}.safetensors"));
-                let tensors: Vec<(String, Tensor)> =
-                    tensors.into_iter().map(|(k, t)| (k, t.to_device(tch::Device::Cpu).contiguous())).collect();
-                let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-                // Written beside, then renamed: a reader never sees a partial file.
-                let tmp = self.dir.join(format!(".{stem}.safetensors.tmp-{}", std::process::id()));
-                Tensor::write_safetensors(&refs, &tmp)
-                    .map_err(|e| Error::Io { path: tmp.clone(), source: std::io::Error::other(e.to_string()) })?;
-                std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path: path.clone(), source })?;
+                write_safetensors(&path, tensors)?;
                 path
             }
             PredictionFormat::JsonLines => {
@@ -221,6 +214,19 @@ impl Callback for PredictionWriter {
         }
         Ok(())
     }
+}
+
+/// Writes `tensors` (moved to the CPU) to `path` as safetensors: beside it, then renamed, so
+/// that a reader never sees a partial file.
+pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> =
+        tensors.into_iter().map(|(k, t)| (k, t.to_device(tch::Device::Cpu).contiguous())).collect();
+    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let name = path.file_name().map_or_else(|| "predictions".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    Tensor::write_safetensors(&refs, &tmp)
+        .map_err(|e| Error::Io { path: tmp.clone(), source: std::io::Error::other(e.to_string()) })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// Reads a safetensors file a [`PredictionWriter`] wrote: the prediction's tensors and

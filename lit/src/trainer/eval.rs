@@ -300,6 +300,13 @@ impl<M: LightningModule> Run<'_, M> {
         let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());
         self.cx.progress.finish(bar, self.cx.stage != crate::Stage::Fit);
         S::end(self.model, self.callbacks, self.cx)?;
+        if self.cx.running == RunningStage::SanityChecking {
+            self.cx.discard_predictions();
+        } else {
+            for file in self.cx.flush_predictions()? {
+                tracing::info!(target: "lit", file = %file.display(), "predictions written");
+            }
+        }
         self.cx.num_dataloaders = 1;
         self.cx.check()?;
         if self.cx.running != RunningStage::SanityChecking && tracing::enabled!(target: "lit", tracing::Level::INFO) {

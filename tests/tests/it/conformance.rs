@@ -643,3 +643,51 @@ fn hooks_read_the_trainer_through_the_context() -> lit::Result<()> {
     assert_eq!(model.read, [val(true), train(0, 0), train(0, 1), val(false), train(1, 2), train(1, 3), val(false)]);
     Ok(())
 }
+
+/// Writes its test predictions with the spec's `write_prediction` and `write_prediction_dict`.
+#[lightning_module]
+struct Writes {
+    vs: nn::VarStore,
+    file: std::path::PathBuf,
+}
+
+#[lightning_module]
+impl Writes {
+    fn new(file: std::path::PathBuf) -> Self {
+        Writes { vs: nn::VarStore::new(Device::Cpu), file }
+    }
+
+    fn training_step(&mut self, x: Tensor) -> Tensor {
+        x.sum(Kind::Float)
+    }
+
+    fn test_step(&mut self, x: Tensor, batch_idx: usize, cx: &mut Ctx) {
+        let file = self.file.clone();
+        cx.write_prediction("pred", &(&x * 2.0), file.clone());
+        cx.write_prediction_dict([("idx", Tensor::from(batch_idx as i64)), ("sum", x.sum(Kind::Float))], file);
+    }
+}
+
+/// The spec's `write_prediction(name, value, filename)` and `write_prediction_dict(dict,
+/// filename)`: after `test`, the file holds each name's values over every batch, and PyTorch's
+/// safetensors reads it.
+#[test]
+fn test_step_writes_predictions_to_a_file_python_reads() -> lit::Result<()> {
+    let file = temp_dir("write-prediction").join("out/predictions.safetensors");
+    let mut trainer = quiet_trainer(&temp_dir("write-prediction-run")).build()?;
+    let batches = Batches::new((0..3).map(|i| Tensor::full([2], i as f64, (Kind::Float, Device::Cpu))).collect());
+    trainer.test(&mut Writes::new(file.clone()), batches)?;
+    let saved = lit::callbacks::read_predictions(&file)?;
+    assert_eq!(saved["pred"], Tensor::from_slice(&[0.0f32, 0.0, 2.0, 2.0, 4.0, 4.0]));
+    assert_eq!(saved["idx"], Tensor::from_slice(&[0i64, 1, 2]));
+    assert_eq!(saved["sum"], Tensor::from_slice(&[0.0f32, 2.0, 4.0]));
+    let python = std::env::var("LIT_TORCH_PYTHON").expect("run the tests through scripts/with-torch");
+    let script = "import sys\nfrom safetensors.torch import load_file\nd = load_file(sys.argv[1])\nprint(sorted((k, v.tolist()) for k, v in d.items()))";
+    let out = std::process::Command::new(python).arg("-c").arg(script).arg(&file).output().expect("run python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[('idx', [0, 1, 2]), ('pred', [0.0, 0.0, 2.0, 2.0, 4.0, 4.0]), ('sum', [0.0, 2.0, 4.0])]"
+    );
+    Ok(())
+}
