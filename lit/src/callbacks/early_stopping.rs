@@ -95,7 +95,7 @@ impl EarlyStopping {
         })?;
         let reason = if self.check_finite && !current.is_finite() {
             Some(format!("`{}` = {current} is not finite", self.monitor))
-        } else if self.stopping_threshold.is_some_and(|t| self.mode.better(current, t, 0.0) || current == t) {
+        } else if self.stopping_threshold.is_some_and(|t| self.mode.better(current, t, 0.0)) {
             Some(format!("`{}` = {current} reached the stopping threshold", self.monitor))
         } else if self.divergence_threshold.is_some_and(|t| self.mode.better(t, current, 0.0)) {
             Some(format!("`{}` = {current} passed the divergence threshold", self.monitor))

@@ -691,3 +691,157 @@ fn test_step_writes_predictions_to_a_file_python_reads() -> lit::Result<()> {
     );
     Ok(())
 }
+
+/// Logs `losses[current_epoch]` as `monitored` in `on_validation_epoch_end`, as the models of
+/// Lightning's early-stopping tests do.
+#[lightning_module]
+struct Scripted {
+    vs: nn::VarStore,
+    w: Tensor,
+    losses: Vec<f64>,
+}
+
+#[lightning_module]
+impl Scripted {
+    fn new(losses: &[f64]) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        Scripted { vs, w, losses: losses.to_vec() }
+    }
+
+    fn training_step(&mut self, (x, _): (Tensor, Tensor)) -> Tensor {
+        x.matmul(&self.w).sum(Kind::Float)
+    }
+
+    fn validation_step(&mut self, _batch: (Tensor, Tensor)) {}
+
+    fn on_validation_epoch_end(&mut self, cx: &mut Ctx) {
+        let loss = self.losses[cx.current_epoch().min(self.losses.len() - 1)];
+        cx.log("monitored", loss);
+    }
+
+    fn configure_optimizers(&self) -> Sgd {
+        Sgd::new(0.1)
+    }
+}
+
+/// The epoch training stopped at (`trainer.current_epoch - 1` in Lightning's tests).
+fn stop_epoch(losses: &[f64], early_stopping: EarlyStopping, max_epochs: usize) -> lit::Result<usize> {
+    let mut trainer = quiet_trainer(&temp_dir("early-stopping"))
+        .max_epochs(max_epochs)
+        .num_sanity_val_steps(0)
+        .limit_train_batches(1)
+        .limit_val_batches(1)
+        .callback(early_stopping)
+        .build()?;
+    trainer.fit(
+        &mut Scripted::new(losses),
+        Batches::new(regression_batches(1)),
+        Batches::new(regression_batches(1)),
+    )?;
+    Ok(trainer.current_epoch() - 1)
+}
+
+/// Ports `tests_pytorch/callbacks/test_early_stopping.py::test_early_stopping_patience`:
+/// `([6, 5, 5, 5, 5, 5], patience 3) → epoch 4`, `([6, 5, 4, 4, 3, 3], 1) → 3`,
+/// `([6, 5, 6, 5, 5, 5], 3) → 4`.
+#[test]
+fn early_stopping_waits_for_patience() -> lit::Result<()> {
+    let cases: [(&[f64], usize, usize); 3] = [
+        (&[6.0, 5.0, 5.0, 5.0, 5.0, 5.0], 3, 4),
+        (&[6.0, 5.0, 4.0, 4.0, 3.0, 3.0], 1, 3),
+        (&[6.0, 5.0, 6.0, 5.0, 5.0, 5.0], 3, 4),
+    ];
+    for (losses, patience, expected) in cases {
+        let early = EarlyStopping::new("monitored").patience(patience);
+        assert_eq!(stop_epoch(losses, early, 10)?, expected, "{losses:?}, patience {patience}");
+    }
+    Ok(())
+}
+
+/// Ports `tests_pytorch/callbacks/test_early_stopping.py::test_early_stopping_thresholds`
+/// (default patience 3): no thresholds `[8, 4, 2, 3, 4, 5, 8, 10] → 5`; `stopping_threshold=2.9`
+/// on `[9, 8, 7, 6, 5, 6, 4, 3, 2, 1] → 8`; `divergence_threshold=15.9` on
+/// `[9, 4, 2, 16, 32, 64] → 3`.
+#[test]
+fn early_stopping_thresholds() -> lit::Result<()> {
+    let patience3 = || EarlyStopping::new("monitored").patience(3);
+    assert_eq!(stop_epoch(&[8.0, 4.0, 2.0, 3.0, 4.0, 5.0, 8.0, 10.0], patience3(), 20)?, 5);
+    let losses = [9.0, 8.0, 7.0, 6.0, 5.0, 6.0, 4.0, 3.0, 2.0, 1.0];
+    assert_eq!(stop_epoch(&losses, patience3().stopping_threshold(2.9), 20)?, 8);
+    assert_eq!(stop_epoch(&[9.0, 4.0, 2.0, 16.0, 32.0, 64.0], patience3().divergence_threshold(15.9), 20)?, 3);
+    Ok(())
+}
+
+/// Ports `tests_pytorch/callbacks/test_early_stopping.py::test_early_stopping_on_non_finite_monitor`:
+/// losses `[4, 3, inf|nan, 2, 1]` with `check_finite` stop at epoch 2, and `stopped_epoch == 2`.
+#[test]
+fn early_stopping_stops_on_a_non_finite_monitor() -> lit::Result<()> {
+    for stop_value in [f64::INFINITY, f64::NAN] {
+        let losses = [4.0, 3.0, stop_value, 2.0, 1.0];
+        let mut trainer = quiet_trainer(&temp_dir("early-stopping-finite"))
+            .max_epochs(10)
+            .limit_train_batches(1)
+            .limit_val_batches(1)
+            .callback(EarlyStopping::new("monitored").check_finite(true))
+            .build()?;
+        trainer.fit(
+            &mut Scripted::new(&losses),
+            Batches::new(regression_batches(1)),
+            Batches::new(regression_batches(1)),
+        )?;
+        assert_eq!(trainer.current_epoch() - 1, 2, "{stop_value}");
+        let stopper = trainer
+            .callbacks()
+            .iter()
+            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<EarlyStopping>())
+            .expect("the callback");
+        assert_eq!(stopper.stopped_epoch(), Some(2), "{stop_value}");
+    }
+    Ok(())
+}
+
+/// Requests a stop at the end of every training epoch, as the test below forces early stopping's
+/// criteria to say "stop" at every check.
+struct StopAtEveryEpochEnd;
+
+impl Callback for StopAtEveryEpochEnd {
+    fn on_train_epoch_end(&mut self, cx: &mut Ctx) -> lit::Result<()> {
+        cx.request_stop();
+        Ok(())
+    }
+}
+
+/// Ports `tests_pytorch/callbacks/test_early_stopping.py::test_min_epochs_min_steps_global_step`
+/// (a stop signalled after every epoch): training goes on until `min_steps` are reached and
+/// `min_epochs` exhausted; `current_epoch == max(ceil(min_steps / batches), min_epochs)` and
+/// `global_step == stop_step` for the eight cases of the Lightning test.
+#[test]
+fn min_epochs_and_min_steps_against_a_stop_after_every_epoch() -> lit::Result<()> {
+    let cases = [
+        (3, 0, 10, 10),
+        (5, 0, 10, 10),
+        (3, 2, 0, 6),
+        (5, 2, 0, 10),
+        (3, 1, 10, 10),
+        (5, 1, 10, 10),
+        (3, 3, 10, 10),
+        (5, 3, 10, 15),
+    ];
+    for (limit_train_batches, min_epochs, min_steps, stop_step) in cases {
+        let mut trainer = quiet_trainer(&temp_dir("min-epochs-min-steps"))
+            .limit_val_batches(0)
+            .limit_train_batches(limit_train_batches)
+            .min_epochs(min_epochs)
+            .min_steps(min_steps)
+            .enable_model_summary(false)
+            .callback(StopAtEveryEpochEnd)
+            .build()?;
+        trainer.fit(&mut Flat::new(), Batches::new(regression_batches(8)), ())?;
+        let expected_epochs = min_steps.div_ceil(limit_train_batches).max(min_epochs);
+        let case = format!("{limit_train_batches} batches, min_epochs {min_epochs}, min_steps {min_steps}");
+        assert_eq!(trainer.current_epoch(), expected_epochs, "{case}");
+        assert_eq!(trainer.global_step(), stop_step, "{case}");
+    }
+    Ok(())
+}
