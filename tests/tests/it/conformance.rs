@@ -845,3 +845,82 @@ fn min_epochs_and_min_steps_against_a_stop_after_every_epoch() -> lit::Result<()
     }
     Ok(())
 }
+
+/// Counts training epochs and (non-sanity) validation epochs.
+#[lightning_module]
+struct EpochCounter {
+    vs: nn::VarStore,
+    w: Tensor,
+    train_epoch_calls: usize,
+    val_epoch_calls: usize,
+}
+
+#[lightning_module]
+impl EpochCounter {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        EpochCounter { vs, w, train_epoch_calls: 0, val_epoch_calls: 0 }
+    }
+
+    fn training_step(&mut self, (x, _): (Tensor, Tensor)) -> Tensor {
+        x.matmul(&self.w).sum(Kind::Float)
+    }
+
+    fn validation_step(&mut self, _batch: (Tensor, Tensor)) {}
+
+    fn on_train_epoch_start(&mut self) {
+        self.train_epoch_calls += 1;
+    }
+
+    fn on_validation_epoch_start(&mut self, cx: &mut Ctx) {
+        if !cx.sanity_checking() {
+            self.val_epoch_calls += 1;
+        }
+    }
+
+    fn configure_optimizers(&self) -> Sgd {
+        Sgd::new(0.01)
+    }
+}
+
+/// Ports `tests_pytorch/trainer/flags/test_val_check_interval.py::test_val_check_interval`
+/// (max_epochs 1..3, `val_check_interval = 1 / denominator` for 1, 3, 4, 64 training batches):
+/// `train_epoch_calls == max_epochs` and `val_epoch_calls == max_epochs * denominator`.
+#[test]
+fn val_check_interval_fractions_validate_denominator_times_an_epoch() -> lit::Result<()> {
+    for max_epochs in [1, 2, 3] {
+        for denominator in [1, 3, 4] {
+            let mut model = EpochCounter::new();
+            let mut trainer = quiet_trainer(&temp_dir("val-check-interval"))
+                .max_epochs(max_epochs)
+                .val_check_interval(1.0 / denominator as f64)
+                .limit_val_batches(1)
+                .enable_model_summary(false)
+                .build()?;
+            trainer.fit(&mut model, Batches::new(regression_batches(64)), Batches::new(regression_batches(1)))?;
+            assert_eq!(model.train_epoch_calls, max_epochs);
+            assert_eq!(model.val_epoch_calls, max_epochs * denominator, "1/{denominator}, {max_epochs} epochs");
+        }
+    }
+    Ok(())
+}
+
+/// Ports `tests_pytorch/trainer/flags/test_check_val_every_n_epoch.py::test_check_val_every_n_epoch`
+/// (`check_val_every_n_epoch=2`, no sanity check): 1 epoch → 0 validation loops, 4 → 2, 5 → 2.
+#[test]
+fn check_val_every_n_epoch_skips_the_epochs_between() -> lit::Result<()> {
+    for (max_epochs, expected_val_loop_calls) in [(1, 0), (4, 2), (5, 2)] {
+        let mut model = EpochCounter::new();
+        let mut trainer = quiet_trainer(&temp_dir("check-val-every"))
+            .max_epochs(max_epochs)
+            .num_sanity_val_steps(0)
+            .limit_val_batches(2)
+            .check_val_every_n_epoch(2)
+            .enable_model_summary(false)
+            .build()?;
+        trainer.fit(&mut model, Batches::new(regression_batches(2)), Batches::new(regression_batches(2)))?;
+        assert_eq!(model.val_epoch_calls, expected_val_loop_calls, "{max_epochs} epochs");
+    }
+    Ok(())
+}
