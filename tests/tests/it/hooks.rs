@@ -345,6 +345,18 @@ impl Expect {
         }
         self
     }
+    /// The spec's `fit` prologue, up to the sanity check.
+    fn fit_prologue(&mut self) -> &mut Self {
+        self.all(&[
+            "prepare_data",
+            "on_fit_start",
+            "setup:fit",
+            "on_post_move_to_device",
+            "configure_optimizers",
+            "on_pretrain_routine_start",
+            "on_pretrain_routine_end",
+        ])
+    }
     fn transfer(&mut self) -> &mut Self {
         self.all(&["on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"])
     }
@@ -453,15 +465,7 @@ fn fit_runs_hooks_in_lightning_order() -> lit::Result<()> {
     trainer.fit(&mut model, Batches::new(regression_batches(10)), Batches::new(regression_batches(3)))?;
 
     let mut e = Expect::new();
-    e.all(&[
-        "prepare_data",
-        "on_fit_start",
-        "setup:fit",
-        "on_post_move_to_device",
-        "configure_optimizers",
-        "on_pretrain_routine_start",
-        "on_pretrain_routine_end",
-    ]);
+    e.fit_prologue();
     e.eval("validation", &[2], true); // sanity check: num_sanity_val_steps = 2
     e.push("on_train_start");
     // Epoch 0: six batches (limit_train_batches), validation after batches 2 and 5.
@@ -503,15 +507,7 @@ fn fit_asks_the_module_for_loaders_when_given_none() -> lit::Result<()> {
     trainer.fit(&mut model, (), ())?;
 
     let mut e = Expect::new();
-    e.all(&[
-        "prepare_data",
-        "on_fit_start",
-        "setup:fit",
-        "on_post_move_to_device",
-        "configure_optimizers",
-        "on_pretrain_routine_start",
-        "on_pretrain_routine_end",
-    ]);
+    e.fit_prologue();
     e.push("val_dataloader");
     e.eval("validation", &[1], true);
     e.all(&["train_dataloader", "on_train_start", "on_epoch_start", "on_train_epoch_start"]);
