@@ -259,6 +259,19 @@ impl ModelCheckpoint {
                 format!("Invalid value for save_top_k={}. Must be >= -1", self.save_top_k),
             ));
         }
+        let triggers = usize::from(self.every_n_train_steps.is_some_and(|n| n >= 1))
+            + usize::from(self.every_n_epochs.is_some_and(|n| n >= 1))
+            + usize::from(self.train_time_interval.is_some());
+        if triggers > 1 {
+            return Err(Error::hook(
+                "ModelCheckpoint",
+                format!(
+                    "Combination of parameters every_n_train_steps={:?}, every_n_epochs={:?} and \
+                     train_time_interval={:?} should be mutually exclusive.",
+                    self.every_n_train_steps, self.every_n_epochs, self.train_time_interval
+                ),
+            ));
+        }
         if self.monitor.is_none() && !matches!(self.save_top_k, -1..=1) {
             return Err(Error::hook(
                 "ModelCheckpoint",

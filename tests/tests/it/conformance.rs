@@ -139,8 +139,8 @@ fn model_checkpoint_saves_every_n_epochs() -> lit::Result<()> {
     Ok(())
 }
 
-/// Ports `tests_pytorch/checkpointing/test_model_checkpoint.py::test_invalid_top_k` and
-/// `::test_none_monitor_top_k`: `save_top_k < -1` is invalid, and without a monitor only -1, 0 and 1
+/// Ports `tests_pytorch/checkpointing/test_model_checkpoint.py::test_invalid_top_k`,
+/// `::test_none_monitor_top_k` and `::test_invalid_trigger_combination`: `save_top_k < -1` is invalid, and without a monitor only -1, 0 and 1
 /// are valid ("No quantity for top_k to track").
 #[test]
 fn model_checkpoint_rejects_a_top_k_it_cannot_track() -> lit::Result<()> {
@@ -159,6 +159,22 @@ fn model_checkpoint_rejects_a_top_k_it_cannot_track() -> lit::Result<()> {
     }
     // With a monitor, any k is fine.
     fit_with(ModelCheckpoint::new().monitor("step").save_top_k(3))?;
+
+    // Ports `::test_invalid_trigger_combination`: at most one of every_n_train_steps,
+    // every_n_epochs and train_time_interval.
+    let minute = std::time::Duration::from_secs(60);
+    for callback in [
+        ModelCheckpoint::new().every_n_train_steps(1).every_n_epochs(2),
+        ModelCheckpoint::new().train_time_interval(minute).every_n_epochs(2),
+        ModelCheckpoint::new().train_time_interval(minute).every_n_train_steps(2),
+    ] {
+        let e = fit_with(callback).unwrap_err().to_string();
+        assert!(e.contains("Combination of parameters every_n_train_steps"), "{e}");
+    }
+    // These should not fail.
+    fit_with(ModelCheckpoint::new().every_n_train_steps(0).every_n_epochs(3))?;
+    fit_with(ModelCheckpoint::new().every_n_train_steps(4).every_n_epochs(0))?;
+    fit_with(ModelCheckpoint::new().every_n_epochs(0).train_time_interval(minute))?;
     Ok(())
 }
 
