@@ -103,9 +103,11 @@ impl RunDir {
         &self.name
     }
 
-    /// `version_N` (N = 0 until the directory is made).
+    /// `version_N`: the given or claimed version, or (before the directory is made) the next
+    /// free one, as Lightning's `logger.version` reads it.
     pub(crate) fn version(&self) -> String {
-        format!("version_{}", self.version.unwrap_or(0))
+        let n = self.version.unwrap_or_else(|| next_version(&self.root.join(&self.name)));
+        format!("version_{n}")
     }
 
     /// The directory, once made.

@@ -940,3 +940,32 @@ fn check_val_every_n_epoch_skips_the_epochs_between() -> lit::Result<()> {
     }
     Ok(())
 }
+
+/// Ports `tests_pytorch/loggers/test_csv.py::test_file_logger_automatic_versioning` (with
+/// `version_0`, `version_1`, `version_nonumber` and `other` present, the version is 2),
+/// `::test_file_logger_manual_versioning` (a given version is used) and
+/// `::test_file_logger_log_metrics` (step 10: a header holding every name, and one row).
+#[test]
+fn the_csv_logger_versions_and_writes_as_lightnings() -> lit::Result<()> {
+    use lit::loggers::{CsvLogger, Logger};
+
+    let root = temp_dir("csv-versions");
+    for dir in ["exp/version_0", "exp/version_1", "exp/version_nonumber", "exp/other"] {
+        std::fs::create_dir_all(root.join(dir)).expect("make the run directories");
+    }
+    assert_eq!(Logger::version(&CsvLogger::new(&root).name("exp")), "version_2");
+    assert_eq!(Logger::version(&CsvLogger::new(&root).name("exp").version(1)), "version_1");
+
+    let mut logger = CsvLogger::new(temp_dir("csv-metrics"));
+    let metrics: std::collections::BTreeMap<String, f64> =
+        [("float", 0.3), ("int", 1.0), ("FloatTensor", 0.1), ("IntTensor", 1.0)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+    logger.log_metrics(&metrics, 10)?;
+    logger.save()?;
+    let text = std::fs::read_to_string(logger.log_dir().expect("made").join("metrics.csv")).expect("metrics.csv");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(metrics.keys().all(|n| lines[0].contains(n.as_str())), "{text}");
+    Ok(())
+}
