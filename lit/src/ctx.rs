@@ -514,12 +514,10 @@ impl Ctx {
     /// `backward` computes no gradient for them.
     pub fn toggle_optimizer(&mut self, opt: Opt) {
         let mut state = BTreeMap::new();
-        for o in &self.optimizers {
-            for (name, param) in o.param_groups().iter().flat_map(|g| g.params.iter()) {
-                if !state.contains_key(name) {
-                    state.insert(name.clone(), param.requires_grad());
-                    let _ = param.shallow_clone().set_requires_grad(false);
-                }
+        for (name, param) in (0..self.optimizers.len()).flat_map(|i| self.params_of(Opt(i))) {
+            if !state.contains_key(name) {
+                state.insert(name.clone(), param.requires_grad());
+                let _ = param.shallow_clone().set_requires_grad(false);
             }
         }
         for (name, param) in self.params_of(opt) {
@@ -532,14 +530,10 @@ impl Ctx {
     /// [`Ctx::toggle_optimizer`] (Lightning's `untoggle_optimizer`).
     pub fn untoggle_optimizer(&mut self, opt: Opt) {
         let state = std::mem::take(&mut self.toggled);
-        for (i, o) in self.optimizers.iter().enumerate() {
-            if i == opt.0 {
-                continue;
-            }
-            for (name, param) in o.param_groups().iter().flat_map(|g| g.params.iter()) {
-                if let Some(&requires_grad) = state.get(name) {
-                    let _ = param.shallow_clone().set_requires_grad(requires_grad);
-                }
+        let others = (0..self.optimizers.len()).filter(|&i| i != opt.0);
+        for (name, param) in others.flat_map(|i| self.params_of(Opt(i))) {
+            if let Some(&requires_grad) = state.get(name) {
+                let _ = param.shallow_clone().set_requires_grad(requires_grad);
             }
         }
     }

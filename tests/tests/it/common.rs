@@ -48,12 +48,14 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Runs the `#[ignore]`d test `name` of this binary in a process of its own (for tests that
-/// change libtorch's process-wide state: its generator, anomaly mode) and checks it passed.
-pub fn run_in_own_process(name: &str) {
+/// change libtorch's process-wide state: its generator, anomaly mode, or that read what the
+/// process prints), checks it passed, and returns its standard output.
+pub fn run_in_own_process(name: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--ignored", "--test-threads=1"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
 }

@@ -202,6 +202,15 @@ fn model_checkpoint_monitors_step_and_epoch() -> lit::Result<()> {
     Ok(())
 }
 
+/// The Trainer's `EarlyStopping` callback.
+fn early_stopping(trainer: &lit::Trainer) -> &EarlyStopping {
+    trainer
+        .callbacks()
+        .iter()
+        .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<EarlyStopping>())
+        .expect("an EarlyStopping callback")
+}
+
 /// The early-stopping reason reads as Lightning's message: the metric, how many checks it did
 /// not improve for, and the best score as a number.
 #[test]
@@ -212,11 +221,7 @@ fn early_stopping_says_why_with_the_best_score() -> lit::Result<()> {
         .callback(EarlyStopping::new("loss").patience(2))
         .build()?;
     trainer.fit(&mut Flat::new(), Batches::new(regression_batches(2)), ())?;
-    let stopper = trainer
-        .callbacks()
-        .iter()
-        .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<EarlyStopping>())
-        .expect("the callback");
+    let stopper = early_stopping(&trainer);
     assert_eq!(
         stopper.reason(),
         Some("monitored metric `loss` did not improve in the last 2 records; best score: 0.000")
@@ -807,11 +812,7 @@ fn early_stopping_stops_on_a_non_finite_monitor() -> lit::Result<()> {
             Batches::new(regression_batches(1)),
         )?;
         assert_eq!(trainer.current_epoch() - 1, 2, "{stop_value}");
-        let stopper = trainer
-            .callbacks()
-            .iter()
-            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<EarlyStopping>())
-            .expect("the callback");
+        let stopper = early_stopping(&trainer);
         assert_eq!(stopper.stopped_epoch(), Some(2), "{stop_value}");
     }
     Ok(())

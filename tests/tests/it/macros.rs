@@ -589,12 +589,7 @@ fn manual_no_step_child() {
 /// console, with no `tracing` subscriber installed.
 #[test]
 fn manual_optimization_without_a_step_warns() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["macros::manual_no_step_child", "--exact", "--ignored", "--test-threads=1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = crate::common::run_in_own_process("macros::manual_no_step_child");
     assert!(
         stdout.contains("warning: manual optimization: epoch 0 ran 3 batches and no optimizer stepped"),
         "{stdout}"
