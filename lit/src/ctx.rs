@@ -71,8 +71,9 @@ impl StopFlag {
     }
 }
 
-/// The run's state, as hooks see it.
-pub struct Ctx {
+/// The run's state: what hooks read and write through [`Ctx`] and what the loops keep between
+/// hook calls (optimizers, schedulers, loggers, progress, profiler, process group).
+pub(crate) struct State {
     pub(crate) stage: Stage,
     pub(crate) running: RunningStage,
     pub(crate) training: bool,
@@ -120,8 +121,13 @@ pub struct Ctx {
     pub(crate) precision: crate::amp::Precision,
     pub(crate) scaler: Option<crate::amp::GradScaler>,
     pub(crate) profiler: Option<crate::profiler::Profiler>,
-    /// The data module of a `*_datamodule` run, for its duration (see `Trainer::with_datamodule`).
-    pub(crate) datamodule: Option<std::ptr::NonNull<dyn crate::data::ErasedDataModule>>,
+}
+
+/// What a hook receives: the run's state and, in a `*_datamodule` run, the data module,
+/// both borrowed for the hook call. The loops own the state; they make a `Ctx` for each call.
+pub struct Ctx<'a> {
+    pub(crate) state: &'a mut State,
+    pub(crate) datamodule: Option<&'a mut (dyn crate::data::ErasedDataModule + 'static)>,
 }
 
 /// What a callback asked of the loop about checkpoints.
@@ -130,9 +136,9 @@ pub(crate) enum CheckpointRequest {
     Remove(std::path::PathBuf),
 }
 
-impl Ctx {
+impl State {
     pub(crate) fn new(device: Device, stop: StopFlag) -> Self {
-        Ctx {
+        State {
             stage: Stage::Fit,
             running: RunningStage::Training,
             training: true,
@@ -171,123 +177,7 @@ impl Ctx {
             precision: crate::amp::Precision::F32,
             scaler: None,
             profiler: None,
-            datamodule: None,
         }
-    }
-
-    /// Logs a scalar, as Lightning's `self.log`: `cx.log("val_loss", &loss).prog_bar(true);`.
-    /// The value is kept as a tensor (no device sync); options are set on the returned builder
-    /// and the value is recorded when it goes out of scope.
-    pub fn log(&mut self, name: impl Into<String>, value: impl Into<Metric>) -> Log<'_> {
-        let training_step = self.running == RunningStage::Training && self.in_step;
-        let options = LogOptions {
-            on_step: training_step,
-            on_epoch: !training_step,
-            prog_bar: false,
-            logger: true,
-            reduce_fx: Reduce::Mean,
-            batch_size: None,
-            sync_dist: false,
-        };
-        Log { cx: self, name: name.into(), value: Some(value.into().0), options }
-    }
-
-    /// Logs several scalars with default options, as Lightning's `self.log_dict`.
-    pub fn log_dict<K: Into<String>, V: Into<Metric>>(&mut self, values: impl IntoIterator<Item = (K, V)>) {
-        for (k, v) in values {
-            self.log(k, v);
-        }
-    }
-
-    /// Prints a line on rank 0 without breaking the progress bar (Lightning's `self.print`).
-    pub fn print(&self, message: impl std::fmt::Display) {
-        self.progress.println(&message.to_string());
-    }
-
-    /// The first logger, as Lightning's `self.logger`.
-    pub fn logger(&mut self) -> Option<&mut dyn Logger> {
-        self.loggers.first_mut().map(|l| &mut **l)
-    }
-
-    /// The logger of type `L`, to reach its experiment handle:
-    /// `cx.logger_as::<TensorBoardLogger>()?.experiment()?.add_image(…, cx.global_step())`.
-    pub fn logger_as<L: Logger>(&mut self) -> Option<&mut L> {
-        self.loggers.iter_mut().find_map(|l| l.as_any_mut().downcast_mut::<L>())
-    }
-
-    /// Every logger.
-    pub fn loggers(&mut self) -> &mut [Box<dyn Logger>] {
-        &mut self.loggers
-    }
-
-    /// The stage the Trainer was asked to run.
-    pub fn stage(&self) -> Stage {
-        self.stage
-    }
-
-    /// The loop running now.
-    pub fn running_stage(&self) -> RunningStage {
-        self.running
-    }
-
-    /// Whether the sanity check is running (Lightning's `trainer.sanity_checking`).
-    pub fn sanity_checking(&self) -> bool {
-        self.running == RunningStage::SanityChecking
-    }
-
-    /// Whether layers should behave as in training (dropout on, batch-norm updating): pass it
-    /// to `forward_t`.
-    pub fn training(&self) -> bool {
-        self.training
-    }
-
-    /// Switches the training flag; the `on_*_model_eval` / `on_*_model_train` hooks do this.
-    pub fn set_training(&mut self, training: bool) {
-        self.training = training;
-    }
-
-    /// Whether autograd records operations in the current loop.
-    pub fn grad_enabled(&self) -> bool {
-        self.grad_enabled
-    }
-
-    /// The current epoch, from 0.
-    pub fn current_epoch(&self) -> usize {
-        self.current_epoch
-    }
-
-    /// Optimizer steps taken so far.
-    pub fn global_step(&self) -> usize {
-        self.global_step
-    }
-
-    /// The device the module and batches are on.
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// The data module of a `fit_datamodule` (`validate_`, `test_`, `predict_datamodule`) run,
-    /// if it is a `D` (Lightning's `self.trainer.datamodule`).
-    pub fn datamodule<D: 'static>(&self) -> Option<&D> {
-        // SAFETY: the pointer is set by `Trainer::with_datamodule` from a `&mut D` that outlives
-        // the run and is not used while the run holds the pointer; it is cleared before that
-        // borrow ends.
-        self.datamodule.and_then(|dm| unsafe { dm.as_ref() }.as_any().downcast_ref::<D>())
-    }
-
-    /// The run's precision (`"32-true"`, `"bf16-mixed"`, …).
-    pub fn precision(&self) -> crate::amp::Precision {
-        self.precision
-    }
-
-    /// Whether the step hooks run under autocast (a mixed precision).
-    pub fn use_amp(&self) -> bool {
-        self.precision.is_mixed()
-    }
-
-    /// The gradient scaler of "16-mixed" (for manual optimization that steps on its own).
-    pub fn grad_scaler(&mut self) -> Option<&mut crate::amp::GradScaler> {
-        self.scaler.as_mut()
     }
 
     /// With the simple profiler: the start of an action to time.
@@ -302,148 +192,9 @@ impl Ctx {
         }
     }
 
-    /// The simple profiler's records so far (for callbacks and tests).
-    pub fn simple_profiler(&self) -> Option<&crate::profiler::SimpleProfiler> {
-        match &self.profiler {
-            Some(crate::profiler::Profiler::Simple(p)) => Some(p),
-            _ => None,
-        }
-    }
-
     /// Autocast for a step hook, when the precision is mixed.
     pub(crate) fn autocast(&self) -> Result<Option<crate::amp::AutocastGuard>> {
         self.precision.autocast_kind().map(|kind| crate::amp::AutocastGuard::enter(self.device, kind)).transpose()
-    }
-
-    /// This process's rank among all processes (0 on one process).
-    pub fn global_rank(&self) -> usize {
-        self.process_group.as_ref().map_or(0, |pg| pg.rank())
-    }
-
-    /// This process's rank on its machine (0 on one process).
-    pub fn local_rank(&self) -> usize {
-        self.local_rank
-    }
-
-    /// The number of processes.
-    pub fn world_size(&self) -> usize {
-        self.process_group.as_ref().map_or(1, |pg| pg.world_size())
-    }
-
-    /// The process group of distributed training, for collectives of your own.
-    pub fn process_group(&self) -> Option<&crate::dist::ProcessGroup> {
-        self.process_group.as_ref()
-    }
-
-    /// The index of the evaluation loader the current batch came from.
-    pub fn dataloader_idx(&self) -> usize {
-        self.dataloader_idx
-    }
-
-    /// Asks the Trainer to stop training at the next batch boundary (Lightning's
-    /// `trainer.should_stop = True`); `min_epochs` and `min_steps` still hold.
-    pub fn request_stop(&self) {
-        self.stop.request();
-    }
-
-    /// Whether a stop was requested.
-    pub fn should_stop(&self) -> bool {
-        self.stop.is_requested()
-    }
-
-    /// The latest value of every logged metric (step values during an epoch, epoch values
-    /// after it): what checkpoint and early-stopping callbacks monitor. Reading syncs the device.
-    pub fn callback_metrics(&self) -> BTreeMap<String, f64> {
-        self.metrics.callback_metrics()
-    }
-
-    /// The metrics sent to loggers.
-    pub fn logged_metrics(&self) -> BTreeMap<String, f64> {
-        self.metrics.logged_metrics()
-    }
-
-    /// The metrics shown on the progress bar.
-    pub fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
-        self.metrics.progress_bar_metrics()
-    }
-
-    /// Asks the Trainer to write a full checkpoint (weights, optimizer and scheduler state, loop
-    /// position, callback state) to `path` once the current hook returns.
-    pub fn save_checkpoint(&mut self, path: impl Into<std::path::PathBuf>) {
-        self.requests.push(CheckpointRequest::Save(path.into()));
-    }
-
-    /// Asks the Trainer to delete the checkpoint at `path` after the saves asked for before it
-    /// have succeeded (so that a failed save never costs an older checkpoint).
-    pub fn remove_checkpoint(&mut self, path: impl Into<std::path::PathBuf>) {
-        self.requests.push(CheckpointRequest::Remove(path.into()));
-    }
-
-    /// The first logger's run directory (`…/lightning_logs/version_N`), if there is one.
-    pub fn log_dir(&self) -> Option<std::path::PathBuf> {
-        self.loggers.iter().find_map(|l| l.log_dir().map(std::path::Path::to_path_buf))
-    }
-
-    /// The Trainer's `default_root_dir`.
-    pub fn default_root_dir(&self) -> &std::path::Path {
-        &self.default_root_dir
-    }
-
-    /// Whether this fit validates (a validation step and loaders exist).
-    pub fn has_validation(&self) -> bool {
-        self.validation_enabled
-    }
-
-    /// With several optimizers in automatic optimization, the one `training_step` runs for
-    /// (Lightning's `optimizer_idx`).
-    pub fn optimizer_idx(&self) -> usize {
-        self.optimizer_idx
-    }
-
-    /// The number of optimizers `configure_optimizers` returned.
-    pub fn num_optimizers(&self) -> usize {
-        self.optimizers.len()
-    }
-
-    /// Manual optimization: optimizer `index`, as Lightning's `self.optimizers()[index]`. Its
-    /// `step()` counts as a global step.
-    pub fn optimizer(&mut self, index: usize) -> Result<OptimizerHandle<'_>> {
-        if index >= self.optimizers.len() {
-            return Err(Error::msg(format!(
-                "optimizer {index} does not exist: `configure_optimizers` returned {}",
-                self.optimizers.len()
-            )));
-        }
-        Ok(OptimizerHandle { cx: self, index })
-    }
-
-    /// Keeps `value` (one batch's predictions) under `name`, to be written to `filename` when the
-    /// test (or validation) loop ends (Lightning 1.3's `write_prediction`). The file is
-    /// safetensors: each name's values concatenated along the first dimension (0-d values
-    /// stacked); Python reads it with `safetensors.torch.load_file(filename)`. With several
-    /// processes each writes `{stem}_rank_{r}.{extension}`, as Lightning did.
-    pub fn write_prediction(
-        &mut self,
-        name: impl Into<String>,
-        value: &Tensor,
-        filename: impl Into<std::path::PathBuf>,
-    ) {
-        let value = value.detach().to_device(Device::Cpu);
-        let value = if value.dim() == 0 { value.unsqueeze(0) } else { value };
-        self.predictions_to_write.entry(filename.into()).or_default().entry(name.into()).or_default().push(value);
-    }
-
-    /// [`Ctx::write_prediction`] for every entry of `values` (Lightning's
-    /// `write_prediction_dict`).
-    pub fn write_prediction_dict<K: Into<String>>(
-        &mut self,
-        values: impl IntoIterator<Item = (K, Tensor)>,
-        filename: impl Into<std::path::PathBuf>,
-    ) {
-        let filename = filename.into();
-        for (name, value) in values {
-            self.write_prediction(name, &value, filename.clone());
-        }
     }
 
     /// Forgets what `write_prediction` kept (the sanity check's).
@@ -485,10 +236,305 @@ impl Ctx {
         Ok(written)
     }
 
+    /// Takes an error recorded by a `log` call (which cannot return one itself).
+    pub(crate) fn check(&mut self) -> Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+
+    fn params_of(&self, opt: Opt) -> impl Iterator<Item = &(String, Tensor)> {
+        self.optimizers[opt.0].param_groups().iter().flat_map(|g| g.params.iter())
+    }
+
+    pub(crate) fn global_rank(&self) -> usize {
+        self.process_group.as_ref().map_or(0, |pg| pg.rank())
+    }
+
+    pub(crate) fn world_size(&self) -> usize {
+        self.process_group.as_ref().map_or(1, |pg| pg.world_size())
+    }
+
+    pub(crate) fn should_stop(&self) -> bool {
+        self.stop.is_requested()
+    }
+
+    pub(crate) fn callback_metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics.callback_metrics()
+    }
+
+    pub(crate) fn logged_metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics.logged_metrics()
+    }
+
+    pub(crate) fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics.progress_bar_metrics()
+    }
+
+    pub(crate) fn log_dir(&self) -> Option<std::path::PathBuf> {
+        self.loggers.iter().find_map(|l| l.log_dir().map(std::path::Path::to_path_buf))
+    }
+}
+
+impl Ctx<'_> {
+    /// Logs a scalar, as Lightning's `self.log`: `cx.log("val_loss", &loss).prog_bar(true);`.
+    /// The value is kept as a tensor (no device sync); options are set on the returned builder
+    /// and the value is recorded when it goes out of scope.
+    pub fn log(&mut self, name: impl Into<String>, value: impl Into<Metric>) -> Log<'_> {
+        let training_step = self.state.running == RunningStage::Training && self.state.in_step;
+        let options = LogOptions {
+            on_step: training_step,
+            on_epoch: !training_step,
+            prog_bar: false,
+            logger: true,
+            reduce_fx: Reduce::Mean,
+            batch_size: None,
+            sync_dist: false,
+        };
+        Log { cx: &mut *self.state, name: name.into(), value: Some(value.into().0), options }
+    }
+
+    /// Logs several scalars with default options, as Lightning's `self.log_dict`.
+    pub fn log_dict<K: Into<String>, V: Into<Metric>>(&mut self, values: impl IntoIterator<Item = (K, V)>) {
+        for (k, v) in values {
+            self.log(k, v);
+        }
+    }
+
+    /// Prints a line on rank 0 without breaking the progress bar (Lightning's `self.print`).
+    pub fn print(&self, message: impl std::fmt::Display) {
+        self.state.progress.println(&message.to_string());
+    }
+
+    /// The first logger, as Lightning's `self.logger`.
+    pub fn logger(&mut self) -> Option<&mut dyn Logger> {
+        self.state.loggers.first_mut().map(|l| &mut **l)
+    }
+
+    /// The logger of type `L`, to reach its experiment handle:
+    /// `cx.logger_as::<TensorBoardLogger>()?.experiment()?.add_image(…, cx.global_step())`.
+    pub fn logger_as<L: Logger>(&mut self) -> Option<&mut L> {
+        self.state.loggers.iter_mut().find_map(|l| l.as_any_mut().downcast_mut::<L>())
+    }
+
+    /// Every logger.
+    pub fn loggers(&mut self) -> &mut [Box<dyn Logger>] {
+        &mut self.state.loggers
+    }
+
+    /// The stage the Trainer was asked to run.
+    pub fn stage(&self) -> Stage {
+        self.state.stage
+    }
+
+    /// The loop running now.
+    pub fn running_stage(&self) -> RunningStage {
+        self.state.running
+    }
+
+    /// Whether the sanity check is running (Lightning's `trainer.sanity_checking`).
+    pub fn sanity_checking(&self) -> bool {
+        self.state.running == RunningStage::SanityChecking
+    }
+
+    /// Whether layers should behave as in training (dropout on, batch-norm updating): pass it
+    /// to `forward_t`.
+    pub fn training(&self) -> bool {
+        self.state.training
+    }
+
+    /// Switches the training flag; the `on_*_model_eval` / `on_*_model_train` hooks do this.
+    pub fn set_training(&mut self, training: bool) {
+        self.state.training = training;
+    }
+
+    /// Whether autograd records operations in the current loop.
+    pub fn grad_enabled(&self) -> bool {
+        self.state.grad_enabled
+    }
+
+    /// The current epoch, from 0.
+    pub fn current_epoch(&self) -> usize {
+        self.state.current_epoch
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn global_step(&self) -> usize {
+        self.state.global_step
+    }
+
+    /// The device the module and batches are on.
+    pub fn device(&self) -> Device {
+        self.state.device
+    }
+
+    /// The data module of a `fit_datamodule` (`validate_`, `test_`, `predict_datamodule`) run,
+    /// if it is a `D` (Lightning's `self.trainer.datamodule`).
+    pub fn datamodule<D: 'static>(&self) -> Option<&D> {
+        self.datamodule.as_deref().and_then(|dm| dm.as_any().downcast_ref::<D>())
+    }
+
+    /// [`Ctx::datamodule`], mutable.
+    pub fn datamodule_mut<D: 'static>(&mut self) -> Option<&mut D> {
+        self.datamodule.as_deref_mut().and_then(|dm| dm.as_any_mut().downcast_mut::<D>())
+    }
+
+    /// The run's precision (`"32-true"`, `"bf16-mixed"`, …).
+    pub fn precision(&self) -> crate::amp::Precision {
+        self.state.precision
+    }
+
+    /// Whether the step hooks run under autocast (a mixed precision).
+    pub fn use_amp(&self) -> bool {
+        self.state.precision.is_mixed()
+    }
+
+    /// The gradient scaler of "16-mixed" (for manual optimization that steps on its own).
+    pub fn grad_scaler(&mut self) -> Option<&mut crate::amp::GradScaler> {
+        self.state.scaler.as_mut()
+    }
+
+    /// The simple profiler's records so far (for callbacks and tests).
+    pub fn simple_profiler(&self) -> Option<&crate::profiler::SimpleProfiler> {
+        match &self.state.profiler {
+            Some(crate::profiler::Profiler::Simple(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// This process's rank among all processes (0 on one process).
+    pub fn global_rank(&self) -> usize {
+        self.state.global_rank()
+    }
+
+    /// This process's rank on its machine (0 on one process).
+    pub fn local_rank(&self) -> usize {
+        self.state.local_rank
+    }
+
+    /// The number of processes.
+    pub fn world_size(&self) -> usize {
+        self.state.world_size()
+    }
+
+    /// The process group of distributed training, for collectives of your own.
+    pub fn process_group(&self) -> Option<&crate::dist::ProcessGroup> {
+        self.state.process_group.as_ref()
+    }
+
+    /// The index of the evaluation loader the current batch came from.
+    pub fn dataloader_idx(&self) -> usize {
+        self.state.dataloader_idx
+    }
+
+    /// Asks the Trainer to stop training at the next batch boundary (Lightning's
+    /// `trainer.should_stop = True`); `min_epochs` and `min_steps` still hold.
+    pub fn request_stop(&self) {
+        self.state.stop.request();
+    }
+
+    /// Whether a stop was requested.
+    pub fn should_stop(&self) -> bool {
+        self.state.should_stop()
+    }
+
+    /// The latest value of every logged metric (step values during an epoch, epoch values
+    /// after it): what checkpoint and early-stopping callbacks monitor. Reading syncs the device.
+    pub fn callback_metrics(&self) -> BTreeMap<String, f64> {
+        self.state.callback_metrics()
+    }
+
+    /// The metrics sent to loggers.
+    pub fn logged_metrics(&self) -> BTreeMap<String, f64> {
+        self.state.logged_metrics()
+    }
+
+    /// The metrics shown on the progress bar.
+    pub fn progress_bar_metrics(&self) -> BTreeMap<String, f64> {
+        self.state.progress_bar_metrics()
+    }
+
+    /// Asks the Trainer to write a full checkpoint (weights, optimizer and scheduler state, loop
+    /// position, callback state) to `path` once the current hook returns.
+    pub fn save_checkpoint(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.state.requests.push(CheckpointRequest::Save(path.into()));
+    }
+
+    /// Asks the Trainer to delete the checkpoint at `path` after the saves asked for before it
+    /// have succeeded (so that a failed save never costs an older checkpoint).
+    pub fn remove_checkpoint(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.state.requests.push(CheckpointRequest::Remove(path.into()));
+    }
+
+    /// The first logger's run directory (`…/lightning_logs/version_N`), if there is one.
+    pub fn log_dir(&self) -> Option<std::path::PathBuf> {
+        self.state.log_dir()
+    }
+
+    /// The Trainer's `default_root_dir`.
+    pub fn default_root_dir(&self) -> &std::path::Path {
+        &self.state.default_root_dir
+    }
+
+    /// Whether this fit validates (a validation step and loaders exist).
+    pub fn has_validation(&self) -> bool {
+        self.state.validation_enabled
+    }
+
+    /// With several optimizers in automatic optimization, the one `training_step` runs for
+    /// (Lightning's `optimizer_idx`).
+    pub fn optimizer_idx(&self) -> usize {
+        self.state.optimizer_idx
+    }
+
+    /// The number of optimizers `configure_optimizers` returned.
+    pub fn num_optimizers(&self) -> usize {
+        self.state.optimizers.len()
+    }
+
+    /// Manual optimization: optimizer `index`, as Lightning's `self.optimizers()[index]`. Its
+    /// `step()` counts as a global step.
+    pub fn optimizer(&mut self, index: usize) -> Result<OptimizerHandle<'_>> {
+        if index >= self.state.optimizers.len() {
+            return Err(Error::msg(format!(
+                "optimizer {index} does not exist: `configure_optimizers` returned {}",
+                self.state.optimizers.len()
+            )));
+        }
+        Ok(OptimizerHandle { cx: &mut *self.state, index })
+    }
+
+    /// Keeps `value` (one batch's predictions) under `name`, to be written to `filename` when the
+    /// test (or validation) loop ends (Lightning 1.3's `write_prediction`). The file is
+    /// safetensors: each name's values concatenated along the first dimension (0-d values
+    /// stacked); Python reads it with `safetensors.torch.load_file(filename)`. With several
+    /// processes each writes `{stem}_rank_{r}.{extension}`, as Lightning did.
+    pub fn write_prediction(
+        &mut self,
+        name: impl Into<String>,
+        value: &Tensor,
+        filename: impl Into<std::path::PathBuf>,
+    ) {
+        let value = value.detach().to_device(Device::Cpu);
+        let value = if value.dim() == 0 { value.unsqueeze(0) } else { value };
+        self.state.predictions_to_write.entry(filename.into()).or_default().entry(name.into()).or_default().push(value);
+    }
+
+    /// [`Ctx::write_prediction`] for every entry of `values` (Lightning's
+    /// `write_prediction_dict`).
+    pub fn write_prediction_dict<K: Into<String>>(
+        &mut self,
+        values: impl IntoIterator<Item = (K, Tensor)>,
+        filename: impl Into<std::path::PathBuf>,
+    ) {
+        let filename = filename.into();
+        for (name, value) in values {
+            self.write_prediction(name, &value, filename.clone());
+        }
+    }
+
     /// A read-only view of the Trainer: its configuration and state (what a LightningModule
     /// reads through `self.trainer`).
     pub fn trainer(&self) -> TrainerView<'_> {
-        TrainerView { cx: self }
+        TrainerView { cx: self.state }
     }
 
     /// Manual optimization: every optimizer at once, as Lightning's
@@ -496,17 +542,13 @@ impl Ctx {
     /// plain indices, so `cx` stays free for `manual_backward`; they act through it
     /// (`g.zero_grad(cx)`, `g.step(cx)?`). An error names the count when it is not `N`.
     pub fn optimizers<const N: usize>(&self) -> Result<[Opt; N]> {
-        if self.optimizers.len() != N {
+        if self.state.optimizers.len() != N {
             return Err(Error::msg(format!(
                 "`cx.optimizers()` asked for {N} optimizers, but `configure_optimizers` returned {}",
-                self.optimizers.len()
+                self.state.optimizers.len()
             )));
         }
         Ok(std::array::from_fn(Opt))
-    }
-
-    fn params_of(&self, opt: Opt) -> impl Iterator<Item = &(String, Tensor)> {
-        self.optimizers[opt.0].param_groups().iter().flat_map(|g| g.params.iter())
     }
 
     /// Only `opt`'s parameters require grad until [`Ctx::untoggle_optimizer`] (Lightning's
@@ -514,24 +556,24 @@ impl Ctx {
     /// `backward` computes no gradient for them.
     pub fn toggle_optimizer(&mut self, opt: Opt) {
         let mut state = BTreeMap::new();
-        for (name, param) in (0..self.optimizers.len()).flat_map(|i| self.params_of(Opt(i))) {
+        for (name, param) in (0..self.state.optimizers.len()).flat_map(|i| self.state.params_of(Opt(i))) {
             if !state.contains_key(name) {
                 state.insert(name.clone(), param.requires_grad());
                 let _ = param.shallow_clone().set_requires_grad(false);
             }
         }
-        for (name, param) in self.params_of(opt) {
+        for (name, param) in self.state.params_of(opt) {
             let _ = param.shallow_clone().set_requires_grad(state[name]);
         }
-        self.toggled = state;
+        self.state.toggled = state;
     }
 
     /// Gives the other optimizers' parameters back the `requires_grad` they had before
     /// [`Ctx::toggle_optimizer`] (Lightning's `untoggle_optimizer`).
     pub fn untoggle_optimizer(&mut self, opt: Opt) {
-        let state = std::mem::take(&mut self.toggled);
-        let others = (0..self.optimizers.len()).filter(|&i| i != opt.0);
-        for (name, param) in others.flat_map(|i| self.params_of(Opt(i))) {
+        let state = std::mem::take(&mut self.state.toggled);
+        let others = (0..self.state.optimizers.len()).filter(|&i| i != opt.0);
+        for (name, param) in others.flat_map(|i| self.state.params_of(Opt(i))) {
             if let Some(&requires_grad) = state.get(name) {
                 let _ = param.shallow_clone().set_requires_grad(requires_grad);
             }
@@ -541,7 +583,7 @@ impl Ctx {
     /// Manual optimization: back-propagates `loss` (Lightning's `self.manual_backward`).
     /// With "16-mixed" the loss is scaled first.
     pub fn manual_backward(&mut self, loss: &Tensor) -> Result<()> {
-        match &self.scaler {
+        match &self.state.scaler {
             Some(scaler) => Ok(scaler.scale_loss(loss).f_backward()?),
             None => Ok(loss.f_backward()?),
         }
@@ -550,25 +592,20 @@ impl Ctx {
     /// Manual optimization: steps learning-rate scheduler `index` (in the order
     /// `configure_optimizers` attached them), with the monitored value for `ReduceLrOnPlateau`.
     pub fn lr_scheduler_step(&mut self, index: usize, metric: Option<f64>) -> Result<()> {
-        let (schedulers, optimizers) = (&mut self.schedulers, &mut self.optimizers);
+        let (schedulers, optimizers) = (&mut self.state.schedulers, &mut self.state.optimizers);
         let s = schedulers.get_mut(index).ok_or_else(|| Error::msg(format!("lr scheduler {index} does not exist")))?;
         s.scheduler.step(&mut *optimizers[s.optimizer], metric)
     }
 
     /// The learning rates of every optimizer's groups, as a `LearningRateMonitor` reads them.
     pub fn learning_rates(&self) -> Vec<Vec<f64>> {
-        self.optimizers.iter().map(|o| o.param_groups().iter().map(|g| g.lr).collect()).collect()
+        self.state.optimizers.iter().map(|o| o.param_groups().iter().map(|g| g.lr).collect()).collect()
     }
 
     /// Truncated BPTT: the detached hiddens the previous chunk returned (`None` for the first
     /// chunk of a batch).
     pub fn take_hiddens(&mut self) -> Option<Vec<Tensor>> {
-        self.hiddens.take()
-    }
-
-    /// Takes an error recorded by a `log` call (which cannot return one itself).
-    pub(crate) fn check(&mut self) -> Result<()> {
-        self.error.take().map_or(Ok(()), Err)
+        self.state.hiddens.take()
     }
 }
 
@@ -596,7 +633,7 @@ number_metric!(f64, f32, i64, i32, usize, u32);
 
 /// A `log` call being configured; recorded when dropped.
 pub struct Log<'a> {
-    cx: &'a mut Ctx,
+    cx: &'a mut State,
     name: String,
     value: Option<Tensor>,
     options: LogOptions,
@@ -668,14 +705,14 @@ impl Drop for Log<'_> {
 
 /// An optimizer in manual optimization; `step` goes through the Trainer, which counts it.
 pub struct OptimizerHandle<'a> {
-    cx: &'a mut Ctx,
+    cx: &'a mut State,
     index: usize,
 }
 
 /// The Trainer seen from a hook, read-only ([`Ctx::trainer`]; Lightning's `self.trainer`).
 #[derive(Clone, Copy)]
 pub struct TrainerView<'a> {
-    cx: &'a Ctx,
+    cx: &'a State,
 }
 
 impl TrainerView<'_> {
@@ -759,47 +796,50 @@ impl Opt {
     }
     /// Clears the gradients of the optimizer's parameters.
     pub fn zero_grad(self, cx: &mut Ctx) {
-        cx.optimizers[self.0].zero_grad();
+        cx.state.optimizers[self.0].zero_grad();
     }
     /// Applies one update; counts as a global step. With "16-mixed" the gradients are unscaled
     /// first, and a step whose gradients hold inf or NaN is skipped (the scale shrinks).
     pub fn step(self, cx: &mut Ctx) -> Result<()> {
-        let optimizer = &mut *cx.optimizers[self.0];
-        if let Some(scaler) = &mut cx.scaler {
+        self.step_on(cx.state)
+    }
+    fn step_on(self, state: &mut State) -> Result<()> {
+        let optimizer = &mut *state.optimizers[self.0];
+        if let Some(scaler) = &mut state.scaler {
             scaler.step(optimizer)?;
             scaler.update()?;
         } else {
             optimizer.step();
         }
-        cx.global_step += 1;
+        state.global_step += 1;
         Ok(())
     }
     /// The learning rate of the first group.
     pub fn lr(self, cx: &Ctx) -> f64 {
-        cx.optimizers[self.0].lr()
+        cx.state.optimizers[self.0].lr()
     }
     /// Sets the learning rate of every group.
     pub fn set_lr(self, cx: &mut Ctx, lr: f64) {
-        cx.optimizers[self.0].set_lr(lr);
+        cx.state.optimizers[self.0].set_lr(lr);
     }
 }
 
 impl OptimizerHandle<'_> {
     /// Clears the gradients of the optimizer's parameters.
     pub fn zero_grad(&mut self) {
-        Opt(self.index).zero_grad(self.cx);
+        self.cx.optimizers[self.index].zero_grad();
     }
     /// Applies one update; counts as a global step (see [`Opt::step`]).
     pub fn step(&mut self) -> Result<()> {
-        Opt(self.index).step(self.cx)
+        Opt(self.index).step_on(self.cx)
     }
     /// The learning rate of the first group.
     pub fn lr(&self) -> f64 {
-        Opt(self.index).lr(self.cx)
+        self.cx.optimizers[self.index].lr()
     }
     /// Sets the learning rate of every group.
     pub fn set_lr(&mut self, lr: f64) {
-        Opt(self.index).set_lr(self.cx, lr);
+        self.cx.optimizers[self.index].set_lr(lr);
     }
     /// The optimizer itself (clipping, state).
     pub fn optimizer(&mut self) -> &mut dyn Optimizer {

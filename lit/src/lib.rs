@@ -5,6 +5,8 @@
 //! and prediction in Lightning's order, train and eval modes, autograd modes, device placement
 //! and logging. The order of hooks is documented once, on [`LightningModule`].
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+// Hooks take `cx: &mut Ctx`, as users write them; the context's lifetime stays implicit.
+#![allow(elided_lifetimes_in_paths)]
 
 #[doc(hidden)]
 #[path = "private.rs"]

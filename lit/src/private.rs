@@ -339,7 +339,7 @@ impl Hiddens for (Tensor, Tensor) {
 
 /// The hiddens a TBPTT chunk receives: the previous chunk's, converted to the user's type.
 pub fn take_hiddens<H: Hiddens>(cx: &mut crate::Ctx) -> Result<Option<H>> {
-    cx.hiddens.take().map(H::from_tensors).transpose()
+    cx.state.hiddens.take().map(H::from_tensors).transpose()
 }
 
 /// A batch that truncated BPTT can split along the time dimension (dim 1).

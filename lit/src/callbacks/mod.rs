@@ -64,6 +64,7 @@ impl LearningRateMonitor {
     fn log(&self, cx: &mut Ctx, on_step: bool) {
         let mut seen = std::collections::BTreeMap::<&str, usize>::new();
         let entries: Vec<(String, f64)> = cx
+            .state
             .optimizers
             .iter()
             .flat_map(|opt| {

@@ -82,6 +82,10 @@ pub(crate) trait ErasedDataModule {
     fn state_dict(&self) -> Option<serde_json::Value>;
     fn load_state_dict(&mut self, state: &serde_json::Value) -> Result<()>;
     fn as_any(&self) -> &dyn std::any::Any;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    fn prepare_data(&mut self) -> Result<()>;
+    fn setup(&mut self, stage: Stage) -> Result<()>;
+    fn teardown(&mut self, stage: Stage) -> Result<()>;
     /// `on_before_batch_transfer` (`after == false`) or `on_after_batch_transfer` on a batch of
     /// one of the data module's batch types.
     fn transfer_hook(&mut self, batch: Box<dyn Any>, dataloader_idx: usize, after: bool) -> Result<Box<dyn Any>>;
@@ -131,6 +135,18 @@ impl<D: DataModule> ErasedDataModule for D {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn prepare_data(&mut self) -> Result<()> {
+        DataModule::prepare_data(self)
+    }
+    fn setup(&mut self, stage: Stage) -> Result<()> {
+        DataModule::setup(self, stage)
+    }
+    fn teardown(&mut self, stage: Stage) -> Result<()> {
+        DataModule::teardown(self, stage)
     }
 }
 

@@ -50,7 +50,7 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
 }
 
 /// A tensor or a tuple of tensors whose first dimension indexes samples.
-pub trait Tensors: Send + Sized + 'static {
+pub trait Tensors: crate::data::Batch + Send + Sized + 'static {
     /// The number of rows (first dimension) of every tensor, or an error if they differ.
     fn rows(&self) -> Result<usize>;
     /// Row `i` of every tensor.
@@ -125,22 +125,23 @@ tuple_tensors!(A 0, B 1, C 2, D 3);
 /// `TensorDataset::new((images, labels))` yields `(image, label)` items; loaders gather whole
 /// batches with one `index_select` per tensor.
 pub struct TensorDataset<T> {
-    tensors: T,
+    /// Behind a lock only for the moment of taking a shallow copy (a new handle to the same
+    /// storage): loader workers share the dataset, and `Tensor` is `Send` but not `Sync`. The
+    /// rows are then read from the copy, outside the lock, so workers gather in parallel.
+    tensors: std::sync::Mutex<T>,
     len: usize,
 }
-
-// SAFETY: a `TensorDataset` never writes to its tensors after construction: `get` and
-// `get_stacked` only call `select`/`index_select`, which read the stored tensors and return new
-// ones. Concurrent reads of a libtorch tensor are thread-safe. `Tensor` is not `Sync` in tch only
-// because it can be mutated in place through `&Tensor`, which this type never does and does not
-// expose (there is no accessor to the stored tensors).
-unsafe impl<T: Tensors> Sync for TensorDataset<T> {}
 
 impl<T: Tensors> TensorDataset<T> {
     /// A dataset over tensors that share their first dimension.
     pub fn new(tensors: T) -> Result<Self> {
         let len = tensors.rows()?;
-        Ok(TensorDataset { tensors, len })
+        Ok(TensorDataset { tensors: std::sync::Mutex::new(tensors), len })
+    }
+
+    /// A handle to the stored tensors (their storage is shared, not copied).
+    fn tensors(&self) -> T {
+        self.tensors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).shallow_clone()
     }
 }
 
@@ -153,14 +154,14 @@ impl<T: Tensors> Dataset for TensorDataset<T> {
         if index >= self.len {
             return Err(DataError::IndexOutOfRange { index, len: self.len }.into());
         }
-        self.tensors.row(index)
+        self.tensors().row(index)
     }
     fn get_stacked(&self, indices: &[usize]) -> Option<Result<T>> {
         if let Some(&index) = indices.iter().find(|&&i| i >= self.len) {
             return Some(Err(DataError::IndexOutOfRange { index, len: self.len }.into()));
         }
         let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-        Some(self.tensors.select_rows(&Tensor::from_slice(&index).to_kind(Kind::Int64)))
+        Some(self.tensors().select_rows(&Tensor::from_slice(&index).to_kind(Kind::Int64)))
     }
 }
 

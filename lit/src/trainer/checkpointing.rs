@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tch::Tensor;
 
-use super::Run;
+use super::{Run, ctx};
 use crate::callback::Callback;
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, LoopState, STATE_PREFIX};
 use crate::ctx::{CheckpointRequest, Ctx};
@@ -20,24 +20,24 @@ pub(crate) fn build_state<M: LightningModule>(
     callbacks: &[Box<dyn Callback>],
     cx: &mut Ctx,
 ) -> Result<(CheckpointMeta, BTreeMap<String, Tensor>)> {
-    let mut meta = CheckpointMeta::new(model.hparams_json(), cx.current_epoch, cx.global_step);
-    meta.loops = match cx.epoch_progress {
-        Some((epoch, batch_in_epoch)) => LoopState { epoch, batch_in_epoch, total_batch_idx: cx.total_batch_idx },
-        None => LoopState { epoch: cx.next_epoch, batch_in_epoch: 0, total_batch_idx: cx.total_batch_idx },
+    let mut meta = CheckpointMeta::new(model.hparams_json(), cx.state.current_epoch, cx.state.global_step);
+    meta.loops = match cx.state.epoch_progress {
+        Some((epoch, batch_in_epoch)) => LoopState { epoch, batch_in_epoch, total_batch_idx: cx.state.total_batch_idx },
+        None => LoopState { epoch: cx.state.next_epoch, batch_in_epoch: 0, total_batch_idx: cx.state.total_batch_idx },
     };
     let mut tensors = BTreeMap::new();
-    for (i, opt) in cx.optimizers.iter().enumerate() {
+    for (i, opt) in cx.state.optimizers.iter().enumerate() {
         let state = opt.state_dict();
         for (k, t) in state.tensors {
             tensors.insert(format!("{STATE_PREFIX}optimizer.{i}/{k}"), t);
         }
         meta.optimizers.push(state.meta);
     }
-    meta.schedulers = cx.schedulers.iter().map(|s| s.scheduler.state()).collect();
+    meta.schedulers = cx.state.schedulers.iter().map(|s| s.scheduler.state()).collect();
     if let Some(state) = crate::rng::cpu_state()? {
         tensors.insert(format!("{STATE_PREFIX}rng.cpu"), state);
     }
-    if let Some(scaler) = &cx.scaler {
+    if let Some(scaler) = &cx.state.scaler {
         for (name, t) in scaler.state_tensors() {
             tensors.insert(format!("{STATE_PREFIX}grad_scaler/{name}"), t);
         }
@@ -47,9 +47,8 @@ pub(crate) fn build_state<M: LightningModule>(
             meta.callbacks.insert(cb.name().to_string(), state);
         }
     }
-    if let Some(dm) = cx.datamodule {
-        // SAFETY: see `Ctx::datamodule`.
-        meta.datamodule = unsafe { dm.as_ref() }.state_dict();
+    if let Some(dm) = cx.datamodule.as_deref() {
+        meta.datamodule = dm.state_dict();
     }
     let mut module = serde_json::Map::new();
     model.on_save_checkpoint(&mut module, cx)?;
@@ -60,7 +59,7 @@ pub(crate) fn build_state<M: LightningModule>(
 impl<M: LightningModule> Run<'_, M> {
     /// Writes a full checkpoint of the run to `path`.
     pub(super) fn write_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let (meta, state) = build_state(self.model, self.callbacks, self.cx)?;
+        let (meta, state) = build_state(self.model, self.callbacks, ctx!(self))?;
         checkpoint::save_with(path, self.model.var_store(), &state, meta)
     }
 
@@ -127,10 +126,9 @@ impl<M: LightningModule> Run<'_, M> {
                 cb.load_state_dict(state)?;
             }
         }
-        self.model.on_load_checkpoint(&meta.module, self.cx)?;
-        if let (Some(state), Some(mut dm)) = (&meta.datamodule, self.cx.datamodule) {
-            // SAFETY: see `Ctx::datamodule`; nothing else reaches the data module meanwhile.
-            unsafe { dm.as_mut() }.load_state_dict(state)?;
+        self.model.on_load_checkpoint(&meta.module, ctx!(self))?;
+        if let (Some(state), Some(dm)) = (&meta.datamodule, self.datamodule.as_deref_mut()) {
+            dm.load_state_dict(state)?;
         }
         if let Some(state) = ckpt.tensors().get(&format!("{STATE_PREFIX}rng.cpu")) {
             crate::rng::set_cpu_state(state)?;

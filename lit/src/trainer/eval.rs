@@ -1,7 +1,7 @@
 //! The evaluation loop, shared by validation and test through [`EvalStage`].
 
 use super::config::Limit;
-use super::{LoaderVec, Run};
+use super::{LoaderVec, Run, ctx};
 use crate::callback::Callback;
 use crate::ctx::{Ctx, RunningStage};
 use crate::data::Batch;
@@ -45,6 +45,14 @@ pub(super) trait EvalStage<M: LightningModule> {
     fn outputs_end(m: &mut M, outputs: Vec<Vec<StepOutput>>, cx: &mut Ctx) -> Result<()>;
 }
 
+/// Runs `hooks` (a hook on the callbacks and the module), timed by the simple profiler as `name`.
+fn timed(cx: &mut Ctx, name: &'static str, hooks: impl FnOnce(&mut Ctx) -> Result<()>) -> Result<()> {
+    let started = cx.state.profile_start();
+    hooks(cx)?;
+    cx.state.profile_end(name, started);
+    Ok(())
+}
+
 /// Generates an [`EvalStage`] from its hooks, each named by its role, so that two hooks of the
 /// same signature cannot be swapped unnoticed. The `Hooks` flags are named after their hooks.
 macro_rules! eval_stage {
@@ -83,32 +91,22 @@ macro_rules! eval_stage {
                 m.$train(cx)
             }
             fn start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
-                let started = cx.profile_start();
-                cbs.iter_mut().try_for_each(|c| c.$start(cx))?;
-                m.$start(cx)?;
-                cx.profile_end(stringify!($start), started);
-                Ok(())
+                timed(cx, stringify!($start), |cx| {
+                    cbs.iter_mut().try_for_each(|c| c.$start(cx)).and_then(|()| m.$start(cx))
+                })
             }
             fn end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
-                let started = cx.profile_start();
-                cbs.iter_mut().try_for_each(|c| c.$end(cx))?;
-                m.$end(cx)?;
-                cx.profile_end(stringify!($end), started);
-                Ok(())
+                timed(cx, stringify!($end), |cx| cbs.iter_mut().try_for_each(|c| c.$end(cx)).and_then(|()| m.$end(cx)))
             }
             fn epoch_start(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
-                let started = cx.profile_start();
-                cbs.iter_mut().try_for_each(|c| c.$epoch_start(cx))?;
-                m.$epoch_start(cx)?;
-                cx.profile_end(stringify!($epoch_start), started);
-                Ok(())
+                timed(cx, stringify!($epoch_start), |cx| {
+                    cbs.iter_mut().try_for_each(|c| c.$epoch_start(cx)).and_then(|()| m.$epoch_start(cx))
+                })
             }
             fn epoch_end(m: &mut M, cbs: &mut [Box<dyn Callback>], cx: &mut Ctx) -> Result<()> {
-                let started = cx.profile_start();
-                cbs.iter_mut().try_for_each(|c| c.$epoch_end(cx))?;
-                m.$epoch_end(cx)?;
-                cx.profile_end(stringify!($epoch_end), started);
-                Ok(())
+                timed(cx, stringify!($epoch_end), |cx| {
+                    cbs.iter_mut().try_for_each(|c| c.$epoch_end(cx)).and_then(|()| m.$epoch_end(cx))
+                })
             }
             fn batch_start(
                 m: &mut M,
@@ -118,11 +116,10 @@ macro_rules! eval_stage {
                 dl: usize,
                 cx: &mut Ctx,
             ) -> Result<()> {
-                let started = cx.profile_start();
-                cbs.iter_mut().try_for_each(|c| c.$batch_start(i, dl, cx))?;
-                m.$batch_start(b, i, dl, cx)?;
-                cx.profile_end(stringify!($batch_start), started);
-                Ok(())
+                timed(cx, stringify!($batch_start), |cx| {
+                    cbs.iter_mut().try_for_each(|c| c.$batch_start(i, dl, cx))?;
+                    m.$batch_start(b, i, dl, cx)
+                })
             }
             fn step(m: &mut M, b: Self::Batch, i: usize, dl: usize, cx: &mut Ctx) -> Result<Option<StepOutput>> {
                 m.$step(b, i, dl, cx)
@@ -139,11 +136,10 @@ macro_rules! eval_stage {
                 dl: usize,
                 cx: &mut Ctx,
             ) -> Result<()> {
-                let started = cx.profile_start();
-                cbs.iter_mut().try_for_each(|c| c.$batch_end(out, i, dl, cx))?;
-                m.$batch_end(out, b, i, dl, cx)?;
-                cx.profile_end(stringify!($batch_end), started);
-                Ok(())
+                timed(cx, stringify!($batch_end), |cx| {
+                    cbs.iter_mut().try_for_each(|c| c.$batch_end(out, i, dl, cx))?;
+                    m.$batch_end(out, b, i, dl, cx)
+                })
             }
             fn outputs_end(m: &mut M, outputs: Vec<Vec<StepOutput>>, cx: &mut Ctx) -> Result<()> {
                 m.$outputs_end(outputs, cx)
@@ -206,11 +202,11 @@ impl<M: LightningModule> Run<'_, M> {
         limit: Option<Limit>,
     ) -> Result<()> {
         self.cx.running = running;
-        S::model_eval(self.model, self.cx)?;
+        S::model_eval(self.model, ctx!(self))?;
         self.cx.grad_enabled = false;
         let result = tch::no_grad(|| {
             self.eval_epoch::<S>(loaders, limit)?;
-            S::model_train(self.model, self.cx)
+            S::model_train(self.model, ctx!(self))
         });
         self.cx.grad_enabled = true;
         result
@@ -225,9 +221,9 @@ impl<M: LightningModule> Run<'_, M> {
         let limit = limit.unwrap_or(configured);
         let keep = S::has_epoch_end();
         let mut outputs: Vec<Vec<StepOutput>> = Vec::new();
-        S::start(self.model, self.callbacks, self.cx)?;
+        S::start(self.model, self.callbacks, ctx!(self))?;
         super::hook!(self, on_epoch_start());
-        S::epoch_start(self.model, self.callbacks, self.cx)?;
+        S::epoch_start(self.model, self.callbacks, ctx!(self))?;
         self.cx.check()?;
         self.cx.num_dataloaders = loaders.len();
         let epoch = self.cx.current_epoch;
@@ -252,20 +248,20 @@ impl<M: LightningModule> Run<'_, M> {
                 batches_run[dl] = i + 1;
                 let batch = batch?;
                 self.cx.in_step = true;
-                S::batch_start(self.model, self.callbacks, &batch, i, dl, self.cx)?;
+                S::batch_start(self.model, self.callbacks, &batch, i, dl, ctx!(self))?;
                 let batch = self.transfer(batch, dl)?;
                 let held = batch.shallow_clone();
                 let started = self.cx.profile_start();
                 let out = {
                     let _autocast = self.cx.autocast()?;
-                    S::step(self.model, batch, i, dl, self.cx)?
+                    S::step(self.model, batch, i, dl, ctx!(self))?
                 };
                 self.cx.profile_end(S::STEP, started);
                 let out = match out {
-                    Some(out) => Some(S::step_end(self.model, out, self.cx)?),
+                    Some(out) => Some(S::step_end(self.model, out, ctx!(self))?),
                     None => None,
                 };
-                S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, self.cx)?;
+                S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, ctx!(self))?;
                 self.cx.in_step = false;
                 self.cx.check()?;
                 self.flush_eval_step(self.cx.eval_step_base + i)?;
@@ -283,9 +279,9 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.eval_step_base += batches_run.into_iter().max().unwrap_or(0);
         }
         if keep {
-            S::outputs_end(self.model, outputs, self.cx)?;
+            S::outputs_end(self.model, outputs, ctx!(self))?;
         }
-        S::epoch_end(self.model, self.callbacks, self.cx)?;
+        S::epoch_end(self.model, self.callbacks, ctx!(self))?;
         super::hook!(self, on_epoch_end());
         self.cx.metrics.end_epoch(false, self.cx.process_group.as_ref())?;
         let sanity = self.cx.running == RunningStage::SanityChecking;
@@ -299,7 +295,7 @@ impl<M: LightningModule> Run<'_, M> {
         }
         let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());
         self.cx.progress.finish(bar, self.cx.stage != crate::Stage::Fit);
-        S::end(self.model, self.callbacks, self.cx)?;
+        S::end(self.model, self.callbacks, ctx!(self))?;
         if self.cx.running == RunningStage::SanityChecking {
             self.cx.discard_predictions();
         } else {

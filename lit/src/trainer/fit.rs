@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::config::Limit;
-use super::{LoaderVec, Run, eval, hook};
+use super::{LoaderVec, Run, ctx, eval, hook};
 use crate::ctx::RunningStage;
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -38,7 +38,7 @@ impl<M: LightningModule> Run<'_, M> {
     ) -> Result<()> {
         let (train_from_hooks, val_from_hooks) = (train.is_none(), val.is_none());
         let (optimizers, frequencies, schedulers) =
-            self.model.configure_optimizers(self.cx)?.build(self.model.var_store())?;
+            self.model.configure_optimizers(ctx!(self))?.build(self.model.var_store())?;
         if optimizers.is_empty() && M::AUTOMATIC_OPTIMIZATION {
             self.warn(
                 "`configure_optimizers` returned no optimizer: training runs `training_step` but updates nothing",
@@ -102,15 +102,15 @@ impl<M: LightningModule> Run<'_, M> {
                 // `reload_dataloaders_every_n_epochs`: the loaders' sources are asked again.
                 let (new_train, new_val) = match reload.as_mut() {
                     Some(reload) => {
-                        let (t, v) = reload(self.model, self.cx)?;
+                        let (t, v) = reload(self.model, ctx!(self))?;
                         (Some(t), Some(v))
                     }
                     None => (
                         train_from_hooks
-                            .then(|| self.model.train_dataloader(self.cx).map(|l| l.into_iter().collect()))
+                            .then(|| self.model.train_dataloader(ctx!(self)).map(|l| l.into_iter().collect()))
                             .transpose()?,
                         (val_from_hooks && M::HOOKS.validation_step)
-                            .then(|| self.model.val_dataloader(self.cx))
+                            .then(|| self.model.val_dataloader(ctx!(self)))
                             .transpose()?,
                     ),
                 };
@@ -171,7 +171,7 @@ impl<M: LightningModule> Run<'_, M> {
     /// or in `default_root_dir`) and returns the error that ends the run.
     fn interrupted(&mut self) -> Error {
         crate::interrupt::clear();
-        let dir = self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir().to_path_buf()).join("checkpoints");
+        let dir = self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints");
         let path = dir.join("interrupted.ckpt");
         let checkpoint = match self.write_checkpoint(&path) {
             Ok(()) => Some(path),
@@ -208,12 +208,12 @@ impl<M: LightningModule> Run<'_, M> {
         }
         self.cx.running = RunningStage::SanityChecking;
         for cb in self.callbacks.iter_mut() {
-            cb.on_sanity_check_start(self.cx)?;
+            cb.on_sanity_check_start(ctx!(self))?;
         }
         let limit = if steps < 0 { Limit::Fraction(1.0) } else { Limit::Batches(steps as usize) };
         self.eval_limited::<eval::Validation>(val, RunningStage::SanityChecking, Some(limit))?;
         for cb in self.callbacks.iter_mut() {
-            cb.on_sanity_check_end(self.cx)?;
+            cb.on_sanity_check_end(ctx!(self))?;
         }
         self.cx.metrics.reset();
         self.cx.running = RunningStage::Training;
@@ -320,7 +320,7 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.next_epoch = epoch + 1;
         }
         if keep_outputs {
-            self.model.training_epoch_end(outputs, self.cx)?;
+            self.model.training_epoch_end(outputs, ctx!(self))?;
             self.cx.check()?;
         }
         hook!(self, on_train_epoch_end());
@@ -351,9 +351,9 @@ impl<M: LightningModule> Run<'_, M> {
         is_last: bool,
     ) -> Result<Option<StepOutput>> {
         for cb in self.callbacks.iter_mut() {
-            cb.on_train_batch_start(batch_idx, self.cx)?;
+            cb.on_train_batch_start(batch_idx, ctx!(self))?;
         }
-        self.model.on_train_batch_start(&batch, batch_idx, self.cx)?;
+        self.model.on_train_batch_start(&batch, batch_idx, ctx!(self))?;
         let batch = self.transfer(batch, 0)?;
         let kept = batch.shallow_clone();
         let out = tch::with_grad(|| -> Result<Option<StepOutput>> {
@@ -390,9 +390,9 @@ impl<M: LightningModule> Run<'_, M> {
             Ok(out)
         })?;
         for cb in self.callbacks.iter_mut() {
-            cb.on_train_batch_end(out.as_ref(), batch_idx, self.cx)?;
+            cb.on_train_batch_end(out.as_ref(), batch_idx, ctx!(self))?;
         }
-        self.model.on_train_batch_end(out.as_ref(), &kept, batch_idx, self.cx)?;
+        self.model.on_train_batch_end(out.as_ref(), &kept, batch_idx, ctx!(self))?;
         self.cx.check()?;
         self.cx.total_batch_idx += 1;
         Ok(out)
@@ -429,7 +429,7 @@ impl<M: LightningModule> Run<'_, M> {
         let started = self.cx.profile_start();
         let out = {
             let _autocast = self.cx.autocast()?;
-            self.model.training_step(batch, batch_idx, self.cx)?
+            self.model.training_step(batch, batch_idx, ctx!(self))?
         };
         self.cx.profile_end("training_step", started);
         let Some(out) = out else {
@@ -437,7 +437,7 @@ impl<M: LightningModule> Run<'_, M> {
             return Ok(None);
         };
         self.cx.check()?;
-        let out = self.model.training_step_end(out, self.cx)?;
+        let out = self.model.training_step_end(out, ctx!(self))?;
         if let (Some(policy), Some(loss)) = (self.config.nonfinite_loss, &out.loss) {
             let value = loss.double_value(&[]);
             if !value.is_finite() {
@@ -470,7 +470,7 @@ impl<M: LightningModule> Run<'_, M> {
         idx: usize,
         window: Window,
     ) -> Result<Option<StepOutput>> {
-        let chunks = self.model.tbptt_split_batch(batch, steps, self.cx)?;
+        let chunks = self.model.tbptt_split_batch(batch, steps, ctx!(self))?;
         let mut last = None;
         self.cx.hiddens = None;
         for chunk in chunks {
@@ -513,11 +513,11 @@ impl<M: LightningModule> Run<'_, M> {
             let opt = &mut *optimizers[idx];
             if window.zero_grad {
                 for cb in self.callbacks.iter_mut() {
-                    cb.on_before_zero_grad(self.cx)?;
+                    cb.on_before_zero_grad(ctx!(self))?;
                 }
-                self.model.on_before_zero_grad(opt, self.cx)?;
+                self.model.on_before_zero_grad(opt, ctx!(self))?;
                 let started = self.cx.profile_start();
-                self.model.optimizer_zero_grad(epoch, batch_idx, opt, idx, self.cx)?;
+                self.model.optimizer_zero_grad(epoch, batch_idx, opt, idx, ctx!(self))?;
                 self.cx.profile_end("optimizer_zero_grad", started);
             }
             let divided;
@@ -528,13 +528,13 @@ impl<M: LightningModule> Run<'_, M> {
                 loss
             };
             for cb in self.callbacks.iter_mut() {
-                cb.on_before_backward(self.cx)?;
+                cb.on_before_backward(ctx!(self))?;
             }
-            self.model.on_before_backward(loss, self.cx)?;
+            self.model.on_before_backward(loss, ctx!(self))?;
             let started = self.cx.profile_start();
             match self.cx.scaler.as_ref().map(|s| s.scale_loss(loss)) {
-                Some(scaled) => self.model.backward(&scaled, idx, self.cx)?,
-                None => self.model.backward(loss, idx, self.cx)?,
+                Some(scaled) => self.model.backward(&scaled, idx, ctx!(self))?,
+                None => self.model.backward(loss, idx, ctx!(self))?,
             }
             self.cx.profile_end("backward", started);
             if window.steps {
@@ -548,13 +548,13 @@ impl<M: LightningModule> Run<'_, M> {
                     scaler.unscale(opt)?;
                 }
                 for cb in self.callbacks.iter_mut() {
-                    cb.on_before_optimizer_step(idx, self.cx)?;
+                    cb.on_before_optimizer_step(idx, ctx!(self))?;
                 }
-                self.model.on_before_optimizer_step(opt, idx, self.cx)?;
-                self.model.configure_gradient_clipping(opt, idx, clip, algorithm, self.cx)?;
+                self.model.on_before_optimizer_step(opt, idx, ctx!(self))?;
+                self.model.configure_gradient_clipping(opt, idx, clip, algorithm, ctx!(self))?;
                 if self.cx.scaler.as_mut().is_none_or(|s| s.take_found_inf().is_none_or(|found| !found)) {
                     let started = self.cx.profile_start();
-                    self.model.optimizer_step(epoch, batch_idx, opt, idx, self.cx)?;
+                    self.model.optimizer_step(epoch, batch_idx, opt, idx, ctx!(self))?;
                     self.cx.profile_end("optimizer_step", started);
                 }
                 if let Some(scaler) = &mut self.cx.scaler {
@@ -649,7 +649,7 @@ impl Window {
     }
 }
 
-impl crate::ctx::Ctx {
+impl crate::ctx::State {
     fn progress_bar_or_callback(&self) -> BTreeMap<String, f64> {
         let bar = self.progress_bar_metrics();
         if bar.is_empty() { self.callback_metrics() } else { bar }

@@ -16,7 +16,7 @@ pub use config::{Limit, NonFinitePolicy, TrainerBuilder, TrainerConfig};
 pub use options::{Accelerator, OptionValue, Strategy};
 
 use crate::callback::{self, Callback};
-use crate::ctx::{Ctx, RunningStage, Stage, StopFlag};
+use crate::ctx::{Ctx, RunningStage, Stage, State, StopFlag};
 use crate::data::{Batch, Loader};
 use crate::error::Result;
 use crate::module::LightningModule;
@@ -77,7 +77,7 @@ pub struct Trainer {
     config: TrainerConfig,
     device: Device,
     callbacks: Vec<Box<dyn Callback>>,
-    cx: Ctx,
+    cx: State,
     hparams_logged: bool,
     ddp: Option<ddp::Ddp>,
     ddp_ready: bool,
@@ -98,7 +98,7 @@ impl Trainer {
         callbacks: Vec<Box<dyn Callback>>,
         loggers: Vec<Box<dyn crate::loggers::Logger>>,
     ) -> Self {
-        let mut cx = Ctx::new(device, StopFlag::default());
+        let mut cx = State::new(device, StopFlag::default());
         cx.loggers = loggers;
         cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
         cx.metrics.nan = config.nan_metrics;
@@ -182,7 +182,8 @@ impl Trainer {
     ) -> Result<()> {
         // In distributed training rank 0 writes it and every rank waits until it is complete.
         if self.cx.global_rank() == 0 {
-            let (meta, state) = checkpointing::build_state(model, &self.callbacks, &mut self.cx)?;
+            let (meta, state) =
+                checkpointing::build_state(model, &self.callbacks, &mut Ctx { state: &mut self.cx, datamodule: None })?;
             crate::checkpoint::save_with(path.as_ref(), model.var_store(), &state, meta)?;
         }
         match &self.cx.process_group {
@@ -213,7 +214,7 @@ impl Trainer {
     ) -> Result<()> {
         let ckpt = crate::checkpoint::Checkpoint::load(ckpt_path)?;
         let (train, val) = (train.into_loaders(), val.into_loaders());
-        self.run(model, Stage::Fit, |run| run.fit(train, val, Some(ckpt), None))
+        self.run(None, model, Stage::Fit, |run| run.fit(train, val, Some(ckpt), None))
     }
 
     /// Runs the test loop with the weights of a checkpoint first: `"best"` or `"last"` (from the
@@ -264,7 +265,7 @@ impl Trainer {
         val: impl IntoLoaders<'a, M::ValBatch>,
     ) -> Result<()> {
         let (train, val) = (train.into_loaders(), val.into_loaders());
-        self.run(model, Stage::Fit, |run| run.fit(train, val, None, None))
+        self.run(None, model, Stage::Fit, |run| run.fit(train, val, None, None))
     }
 
     /// `fit` on a [`DataModule`](crate::data::DataModule)'s training and validation loaders,
@@ -303,14 +304,13 @@ impl Trainer {
         M: LightningModule,
         D: crate::data::DataModule<TrainBatch = M::TrainBatch, ValBatch = M::ValBatch>,
     {
-        self.with_datamodule(datamodule, Stage::Fit, |trainer, mut dm| {
-            let (train, val) = fit_loaders(dm.get())?;
-            let reload: fit::Reload<'_, M> = Box::new(move |_, _| {
-                let (train, val) = fit_loaders(dm.get())?;
+        self.run(Some(datamodule), model, Stage::Fit, |run| {
+            let (train, val) = fit_loaders(run.datamodule::<D>())?;
+            let reload: fit::Reload<'_, M> = Box::new(|_, cx| {
+                let (train, val) = fit_loaders(cx.datamodule_mut::<D>().expect("the run's data module"))?;
                 Ok((vec![train], val))
             });
-            let (train, val) = (Some(vec![train]), Some(val));
-            trainer.run(model, Stage::Fit, |run| run.fit(train, val, ckpt, Some(reload)))
+            run.fit(Some(vec![train]), Some(val), ckpt, Some(reload))
         })
     }
 
@@ -318,11 +318,11 @@ impl Trainer {
     pub fn validate_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
     where
         M: LightningModule,
-        D: crate::data::DataModule<ValBatch = M::ValBatch> + 'static,
+        D: crate::data::DataModule<ValBatch = M::ValBatch>,
     {
-        self.with_datamodule(datamodule, Stage::Validate, |trainer, mut dm| {
-            let val = dm.get().val_dataloader()?;
-            trainer.validate(model, val)
+        self.run(Some(datamodule), model, Stage::Validate, |run| {
+            let val = run.datamodule::<D>().val_dataloader()?;
+            run.validate(Some(val.into_iter().map(|l| l as _).collect()))
         })
     }
 
@@ -330,11 +330,11 @@ impl Trainer {
     pub fn test_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
     where
         M: LightningModule,
-        D: crate::data::DataModule<TestBatch = M::TestBatch> + 'static,
+        D: crate::data::DataModule<TestBatch = M::TestBatch>,
     {
-        self.with_datamodule(datamodule, Stage::Test, |trainer, mut dm| {
-            let test = dm.get().test_dataloader()?;
-            trainer.test(model, test)
+        self.run(Some(datamodule), model, Stage::Test, |run| {
+            let test = run.datamodule::<D>().test_dataloader()?;
+            run.test(Some(test.into_iter().map(|l| l as _).collect()))
         })
     }
 
@@ -342,36 +342,12 @@ impl Trainer {
     pub fn predict_datamodule<M, D>(&mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<M::Prediction>>
     where
         M: LightningModule,
-        D: crate::data::DataModule<PredictBatch = M::PredictBatch> + 'static,
+        D: crate::data::DataModule<PredictBatch = M::PredictBatch>,
     {
-        self.with_datamodule(datamodule, Stage::Predict, |trainer, mut dm| {
-            let loaders = dm.get().predict_dataloader()?;
-            trainer.predict(model, loaders)
+        self.run(Some(datamodule), model, Stage::Predict, |run| {
+            let loaders = run.datamodule::<D>().predict_dataloader()?;
+            run.predict_loop(Some(loaders.into_iter().map(|l| l as _).collect()))
         })
-    }
-
-    /// `prepare_data` (local rank 0), `setup(stage)`, `body` with the data module reachable
-    /// through `cx.datamodule()`, then `teardown(stage)` whatever `body` returned.
-    fn with_datamodule<D: crate::data::DataModule, T>(
-        &mut self,
-        dm: &mut D,
-        stage: Stage,
-        body: impl FnOnce(&mut Self, DataModulePtr<D>) -> Result<T>,
-    ) -> Result<T> {
-        // Every access below goes through this one pointer: the run's `cx.datamodule()`, the
-        // loaders' (re)creation and the set-up hooks never overlap.
-        let mut ptr = DataModulePtr(std::ptr::NonNull::from(dm));
-        if crate::data::prepares_data() {
-            ptr.get().prepare_data()?;
-        }
-        ptr.get().setup(stage)?;
-        self.cx.datamodule = Some(ptr.0);
-        let out = body(self, ptr);
-        self.cx.datamodule = None;
-        let torn = ptr.get().teardown(stage);
-        let out = out?;
-        torn?;
-        Ok(out)
     }
 
     /// Runs one validation epoch; returns the metrics of each loader.
@@ -381,12 +357,7 @@ impl Trainer {
         val: impl IntoLoaders<'a, M::ValBatch>,
     ) -> Result<Vec<EvalMetrics>> {
         let val = val.into_loaders();
-        self.run(model, Stage::Validate, |run| {
-            let mut loaders =
-                run.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "validate")?;
-            run.eval::<eval::Validation>(&mut loaders, RunningStage::Validating)?;
-            Ok(run.cx.metrics.per_dataloader(loaders.len()))
-        })
+        self.run(None, model, Stage::Validate, |run| run.validate(val))
     }
 
     /// Runs the test loop; returns the metrics of each loader, as Lightning prints them.
@@ -396,11 +367,7 @@ impl Trainer {
         test: impl IntoLoaders<'a, M::TestBatch>,
     ) -> Result<Vec<EvalMetrics>> {
         let test = test.into_loaders();
-        self.run(model, Stage::Test, |run| {
-            let mut loaders = run.loaders(test, "test", |m, cx| m.test_dataloader(cx), "test_dataloader", "test")?;
-            run.eval::<eval::Test>(&mut loaders, RunningStage::Testing)?;
-            Ok(run.cx.metrics.per_dataloader(loaders.len()))
-        })
+        self.run(None, model, Stage::Test, |run| run.test(test))
     }
 
     /// Runs `predict_step` over every batch; returns the predictions in order (loader by loader).
@@ -410,16 +377,13 @@ impl Trainer {
         data: impl IntoLoaders<'a, M::PredictBatch>,
     ) -> Result<Vec<M::Prediction>> {
         let data = data.into_loaders();
-        self.run(model, Stage::Predict, |run| {
-            let mut loaders =
-                run.loaders(data, "prediction", |m, cx| m.predict_dataloader(cx), "predict_dataloader", "predict")?;
-            run.predict(&mut loaders)
-        })
+        self.run(None, model, Stage::Predict, |run| run.predict_loop(data))
     }
 
     /// Common set-up and tear-down of every entry point.
     fn run<M: LightningModule, T>(
         &mut self,
+        datamodule: Option<&mut (dyn crate::data::ErasedDataModule + 'static)>,
         model: &mut M,
         stage: Stage,
         body: impl FnOnce(&mut Run<'_, M>) -> Result<T>,
@@ -472,7 +436,14 @@ impl Trainer {
             let dir = self.log_dir().map_or_else(|| self.config.default_root_dir.clone(), std::path::Path::to_path_buf);
             self.cx.profiler = Some(crate::profiler::Profiler::start(kind, &dir, stage.as_str())?);
         }
-        let mut run = Run { model, callbacks: &mut self.callbacks, cx: &mut self.cx, config: &self.config };
+        let mut run = Run {
+            model,
+            callbacks: &mut self.callbacks,
+            cx: &mut self.cx,
+            datamodule,
+            config: &self.config,
+            datamodule_set_up: false,
+        };
         let result = run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
             run.teardown(stage)?;
             Ok(out)
@@ -484,8 +455,15 @@ impl Trainer {
         };
         if let Err(error) = &result {
             tracing::error!(target: "lit", stage = stage.as_str(), %error, "run failed");
+            let mut cx = Ctx { state: &mut *run.cx, datamodule: run.datamodule.as_deref_mut() };
             for cb in run.callbacks.iter_mut() {
-                cb.on_exception(error, run.cx);
+                cb.on_exception(error, &mut cx);
+            }
+            if run.datamodule_set_up
+                && let Some(dm) = cx.datamodule
+                && let Err(torn) = dm.teardown(stage)
+            {
+                tracing::error!(target: "lit", stage = stage.as_str(), error = %torn, "data module teardown failed");
             }
         }
         if self.config.detect_anomaly {
@@ -522,27 +500,6 @@ impl Trainer {
     }
 }
 
-/// The data module of a `*_datamodule` run, reached by the run's closures and `cx.datamodule()`
-/// (all through this pointer, from the `&mut` the caller lent for the call).
-pub(crate) struct DataModulePtr<D>(std::ptr::NonNull<D>);
-
-impl<D> Clone for DataModulePtr<D> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<D> Copy for DataModulePtr<D> {}
-
-impl<D> DataModulePtr<D> {
-    fn get(&mut self) -> &mut D {
-        // SAFETY: the pointer comes from a `&mut D` that outlives `with_datamodule`, and the
-        // references made here are used one at a time (set-up, loader creation, teardown; the
-        // run's shared references from `cx.datamodule()` do not overlap them).
-        unsafe { self.0.as_mut() }
-    }
-}
-
 /// A data module's training loader (which it must give) and validation loaders.
 type FitLoaders<T, V> = (Box<dyn Loader<Batch = T>>, Vec<Box<dyn Loader<Batch = V>>>);
 
@@ -553,22 +510,35 @@ fn fit_loaders<D: crate::data::DataModule>(dm: &mut D) -> Result<FitLoaders<D::T
     Ok((train, dm.val_dataloader()?))
 }
 
-/// One run in progress: the module, the callbacks, the context and the configuration.
+/// One run in progress: the module, the callbacks, the run's state, the data module of a
+/// `*_datamodule` run, and the configuration.
 pub(crate) struct Run<'t, M> {
     model: &'t mut M,
     callbacks: &'t mut Vec<Box<dyn Callback>>,
-    cx: &'t mut Ctx,
+    cx: &'t mut State,
+    datamodule: Option<&'t mut (dyn crate::data::ErasedDataModule + 'static)>,
     config: &'t TrainerConfig,
+    /// Whether the data module's `setup` ran (its `teardown` then runs, whatever happens).
+    datamodule_set_up: bool,
 }
+
+/// The context of a hook call: `ctx!(run)` borrows the run's state and data module.
+macro_rules! ctx {
+    ($run:expr) => {
+        &mut crate::ctx::Ctx { state: &mut *$run.cx, datamodule: $run.datamodule.as_deref_mut() }
+    };
+}
+pub(crate) use ctx;
 
 /// Calls a hook on every callback, then on the module, then surfaces `log` errors.
 macro_rules! hook {
     ($run:expr, $name:ident($($arg:expr),*)) => {{
         let started = $run.cx.profile_start();
+        let cx = $crate::trainer::ctx!($run);
         for cb in $run.callbacks.iter_mut() {
-            cb.$name($($arg,)* &mut *$run.cx)?;
+            cb.$name($($arg,)* cx)?;
         }
-        $run.model.$name($($arg,)* &mut *$run.cx)?;
+        $run.model.$name($($arg,)* cx)?;
         $run.cx.profile_end(stringify!($name), started);
         $run.cx.check()?;
         $run.process_requests()?;
@@ -577,11 +547,23 @@ macro_rules! hook {
 pub(crate) use hook;
 
 impl<M: LightningModule> Run<'_, M> {
-    /// The prologue every run shares, in the spec's order: `prepare_data`,
-    /// `configure_callbacks`, (`fit`: `on_fit_start`), `setup`, the move to the device.
+    /// The prologue every run shares, in the spec's order: `prepare_data` (the data module's, then
+    /// the module's), `configure_callbacks`, the data module's `setup`, (`fit`: `on_fit_start`),
+    /// `setup`, the move to the device.
     fn setup(&mut self, stage: Stage) -> Result<()> {
-        self.model.prepare_data(self.cx)?;
+        if let Some(dm) = self.datamodule.as_deref_mut()
+            && crate::data::prepares_data()
+        {
+            dm.prepare_data()?;
+        }
+        self.model.prepare_data(ctx!(self))?;
         callback::merge(self.callbacks, self.model.configure_callbacks());
+        // The data module is set up before the module's hooks run, so that they can read its
+        // splits through `cx.datamodule()`.
+        if let Some(dm) = self.datamodule.as_deref_mut() {
+            self.datamodule_set_up = true;
+            dm.setup(stage)?;
+        }
         if stage == Stage::Fit {
             hook!(self, on_fit_start());
         }
@@ -592,7 +574,7 @@ impl<M: LightningModule> Run<'_, M> {
         if let Some(kind) = self.cx.precision.param_kind() {
             self.model.var_store_mut().set_kind(kind);
         }
-        self.model.on_post_move_to_device(self.cx)?;
+        self.model.on_post_move_to_device(ctx!(self))?;
         if stage == Stage::Fit && self.config.enable_model_summary && self.cx.global_rank() == 0 {
             let summary = crate::ModelSummary::of(self.model.var_store());
             self.cx.progress.println(&summary.table());
@@ -631,8 +613,42 @@ impl<M: LightningModule> Run<'_, M> {
     }
 
     fn teardown(&mut self, stage: Stage) -> Result<()> {
+        if let Some(dm) = self.datamodule.as_deref_mut() {
+            self.datamodule_set_up = false;
+            dm.teardown(stage)?;
+        }
         hook!(self, teardown(stage));
         Ok(())
+    }
+
+    /// The data module of a `*_datamodule` run, as the `D` it was given as.
+    fn datamodule<D: 'static>(&mut self) -> &mut D {
+        self.datamodule
+            .as_deref_mut()
+            .and_then(|dm| dm.as_any_mut().downcast_mut::<D>())
+            .expect("a `*_datamodule` run holds its data module")
+    }
+
+    /// `validate`'s body: one validation epoch over `val` (or the module's loaders).
+    fn validate<'a>(&mut self, val: Option<LoaderVec<'a, M::ValBatch>>) -> Result<Vec<EvalMetrics>> {
+        let mut loaders =
+            self.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "validate")?;
+        self.eval::<eval::Validation>(&mut loaders, RunningStage::Validating)?;
+        Ok(self.cx.metrics.per_dataloader(loaders.len()))
+    }
+
+    /// `test`'s body: the test loop over `test` (or the module's loaders).
+    fn test<'a>(&mut self, test: Option<LoaderVec<'a, M::TestBatch>>) -> Result<Vec<EvalMetrics>> {
+        let mut loaders = self.loaders(test, "test", |m, cx| m.test_dataloader(cx), "test_dataloader", "test")?;
+        self.eval::<eval::Test>(&mut loaders, RunningStage::Testing)?;
+        Ok(self.cx.metrics.per_dataloader(loaders.len()))
+    }
+
+    /// `predict`'s body: the prediction loop over `data` (or the module's loaders).
+    fn predict_loop<'a>(&mut self, data: Option<LoaderVec<'a, M::PredictBatch>>) -> Result<Vec<M::Prediction>> {
+        let mut loaders =
+            self.loaders(data, "prediction", |m, cx| m.predict_dataloader(cx), "predict_dataloader", "predict")?;
+        self.predict(&mut loaders)
     }
 
     /// The loaders given to the entry point, or the module's.
@@ -646,7 +662,7 @@ impl<M: LightningModule> Run<'_, M> {
     ) -> Result<LoaderVec<'a, B>> {
         let loaders: LoaderVec<'a, B> = match given {
             Some(loaders) => loaders,
-            None => hook(self.model, self.cx)?.into_iter().map(|l| l as Box<dyn Loader<Batch = B> + 'a>).collect(),
+            None => hook(self.model, ctx!(self))?.into_iter().map(|l| l as Box<dyn Loader<Batch = B> + 'a>).collect(),
         };
         if loaders.is_empty() && method != "fit" {
             return Err(crate::error::DataError::Missing { stage, method, hook: hook_name }.into());
@@ -657,9 +673,8 @@ impl<M: LightningModule> Run<'_, M> {
     /// The data module's `on_before_batch_transfer` / `on_after_batch_transfer`, in a
     /// `*_datamodule` run.
     fn datamodule_transfer_hook<B: Batch>(&mut self, batch: B, dataloader_idx: usize, after: bool) -> Result<B> {
-        let Some(mut dm) = self.cx.datamodule else { return Ok(batch) };
-        // SAFETY: see `Ctx::datamodule`; no other reference to the data module is live here.
-        let out = unsafe { dm.as_mut() }.transfer_hook(Box::new(batch), dataloader_idx, after)?;
+        let Some(dm) = self.datamodule.as_deref_mut() else { return Ok(batch) };
+        let out = dm.transfer_hook(Box::new(batch), dataloader_idx, after)?;
         out.downcast::<B>()
             .map(|b| *b)
             .map_err(|_| crate::Error::hook("DataModule::on_batch_transfer", "the hook changed the batch's type"))
@@ -668,14 +683,14 @@ impl<M: LightningModule> Run<'_, M> {
     /// Moves a batch to the device through the three transfer hooks.
     fn transfer<B: Batch>(&mut self, batch: B, dataloader_idx: usize) -> Result<B> {
         let started = self.cx.profile_start();
-        let batch = self.model.on_before_batch_transfer(batch, dataloader_idx, self.cx)?;
+        let batch = self.model.on_before_batch_transfer(batch, dataloader_idx, ctx!(self))?;
         let batch = self.datamodule_transfer_hook(batch, dataloader_idx, false)?;
-        let batch = self.model.transfer_batch_to_device(batch, self.cx.device, dataloader_idx, self.cx)?;
+        let batch = self.model.transfer_batch_to_device(batch, self.cx.device, dataloader_idx, ctx!(self))?;
         let batch = match self.cx.precision.param_kind() {
             Some(kind) => batch.cast_floats(kind),
             None => batch,
         };
-        let batch = self.model.on_after_batch_transfer(batch, dataloader_idx, self.cx)?;
+        let batch = self.model.on_after_batch_transfer(batch, dataloader_idx, ctx!(self))?;
         let batch = self.datamodule_transfer_hook(batch, dataloader_idx, true)?;
         self.cx.batch_size = batch.batch_size().unwrap_or(1);
         self.cx.profile_end("transfer_batch_to_device", started);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{LoaderVec, Run, hook};
+use super::{LoaderVec, Run, ctx, hook};
 use crate::callbacks::Predicted;
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ impl<M: LightningModule> Run<'_, M> {
         if !M::HOOKS.predict_step {
             return Err(Error::hook("predict_step", "the module does not implement it"));
         }
-        self.model.on_predict_model_eval(self.cx)?;
+        self.model.on_predict_model_eval(ctx!(self))?;
         self.cx.grad_enabled = false;
         let result = tch::no_grad(|| {
             hook!(self, on_predict_start());
@@ -28,15 +28,15 @@ impl<M: LightningModule> Run<'_, M> {
                 for (i, batch) in loader.iter(0)?.take(n).enumerate() {
                     let batch = batch?;
                     for cb in self.callbacks.iter_mut() {
-                        cb.on_predict_batch_start(i, dl, self.cx)?;
+                        cb.on_predict_batch_start(i, dl, ctx!(self))?;
                     }
-                    self.model.on_predict_batch_start(&batch, i, dl, self.cx)?;
+                    self.model.on_predict_batch_start(&batch, i, dl, ctx!(self))?;
                     let batch = self.transfer(batch, dl)?;
                     let held = batch.shallow_clone();
                     let started = self.cx.profile_start();
                     let out = {
                         let _autocast = self.cx.autocast()?;
-                        self.model.predict_step(batch, i, dl, self.cx)?
+                        self.model.predict_step(batch, i, dl, ctx!(self))?
                     };
                     self.cx.profile_end("predict_step", started);
                     if !self.callbacks.is_empty()
@@ -52,13 +52,13 @@ impl<M: LightningModule> Run<'_, M> {
                             dataloader_idx: dl,
                         };
                         for cb in self.callbacks.iter_mut() {
-                            cb.on_prediction(&p, self.cx)?;
+                            cb.on_prediction(&p, ctx!(self))?;
                         }
                     }
                     for cb in self.callbacks.iter_mut() {
-                        cb.on_predict_batch_end(i, dl, self.cx)?;
+                        cb.on_predict_batch_end(i, dl, ctx!(self))?;
                     }
-                    self.model.on_predict_batch_end(&out, &held, i, dl, self.cx)?;
+                    self.model.on_predict_batch_end(&out, &held, i, dl, ctx!(self))?;
                     self.cx.check()?;
                     self.cx.progress.advance(BTreeMap::new);
                     predictions.push(out);
