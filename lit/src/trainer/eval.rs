@@ -1,6 +1,7 @@
 //! The evaluation loop, shared by validation and test through [`EvalStage`].
 
 use super::config::Limit;
+use super::events::Event;
 use super::{LoaderVec, Run, ctx};
 use crate::callback::Callback;
 use crate::ctx::{Ctx, RunningStage};
@@ -179,7 +180,50 @@ eval_stage!(Test {
     outputs_end: test_epoch_end,
 });
 
+/// The batches of several loaders together (`None` when a loader's length is unknown).
+pub(super) fn total(counts: &[usize]) -> Option<usize> {
+    counts.iter().try_fold(0usize, |a, &n| (n != usize::MAX).then(|| a + n))
+}
+
 impl<M: LightningModule> Run<'_, M> {
+    /// Runs `body(run, batch, batch_idx, dataloader_idx)` on the first `counts[i]` batches of
+    /// each loader `i` in turn, with the context's loader index set; returns the batches run per
+    /// loader. The evaluation and prediction loops are this with their own batch hooks.
+    pub(super) fn each_batch<B: Batch>(
+        &mut self,
+        loaders: &mut LoaderVec<'_, B>,
+        counts: &[usize],
+        mut body: impl FnMut(&mut Self, B, usize, usize) -> Result<()>,
+    ) -> Result<Vec<usize>> {
+        let epoch = self.cx.current_epoch;
+        let mut batches_run = vec![0; loaders.len()];
+        for (dl, loader) in loaders.iter_mut().enumerate() {
+            self.cx.dataloader_idx = dl;
+            for (i, batch) in loader.iter(epoch)?.take(counts[dl]).enumerate() {
+                batches_run[dl] = i + 1;
+                body(self, batch?, i, dl)?;
+            }
+        }
+        self.cx.dataloader_idx = 0;
+        Ok(batches_run)
+    }
+
+    /// A step hook (`training_step`, `validation_step`, …) under autocast (a mixed precision),
+    /// timed by the simple profiler as `name`.
+    pub(super) fn step_hook<T>(
+        &mut self,
+        name: &'static str,
+        step: impl FnOnce(&mut M, &mut crate::ctx::Ctx) -> Result<T>,
+    ) -> Result<T> {
+        let started = self.cx.profile_start();
+        let out = {
+            let _autocast = self.cx.autocast()?;
+            step(self.model, ctx!(self))?
+        };
+        self.cx.profile_end(name, started);
+        Ok(out)
+    }
+
     /// A full evaluation loop (validate or test).
     pub(super) fn eval<S: EvalStage<M>>(
         &mut self,
@@ -220,61 +264,41 @@ impl<M: LightningModule> Run<'_, M> {
         let (configured, option) = S::limit(self.config);
         let limit = limit.unwrap_or(configured);
         let keep = S::has_epoch_end();
-        let mut outputs: Vec<Vec<StepOutput>> = Vec::new();
+        let mut outputs: Vec<Vec<StepOutput>> = loaders.iter().map(|_| Vec::new()).collect();
         S::start(self.model, self.callbacks, ctx!(self))?;
         super::hook!(self, on_epoch_start());
         S::epoch_start(self.model, self.callbacks, ctx!(self))?;
         self.cx.check()?;
         self.cx.num_dataloaders = loaders.len();
-        let epoch = self.cx.current_epoch;
-        let mut counts = Vec::with_capacity(loaders.len());
-        for loader in loaders.iter() {
-            counts.push(limit.of(loader.len(), option)?.min(configured.of(loader.len(), option)?));
-        }
-        let total = counts.iter().try_fold(0usize, |a, &n| (n != usize::MAX).then(|| a + n));
+        let counts = loaders
+            .iter()
+            .map(|l| Ok(limit.of(l.len(), option)?.min(configured.of(l.len(), option)?)))
+            .collect::<Result<Vec<usize>>>()?;
         let label = match self.cx.running {
             RunningStage::SanityChecking => "Sanity Checking",
             RunningStage::Testing => "Testing",
             _ => "Validation",
         };
-        self.cx.progress.start(label, total);
-        let mut batches_run = Vec::with_capacity(loaders.len());
-        for (dl, loader) in loaders.iter_mut().enumerate() {
-            self.cx.dataloader_idx = dl;
-            let n = counts[dl];
-            let mut kept = Vec::new();
-            batches_run.push(0);
-            for (i, batch) in loader.iter(epoch)?.take(n).enumerate() {
-                batches_run[dl] = i + 1;
-                let batch = batch?;
-                self.cx.in_step = true;
-                S::batch_start(self.model, self.callbacks, &batch, i, dl, ctx!(self))?;
-                let batch = self.transfer(batch, dl)?;
-                let held = batch.shallow_clone();
-                let started = self.cx.profile_start();
-                let out = {
-                    let _autocast = self.cx.autocast()?;
-                    S::step(self.model, batch, i, dl, ctx!(self))?
-                };
-                self.cx.profile_end(S::STEP, started);
-                let out = match out {
-                    Some(out) => Some(S::step_end(self.model, out, ctx!(self))?),
-                    None => None,
-                };
-                S::batch_end(self.model, self.callbacks, out.as_ref(), &held, i, dl, ctx!(self))?;
-                self.cx.in_step = false;
-                self.cx.check()?;
-                self.flush_eval_step(self.cx.eval_step_base + i)?;
-                let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
-                let model = &*self.model;
-                progress.advance(|| model.get_progress_bar_dict(metrics.progress_bar_metrics()));
-                if keep {
-                    kept.extend(out);
-                }
+        self.emit(Event::LoopStart { label: label.into(), total: total(&counts) })?;
+        let batches_run = self.each_batch(loaders, &counts, |run, batch, i, dl| {
+            run.cx.in_step = true;
+            S::batch_start(run.model, run.callbacks, &batch, i, dl, ctx!(run))?;
+            let batch = run.transfer(batch, dl)?;
+            let held = batch.shallow_clone();
+            let out = run.step_hook(S::STEP, |m, cx| S::step(m, batch, i, dl, cx))?;
+            let out = match out {
+                Some(out) => Some(S::step_end(run.model, out, ctx!(run))?),
+                None => None,
+            };
+            S::batch_end(run.model, run.callbacks, out.as_ref(), &held, i, dl, ctx!(run))?;
+            run.cx.in_step = false;
+            run.cx.check()?;
+            run.emit(Event::EvalBatchEnd { step: run.cx.eval_step_base + i })?;
+            if keep {
+                outputs[dl].extend(out);
             }
-            outputs.push(kept);
-        }
-        self.cx.dataloader_idx = 0;
+            Ok(())
+        })?;
         if self.cx.running != RunningStage::SanityChecking {
             self.cx.eval_step_base += batches_run.into_iter().max().unwrap_or(0);
         }
@@ -284,17 +308,7 @@ impl<M: LightningModule> Run<'_, M> {
         S::epoch_end(self.model, self.callbacks, ctx!(self))?;
         super::hook!(self, on_epoch_end());
         self.cx.metrics.end_epoch(false, self.cx.process_group.as_ref())?;
-        let sanity = self.cx.running == RunningStage::SanityChecking;
-        if !sanity {
-            let step = if self.cx.stage == crate::Stage::Fit {
-                self.cx.global_step.saturating_sub(1)
-            } else {
-                self.cx.global_step
-            };
-            self.flush_logs(step)?;
-        }
-        let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());
-        self.cx.progress.finish(bar, self.cx.stage != crate::Stage::Fit);
+        self.emit(Event::EvalEpochEnd)?;
         S::end(self.model, self.callbacks, ctx!(self))?;
         if self.cx.running == RunningStage::SanityChecking {
             self.cx.discard_predictions();
@@ -304,10 +318,6 @@ impl<M: LightningModule> Run<'_, M> {
             }
         }
         self.cx.num_dataloaders = 1;
-        self.cx.check()?;
-        if self.cx.running != RunningStage::SanityChecking && tracing::enabled!(target: "lit", tracing::Level::INFO) {
-            tracing::info!(target: "lit", stage = ?self.cx.running, metrics = ?self.cx.metrics.logged_metrics(), "evaluation done");
-        }
-        Ok(())
+        self.cx.check()
     }
 }

@@ -1,8 +1,7 @@
 //! The fit loop (epochs) and the training epoch (batches).
 
-use std::collections::BTreeMap;
-
 use super::config::Limit;
+use super::events::Event;
 use super::{LoaderVec, Run, ctx, eval, hook};
 use crate::ctx::RunningStage;
 use crate::data::Batch;
@@ -253,8 +252,8 @@ impl<M: LightningModule> Run<'_, M> {
         hook!(self, on_epoch_start());
         hook!(self, on_train_epoch_start());
         let steps_before = self.cx.global_step;
-        self.cx.progress.start(format!("Epoch {epoch}"), Some(limit).filter(|&n| n != usize::MAX));
-        let log_every = self.config.log_every_n_steps;
+        let total = Some(limit).filter(|&n| n != usize::MAX);
+        self.emit(Event::LoopStart { label: format!("Epoch {epoch}").into(), total })?;
 
         let mut batches = train.iter_from(epoch, start)?.take(limit.saturating_sub(start)).peekable();
         let mut batch_idx = start;
@@ -269,12 +268,7 @@ impl<M: LightningModule> Run<'_, M> {
             let stepped = self.cx.global_step;
             let out = self.train_batch(epoch, batch, batch_idx, is_last)?;
             self.cx.in_step = false;
-            let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
-            let model = &*self.model;
-            progress.advance(|| model.get_progress_bar_dict(metrics.progress_bar_metrics()));
-            if self.cx.global_step != stepped && self.cx.global_step.is_multiple_of(log_every) {
-                self.flush_logs(self.cx.global_step - 1)?;
-            }
+            self.emit(Event::TrainBatchEnd { stepped: self.cx.global_step != stepped })?;
             if keep_outputs && let Some(out) = out {
                 outputs.push(out.detach());
             }
@@ -326,13 +320,7 @@ impl<M: LightningModule> Run<'_, M> {
         hook!(self, on_train_epoch_end());
         hook!(self, on_epoch_end());
         self.cx.metrics.end_epoch(true, self.cx.process_group.as_ref())?;
-        self.flush_logs(self.cx.global_step.saturating_sub(1))?;
-        let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());
-        self.cx.progress.finish(bar, true);
-        if tracing::enabled!(target: "lit", tracing::Level::INFO) {
-            tracing::info!(target: "lit", epoch, global_step = self.cx.global_step, metrics = ?self.cx.progress_bar_or_callback(), "training epoch done");
-        }
-        Ok(())
+        self.emit(Event::TrainEpochEnd { epoch })
     }
 
     /// A warning the user sees without a `tracing` subscriber: on the console (through the
@@ -426,12 +414,7 @@ impl<M: LightningModule> Run<'_, M> {
         batch_idx: usize,
         optimize: Option<(usize, Window)>,
     ) -> Result<Option<StepOutput>> {
-        let started = self.cx.profile_start();
-        let out = {
-            let _autocast = self.cx.autocast()?;
-            self.model.training_step(batch, batch_idx, ctx!(self))?
-        };
-        self.cx.profile_end("training_step", started);
+        let out = self.step_hook("training_step", |m, cx| m.training_step(batch, batch_idx, cx))?;
         let Some(out) = out else {
             self.cx.check()?;
             return Ok(None);
@@ -646,12 +629,5 @@ impl Window {
             zero_grad: batch_idx.is_multiple_of(size),
             steps: (batch_idx + 1).is_multiple_of(size) || is_last,
         }
-    }
-}
-
-impl crate::ctx::State {
-    fn progress_bar_or_callback(&self) -> BTreeMap<String, f64> {
-        let bar = self.progress_bar_metrics();
-        if bar.is_empty() { self.callback_metrics() } else { bar }
     }
 }

@@ -4,6 +4,7 @@ mod checkpointing;
 mod config;
 mod ddp;
 mod eval;
+mod events;
 mod fit;
 mod options;
 mod predict;
@@ -578,36 +579,6 @@ impl<M: LightningModule> Run<'_, M> {
         if stage == Stage::Fit && self.config.enable_model_summary && self.cx.global_rank() == 0 {
             let summary = crate::ModelSummary::of(self.model.var_store());
             self.cx.progress.println(&summary.table());
-        }
-        Ok(())
-    }
-
-    /// Hands the logger values recorded since the last flush to the loggers, at `step`.
-    fn flush_logs(&mut self, step: usize) -> Result<()> {
-        if self.cx.loggers.is_empty() {
-            let _ = self.cx.metrics.take_pending_unread();
-            return Ok(());
-        }
-        let mut metrics = self.cx.metrics.take_pending();
-        if metrics.is_empty() {
-            return Ok(());
-        }
-        metrics.insert("epoch".into(), self.cx.current_epoch as f64);
-        for logger in &mut self.cx.loggers {
-            logger.log_metrics(&metrics, step)?;
-        }
-        Ok(())
-    }
-
-    /// Hands the step values of an evaluation batch to the loggers at `step`, the evaluation's
-    /// own counter (Lightning logs them without an `epoch` key).
-    fn flush_eval_step(&mut self, step: usize) -> Result<()> {
-        let metrics = self.cx.metrics.take_eval_steps();
-        if metrics.is_empty() || self.cx.running == crate::ctx::RunningStage::SanityChecking {
-            return Ok(());
-        }
-        for logger in &mut self.cx.loggers {
-            logger.log_metrics(&metrics, step)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
-//! The prediction loop.
+//! The prediction loop: the evaluation loop's batches (`each_batch`) with the prediction hooks,
+//! keeping every batch's prediction.
 
-use std::collections::BTreeMap;
-
+use super::events::Event;
 use super::{LoaderVec, Run, ctx, hook};
 use crate::callbacks::Predicted;
 use crate::data::Batch;
@@ -20,53 +20,48 @@ impl<M: LightningModule> Run<'_, M> {
             hook!(self, on_predict_epoch_start());
             let mut predictions = Vec::new();
             self.cx.num_dataloaders = loaders.len();
-            self.cx.progress.start("Predicting", None);
-            for (dl, loader) in loaders.iter_mut().enumerate() {
-                self.cx.dataloader_idx = dl;
-                let n = self.config.limit_predict_batches.of(loader.len(), "limit_predict_batches")?;
-                let mut offset = 0i64;
-                for (i, batch) in loader.iter(0)?.take(n).enumerate() {
-                    let batch = batch?;
-                    for cb in self.callbacks.iter_mut() {
-                        cb.on_predict_batch_start(i, dl, ctx!(self))?;
-                    }
-                    self.model.on_predict_batch_start(&batch, i, dl, ctx!(self))?;
-                    let batch = self.transfer(batch, dl)?;
-                    let held = batch.shallow_clone();
-                    let started = self.cx.profile_start();
-                    let out = {
-                        let _autocast = self.cx.autocast()?;
-                        self.model.predict_step(batch, i, dl, ctx!(self))?
-                    };
-                    self.cx.profile_end("predict_step", started);
-                    if !self.callbacks.is_empty()
-                        && let Some(tensors) = M::prediction_tensors(&out)
-                    {
-                        let n = tensors.first().and_then(|(_, t)| t.size().first().copied()).unwrap_or(0);
-                        let batch_indices: Vec<i64> = (offset..offset + n).collect();
-                        offset += n;
-                        let p = Predicted {
-                            tensors: &tensors,
-                            batch_indices: &batch_indices,
-                            batch_idx: i,
-                            dataloader_idx: dl,
-                        };
-                        for cb in self.callbacks.iter_mut() {
-                            cb.on_prediction(&p, ctx!(self))?;
-                        }
-                    }
-                    for cb in self.callbacks.iter_mut() {
-                        cb.on_predict_batch_end(i, dl, ctx!(self))?;
-                    }
-                    self.model.on_predict_batch_end(&out, &held, i, dl, ctx!(self))?;
-                    self.cx.check()?;
-                    self.cx.progress.advance(BTreeMap::new);
-                    predictions.push(out);
+            let counts = loaders
+                .iter()
+                .map(|l| Ok(self.config.limit_predict_batches.of(l.len(), "limit_predict_batches")?))
+                .collect::<Result<Vec<usize>>>()?;
+            self.emit(Event::LoopStart { label: "Predicting".into(), total: super::eval::total(&counts) })?;
+            // Each loader's samples are numbered from 0 (`Predicted::batch_indices`).
+            let mut offsets = vec![0i64; loaders.len()];
+            self.each_batch(loaders, &counts, |run, batch, i, dl| {
+                for cb in run.callbacks.iter_mut() {
+                    cb.on_predict_batch_start(i, dl, ctx!(run))?;
                 }
-            }
-            self.cx.dataloader_idx = 0;
+                run.model.on_predict_batch_start(&batch, i, dl, ctx!(run))?;
+                let batch = run.transfer(batch, dl)?;
+                let held = batch.shallow_clone();
+                let out = run.step_hook("predict_step", |m, cx| m.predict_step(batch, i, dl, cx))?;
+                if !run.callbacks.is_empty()
+                    && let Some(tensors) = M::prediction_tensors(&out)
+                {
+                    let n = tensors.first().and_then(|(_, t)| t.size().first().copied()).unwrap_or(0);
+                    let batch_indices: Vec<i64> = (offsets[dl]..offsets[dl] + n).collect();
+                    offsets[dl] += n;
+                    let p = Predicted {
+                        tensors: &tensors,
+                        batch_indices: &batch_indices,
+                        batch_idx: i,
+                        dataloader_idx: dl,
+                    };
+                    for cb in run.callbacks.iter_mut() {
+                        cb.on_prediction(&p, ctx!(run))?;
+                    }
+                }
+                for cb in run.callbacks.iter_mut() {
+                    cb.on_predict_batch_end(i, dl, ctx!(run))?;
+                }
+                run.model.on_predict_batch_end(&out, &held, i, dl, ctx!(run))?;
+                run.cx.check()?;
+                run.emit(Event::PredictBatchEnd)?;
+                predictions.push(out);
+                Ok(())
+            })?;
             self.cx.num_dataloaders = 1;
-            self.cx.progress.finish(BTreeMap::new(), true);
+            self.emit(Event::PredictEnd)?;
             hook!(self, on_predict_epoch_end());
             hook!(self, on_predict_end());
             Ok(predictions)
