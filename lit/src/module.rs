@@ -202,6 +202,13 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///     on_predict_end()
 /// ```
 ///
+/// In the source, each block above is one function: `fit` is `Run::fit` and `train_loop` is
+/// `Run::train_epoch` (with `train_batch` and `step` for the optimization) in `trainer/fit.rs`;
+/// `val_loop`/`test_loop` is `Run::eval_epoch` in `trainer/eval.rs`, whose `eval_stage!` table
+/// names the validation and test hooks by role; `predict_loop` is `Run::predict` in
+/// `trainer/predict.rs`; the prologue and `teardown` are `Run::setup`/`Run::teardown` in
+/// `trainer/mod.rs`.
+///
 /// [`Trainer`]: crate::Trainer
 #[allow(unused_variables)]
 pub trait LightningModule {
