@@ -101,32 +101,24 @@ impl<T: Batch> Batch for Option<T> {
     }
 }
 
-impl<K: Ord + Clone + Send + 'static, T: Batch> Batch for BTreeMap<K, T> {
-    fn to_device(self, device: Device) -> Self {
-        self.into_iter().map(|(k, v)| (k, v.to_device(device))).collect()
-    }
-    fn cast_floats(self, kind: Kind) -> Self {
-        self.into_iter().map(|(k, v)| (k, v.cast_floats(kind))).collect()
-    }
-    fn shallow_clone(&self) -> Self {
-        self.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
-    }
-    fn batch_size(&self) -> Option<usize> {
-        self.values().find_map(Batch::batch_size)
-    }
+/// Maps of batches, keyed by name: every value moves, casts and clones.
+macro_rules! map_batch {
+    ($map:ident, $($key_bound:tt)+) => {
+        impl<K: $($key_bound)+ + Clone + Send + 'static, T: Batch> Batch for $map<K, T> {
+            fn to_device(self, device: Device) -> Self {
+                self.into_iter().map(|(k, v)| (k, v.to_device(device))).collect()
+            }
+            fn cast_floats(self, kind: Kind) -> Self {
+                self.into_iter().map(|(k, v)| (k, v.cast_floats(kind))).collect()
+            }
+            fn shallow_clone(&self) -> Self {
+                self.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+            }
+            fn batch_size(&self) -> Option<usize> {
+                self.values().find_map(Batch::batch_size)
+            }
+        }
+    };
 }
-
-impl<K: std::hash::Hash + Eq + Clone + Send + 'static, T: Batch> Batch for HashMap<K, T> {
-    fn to_device(self, device: Device) -> Self {
-        self.into_iter().map(|(k, v)| (k, v.to_device(device))).collect()
-    }
-    fn cast_floats(self, kind: Kind) -> Self {
-        self.into_iter().map(|(k, v)| (k, v.cast_floats(kind))).collect()
-    }
-    fn shallow_clone(&self) -> Self {
-        self.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
-    }
-    fn batch_size(&self) -> Option<usize> {
-        self.values().find_map(Batch::batch_size)
-    }
-}
+map_batch!(BTreeMap, Ord);
+map_batch!(HashMap, std::hash::Hash + Eq);
