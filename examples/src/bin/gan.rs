@@ -58,22 +58,29 @@ impl Gan {
     }
 
     fn training_step(&mut self, (real, _): (Tensor, Tensor), cx: &mut Ctx) -> lit::Result<()> {
+        // The spec's `opt_a, opt_b = self.optimizers()`.
+        let [opt_g, opt_d] = cx.optimizers()?;
         let z = Tensor::randn([real.size()[0], self.cfg.latent], (Kind::Float, cx.device()));
 
-        // Generator: make the discriminator call generated digits real.
+        // Generator: make the discriminator call generated digits real. Only the generator's
+        // parameters need gradients meanwhile (Lightning's `toggle_optimizer`).
+        cx.toggle_optimizer(opt_g);
         let fake = self.forward(&z);
         let g_loss = Self::bce(&self.discriminator.forward(&fake), true);
-        cx.optimizer(0)?.zero_grad();
+        opt_g.zero_grad(cx);
         cx.manual_backward(&g_loss)?;
-        cx.optimizer(0)?.step()?;
+        opt_g.step(cx)?;
+        cx.untoggle_optimizer(opt_g);
 
         // Discriminator: tell real digits from (detached) generated ones.
+        cx.toggle_optimizer(opt_d);
         let real_loss = Self::bce(&self.discriminator.forward(&real), true);
         let fake_loss = Self::bce(&self.discriminator.forward(&fake.detach()), false);
         let d_loss = (real_loss + fake_loss) / 2.0;
-        cx.optimizer(1)?.zero_grad();
+        opt_d.zero_grad(cx);
         cx.manual_backward(&d_loss)?;
-        cx.optimizer(1)?.step()?;
+        opt_d.step(cx)?;
+        cx.untoggle_optimizer(opt_d);
 
         cx.log("g_loss", &g_loss).prog_bar(true);
         cx.log("d_loss", &d_loss).prog_bar(true);

@@ -359,6 +359,56 @@ fn truncated_bptt_splits_batches_and_carries_detached_hiddens() -> lit::Result<(
     Ok(())
 }
 
+/// The spec's TBPTT program with its own `tbptt_split_batch` ("to modify how the batch is
+/// split"): time-major sequences `(time, batch, features)`, split along dim 0, with a last
+/// partial chunk dropped.
+#[lightning_module]
+struct TimeMajor {
+    vs: nn::VarStore,
+    w: Tensor,
+    seen: Vec<(Vec<i64>, bool)>,
+}
+
+#[lightning_module(truncated_bptt_steps = 3)]
+impl TimeMajor {
+    fn build() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2]);
+        TimeMajor { vs, w, seen: Vec::new() }
+    }
+
+    fn tbptt_split_batch(&mut self, (x, y): B, split_size: usize) -> Vec<B> {
+        let steps = x.size()[0];
+        let s = split_size as i64;
+        (0..steps / s).map(|k| (x.narrow(0, k * s, s), y.narrow(0, k * s, s))).collect()
+    }
+
+    fn training_step(&mut self, (x, y): B, hiddens: Option<Tensor>) -> (Tensor, Tensor) {
+        self.seen.push((x.size(), hiddens.is_some()));
+        let state = hiddens.unwrap_or_else(|| Tensor::zeros([x.size()[1], 1], (Kind::Float, Device::Cpu)));
+        let pred = x.matmul(&self.w.unsqueeze(-1)) + state.unsqueeze(0);
+        let loss = pred.mse_loss(&y, lit::tch::Reduction::Mean);
+        (loss, pred.select(0, -1))
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.01).into()
+    }
+}
+
+#[test]
+fn a_custom_tbptt_split_batch_decides_the_chunks() -> lit::Result<()> {
+    let mut model = TimeMajor::build();
+    // 8 time steps of a batch of 2: chunks of 3 along time, the last 2 steps dropped.
+    let x = Tensor::randn([8, 2, 2], (Kind::Float, Device::Cpu));
+    let y = x.sum_dim_intlist(-1, true, Kind::Float);
+    let mut trainer = Trainer::builder().accelerator("cpu").max_epochs(1).enable_progress_bar(false).build()?;
+    trainer.fit(&mut model, Batches::new(vec![(x, y)]), ())?;
+    assert_eq!(model.seen, [(vec![3, 2, 2], false), (vec![3, 2, 2], true)]);
+    assert_eq!(trainer.global_step(), 2, "one optimizer step per chunk the split returned");
+    Ok(())
+}
+
 #[test]
 fn the_default_split_needs_a_time_dimension() -> lit::Result<()> {
     let mut model = Seq::build();
@@ -491,6 +541,10 @@ fn train_and_reload<B: Backbone>(name: &str) -> lit::Result<()> {
         &mut task,
         Batches::new(probe.iter().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())).collect()),
     )?;
+    // The spec's "use model after training … and drop into the production system": the
+    // backbone alone, without the task or the Trainer, gives the task's predictions.
+    let alone = lit::tch::no_grad(|| task.model.forward_t(&probe[0].0, false));
+    assert!(alone.equal(&a[0]), "the trained {name} backbone predicts alone as in the task");
     let b = trainer.predict(&mut restored, Batches::new(probe))?;
     assert!(a.iter().zip(&b).all(|(a, b)| a.equal(b)), "the reloaded {name} task predicts the same");
     Ok(())
