@@ -326,7 +326,7 @@ pub(crate) fn set_detect_anomaly(enabled: bool) -> Result<()> {
     #[cfg(not(lit_shim))]
     {
         if enabled {
-            tracing::warn!(target: "lit", "`detect_anomaly` needs lit's libtorch shim, which did not compile; ignored");
+            crate::warning::warn("`detect_anomaly` needs lit's libtorch shim, which did not compile; ignored");
         }
         Ok(())
     }
@@ -348,7 +348,9 @@ pub(crate) fn set_global_flags(deterministic: bool, warn_only: bool, benchmark: 
     #[cfg(not(lit_shim))]
     {
         if deterministic || benchmark.is_some() {
-            tracing::warn!(target: "lit", "`deterministic` and `benchmark` need lit's libtorch shim, which did not compile; ignored");
+            crate::warning::warn(
+                "`deterministic` and `benchmark` need lit's libtorch shim, which did not compile; ignored",
+            );
         }
         let _ = warn_only;
         Ok(())

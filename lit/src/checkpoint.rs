@@ -17,10 +17,18 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::error::{Error, Result};
 
 /// The version of the checkpoint layout this lit writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The metadata key under which lit's record is stored.
 const META_KEY: &str = "lit";
+/// The metadata key of the CRC-32 of the `lit` record (as decimal text).
+const META_CRC_KEY: &str = "lit.crc32";
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(bytes);
+    crc.sum()
+}
 
 /// Where training stood when a checkpoint was written: enough to continue with the next batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -188,15 +196,16 @@ pub(crate) fn save_with(
     let mut raws = BTreeMap::new();
     for (name, t) in vs.variables().iter().chain(state.iter()) {
         let r = raw(name, t, path)?;
-        let mut crc = flate2::Crc::new();
-        crc.update(&r.bytes);
-        meta.crc32.insert(name.clone(), crc.sum());
+        meta.crc32.insert(name.clone(), crc32(&r.bytes));
         raws.insert(name.clone(), r);
     }
     let meta_json = serde_json::to_string(&meta).map_err(|e| error(path, format!("cannot encode metadata: {e}")))?;
     let bytes = safetensors::serialize(
         raws.iter().map(|(k, v)| (k.as_str(), v)),
-        Some(HashMap::from([(META_KEY.to_string(), meta_json)])),
+        Some(HashMap::from([
+            (META_CRC_KEY.to_string(), crc32(meta_json.as_bytes()).to_string()),
+            (META_KEY.to_string(), meta_json),
+        ])),
     )
     .map_err(|e| error(path, e))?;
     write_atomically(path, &bytes)
@@ -212,6 +221,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     // temporary file; the last rename wins and each reader sees one complete file.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    remove_stale_temporaries(dir, &name);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -227,17 +237,44 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Removes the temporary files `write_atomically` left for `name` in `dir` when its writer was
+/// killed: `.{name}.tmp-{pid}-{n}` of a process that no longer runs. Nothing else is touched; where
+/// `/proc` cannot tell whether a process runs, nothing is removed.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        let Some((pid, n)) = rest.split_once('-') else { continue };
+        let ours = pid.parse::<u32>().is_ok() && n.parse::<u64>().is_ok();
+        if ours && pid != std::process::id().to_string() && !proc.join(pid).exists() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(target: "lit", file = %entry.path().display(), "removed a stale temporary checkpoint")
+                }
+                Err(e) => {
+                    tracing::debug!(target: "lit", file = %entry.path().display(), error = %e, "could not remove a stale temporary checkpoint")
+                }
+            }
+        }
+    }
+}
+
 impl Checkpoint {
     /// Reads and checks a checkpoint.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let st =
-            SafeTensors::deserialize(&bytes).map_err(|e| error(path, format!("not a valid safetensors file ({e})")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| error(path, format!("not a lit checkpoint: not a valid safetensors file ({e})")))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| error(path, e))?;
-        let meta_json = header
-            .metadata()
-            .as_ref()
+        let metadata = header.metadata().as_ref();
+        let meta_json = metadata
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| error(path, "no lit metadata: this safetensors file was not written by lit"))?;
         let value: serde_json::Value =
@@ -249,21 +286,29 @@ impl Checkpoint {
                 format!("unknown format version {version:?}; this lit reads version {FORMAT_VERSION}"),
             ));
         }
+        match metadata.and_then(|m| m.get(META_CRC_KEY)).map(|c| c.parse::<u32>()) {
+            None => return Err(error(path, format!("the metadata record has no checksum (`{META_CRC_KEY}`)"))),
+            Some(Ok(expected)) if expected == crc32(meta_json.as_bytes()) => {}
+            Some(_) => return Err(error(path, "the metadata record is corrupt or was edited (checksum mismatch)")),
+        }
         let meta: CheckpointMeta =
             serde_json::from_value(value).map_err(|e| error(path, format!("metadata is incomplete ({e})")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
-            if let Some(&expected) = meta.crc32.get(&name) {
-                let mut crc = flate2::Crc::new();
-                crc.update(view.data());
-                if crc.sum() != expected {
-                    return Err(error(path, format!("tensor `{name}` is corrupt (checksum mismatch)")));
-                }
+            let expected = meta
+                .crc32
+                .get(&name)
+                .ok_or_else(|| error(path, format!("tensor `{name}` has no checksum in the metadata record")))?;
+            if crc32(view.data()) != *expected {
+                return Err(error(path, format!("tensor `{name}` is corrupt (checksum mismatch)")));
             }
             let kind = kind(view.dtype())
                 .ok_or_else(|| error(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             tensors.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+        }
+        if let Some(name) = meta.crc32.keys().find(|name| !tensors.contains_key(*name)) {
+            return Err(error(path, format!("tensor `{name}` is missing (the metadata record lists it)")));
         }
         Ok(Checkpoint { path: path.to_path_buf(), meta, tensors })
     }

@@ -116,6 +116,10 @@ pub(crate) struct State {
     pub(crate) validation_enabled: bool,
     pub(crate) default_root_dir: std::path::PathBuf,
     pub(crate) skipped_steps: usize,
+    /// Without a `nonfinite_loss` policy: whether a training loss of this epoch was NaN or
+    /// infinite (a flag on the loss's device, read once at the epoch's end), and whether that
+    /// was reported in this run.
+    pub(crate) nonfinite_loss: (Option<Tensor>, bool),
     pub(crate) process_group: Option<crate::dist::ProcessGroup>,
     pub(crate) local_rank: usize,
     pub(crate) precision: crate::amp::Precision,
@@ -172,6 +176,7 @@ impl State {
             validation_enabled: false,
             default_root_dir: std::path::PathBuf::from("."),
             skipped_steps: 0,
+            nonfinite_loss: (None, false),
             process_group: None,
             local_rank: 0,
             precision: crate::amp::Precision::F32,

@@ -35,6 +35,7 @@ mod rng;
 mod shim;
 mod summary;
 mod trainer;
+mod warning;
 
 pub use callback::Callback;
 pub use ctx::{Ctx, Log, Metric, Opt, OptimizerHandle, RunningStage, Stage, StopFlag, TrainerView};
@@ -46,6 +47,7 @@ pub use trainer::{
     Accelerator, EvalMetrics, IntoLoaders, Limit, NonFinitePolicy, OptionValue, Strategy, Trainer, TrainerBuilder,
     TrainerConfig,
 };
+pub use warning::set_stderr_warnings;
 
 /// Re-exported macros: `#[lightning_module]` on a struct and its impl block, `#[hparams]` on a
 /// config struct.

@@ -208,7 +208,7 @@ impl MetricStore {
                     NanPolicy::Error => {
                         return Err(Error::hook("log", format!("the epoch value of `{key}` is NaN")));
                     }
-                    NanPolicy::Warn => tracing::warn!(target: "lit", metric = %key, "the epoch value is NaN"),
+                    NanPolicy::Warn => crate::warning::warn(&format!("the epoch value of `{key}` is NaN")),
                 }
             }
             let name = if entry.options.on_step { forked(&key, "_epoch") } else { key.clone() };

@@ -118,6 +118,16 @@ impl Progress {
         }
     }
 
+    /// A warning line on stderr, above the bars while they are drawn.
+    pub(crate) fn warn(&self, message: &str) {
+        match &self.multi {
+            Some(multi) if self.enabled => {
+                let _ = multi.println(message);
+            }
+            _ => Self::write_line(message),
+        }
+    }
+
     /// Prints a line above the bars (or plainly when there are none).
     pub(crate) fn println(&self, message: &str) {
         if self.silent {

@@ -171,9 +171,9 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
         Self::with_collate_fn(dataset, Arc::new(move |d: &D, indices: &[usize]| collate(fetch(d, indices)?)))
     }
 
-    /// Samples per batch (at least 1).
+    /// Samples per batch; 0 is an error when the loader is first iterated.
     pub fn batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size.max(1);
+        self.batch_size = batch_size;
         self
     }
 
@@ -240,7 +240,8 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
 
     fn num_batches(&self) -> usize {
         let n = self.samples();
-        if self.drop_last { n / self.batch_size } else { n.div_ceil(self.batch_size) }
+        let batch_size = self.batch_size.max(1);
+        if self.drop_last { n / batch_size } else { n.div_ceil(batch_size) }
     }
 }
 
@@ -284,6 +285,13 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
     }
 
     fn iter_from(&mut self, epoch: usize, start: usize) -> Result<BatchIter<'_, B>> {
+        if self.batch_size == 0 {
+            return Err(crate::error::ConfigError::invalid(
+                "batch_size",
+                "a DataLoader's batch_size must be at least 1, got 0",
+            )
+            .into());
+        }
         let order = Arc::new(self.epoch_order(epoch));
         let batches = self.num_batches();
         let (batch_size, samples) = (self.batch_size, order.len());

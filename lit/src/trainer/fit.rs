@@ -59,6 +59,7 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.frequencies = frequencies;
         self.cx.schedulers = schedulers;
         self.cx.epoch_progress = None;
+        self.cx.nonfinite_loss = (None, false);
         let mut resume_batch = 0;
         hook!(self, on_pretrain_routine_start());
         // Between the two, as Lightning's pre-training routine restores a checkpoint.
@@ -73,9 +74,8 @@ impl<M: LightningModule> Run<'_, M> {
             true => self.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "fit")?,
             false => Vec::new(),
         };
-        if self.config.handle_sigint {
-            crate::interrupt::install();
-        }
+        // lit's Ctrl-C handler for this `fit` only; the previous one is back when it returns.
+        let _sigint = self.config.handle_sigint.then(crate::interrupt::install);
         crate::interrupt::clear();
         self.cx.validation_enabled = !val.is_empty();
         self.sanity_check(&mut val)?;
@@ -91,6 +91,11 @@ impl<M: LightningModule> Run<'_, M> {
 
         hook!(self, on_train_start());
         let max_epochs = self.config.epoch_limit();
+        if max_epochs == Some(0) || self.config.max_steps == Some(0) {
+            self.warn("`max_epochs` or `max_steps` is 0: `fit` trains nothing");
+        } else if train.len() == Some(0) || self.config.limit_train_batches == Limit::Batches(0) {
+            self.warn("the training loader has no batches (or `limit_train_batches` is 0): `fit` trains nothing");
+        }
         let mut epoch = self.cx.current_epoch;
         let (first_epoch, every) = (epoch, self.config.reload_dataloaders_every_n_epochs);
         loop {
@@ -301,6 +306,17 @@ impl<M: LightningModule> Run<'_, M> {
             ));
         }
 
+        if let Some(seen) = self.cx.nonfinite_loss.0.take()
+            && !self.cx.nonfinite_loss.1
+            && seen.int64_value(&[]) != 0
+        {
+            self.cx.nonfinite_loss.1 = true;
+            self.warn(&format!(
+                "the training loss was NaN or infinite in epoch {epoch}, and training went on with it; \
+                 `nonfinite_loss(NonFinitePolicy::Error)` stops at the first such batch, `Skip` skips its step"
+            ));
+        }
+
         // The epoch's reductions are visible to the epoch-end hooks (a checkpoint callback may
         // monitor them); what those hooks log is reduced after them. The epoch schedulers step
         // first, so that a checkpoint written by an epoch-end hook holds the whole epoch.
@@ -325,9 +341,11 @@ impl<M: LightningModule> Run<'_, M> {
 
     /// A warning the user sees without a `tracing` subscriber: on the console (through the
     /// progress bar, unless the Trainer is silent) and as a `tracing` event.
-    fn warn(&self, message: &str) {
+    pub(super) fn warn(&self, message: &str) {
         tracing::warn!(target: "lit", "{message}");
-        self.cx.progress.println(&format!("warning: {message}"));
+        if crate::warning::to_stderr() {
+            self.cx.progress.warn(&format!("lit warning: {message}"));
+        }
     }
 
     /// One training batch; returns its output.
@@ -429,12 +447,23 @@ impl<M: LightningModule> Run<'_, M> {
                         return Err(Error::NonFiniteLoss { epoch, batch_idx, value });
                     }
                     crate::NonFinitePolicy::Skip => {
-                        tracing::warn!(target: "lit", epoch, batch_idx, value, "non-finite loss: step skipped");
+                        self.warn(&format!(
+                            "non-finite training loss ({value}) at epoch {epoch}, batch {batch_idx}: step skipped"
+                        ));
                         self.cx.skipped_steps += 1;
                         return Ok(None);
                     }
                 }
             }
+        }
+        if let (None, Some(loss)) = (self.config.nonfinite_loss, &out.loss) {
+            // No sync here: the flag is read at the epoch's end.
+            let bad = loss.isfinite().logical_not();
+            let seen = &mut self.cx.nonfinite_loss.0;
+            *seen = Some(match seen.take() {
+                Some(seen) => seen.logical_or(&bad),
+                None => bad,
+            });
         }
         if let (Some(loss), Some((idx, window))) = (&out.loss, optimize) {
             self.optimize(epoch, batch_idx, loss, idx, window)?;

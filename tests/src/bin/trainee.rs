@@ -72,7 +72,41 @@ fn run() -> lit::Result<()> {
             println!("resumed at step {start}, now at step {}", trainer.global_step());
             Ok(())
         }
-        _ => Err(lit::Error::msg("usage: trainee train DIR | trainee resume CKPT DIR STEPS")),
+        ["fit-then-wait", dir] => {
+            // A short fit, then work after it: Ctrl-C must act as it did before `fit`.
+            let mut trainer = quiet().default_root_dir(dir).enable_checkpointing(false).max_steps(3).build()?;
+            trainer.fit(&mut Trainee::new(Config { hidden: 4 }), data(), ())?;
+            std::fs::write(format!("{dir}/fit-done"), b"").map_err(lit::Error::msg)?;
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            println!("still running after Ctrl-C");
+            Ok(())
+        }
+        ["nan-loss", dir] => {
+            // Inputs with NaN from the third batch on: no policy set, no subscriber installed.
+            let x = Tensor::ones([64, 8], (Kind::Float, Device::Cpu));
+            let _ = x.narrow(0, 32, 32).fill_(f64::NAN);
+            let y = Tensor::zeros([64, 1], (Kind::Float, Device::Cpu));
+            let loader = DataLoader::new(TensorDataset::new((x, y))?).batch_size(16);
+            let mut trainer = quiet().default_root_dir(dir).enable_checkpointing(false).max_epochs(2).build()?;
+            trainer.fit(&mut Trainee::new(Config { hidden: 4 }), loader, ())
+        }
+        ["nothing", dir, what] => {
+            let mut trainer = quiet().default_root_dir(dir).enable_checkpointing(false);
+            let loader = match what {
+                "max-epochs-0" => {
+                    trainer = trainer.max_epochs(0);
+                    data()
+                }
+                _ => {
+                    let empty = Tensor::zeros([0, 8], (Kind::Float, Device::Cpu));
+                    DataLoader::new(TensorDataset::new((empty.shallow_clone(), empty.narrow(1, 0, 1)))?)
+                }
+            };
+            trainer.build()?.fit(&mut Trainee::new(Config { hidden: 4 }), loader, ())
+        }
+        _ => Err(lit::Error::msg(
+            "usage: trainee train DIR | resume CKPT DIR STEPS | fit-then-wait DIR | nan-loss DIR | nothing DIR WHAT",
+        )),
     }
 }
 

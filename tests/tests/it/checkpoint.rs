@@ -118,7 +118,7 @@ fn broken_files_are_errors() {
     let e = load_error(Small::load_from_checkpoint(&path));
     assert!(e.contains("small.ckpt") && e.contains("not a valid safetensors file"), "{e}");
 
-    let key = b"\\\"format_version\\\":1";
+    let key = b"\\\"format_version\\\":2";
     let at = bytes.windows(key.len()).position(|w| w == key).expect("the metadata holds the format version");
     let mut patched = bytes.clone();
     patched[at + key.len() - 1] = b'7';
@@ -128,4 +128,68 @@ fn broken_files_are_errors() {
 
     let e = Small::load_from_checkpoint(path.with_file_name("absent.ckpt")).err().expect("an error");
     assert!(matches!(e, lit::Error::Io { .. }) && e.to_string().contains("absent.ckpt"), "{e}");
+}
+
+/// The metadata record (hparams, loop position, optimizer options) is covered by a checksum as
+/// the tensors are: one changed digit, or a removed checksum, is an error naming the problem.
+#[test]
+fn tampered_metadata_is_an_error() {
+    let path = saved("ckpt-tampered", 3);
+    let bytes = std::fs::read(&path).unwrap();
+    let find = |key: &[u8]| bytes.windows(key.len()).position(|w| w == key).expect("the key is in the header");
+
+    let mut edited = bytes.clone();
+    let at = find(b"\\\"width\\\":3");
+    edited[at + b"\\\"width\\\":3".len() - 1] = b'4';
+    std::fs::write(&path, &edited).unwrap();
+    let e = load_error(Checkpoint::load(&path));
+    assert!(e.contains("small.ckpt") && e.contains("metadata record is corrupt or was edited"), "{e}");
+
+    let mut unchecked = bytes.clone();
+    let at = find(b"\"lit.crc32\"");
+    unchecked[at + "\"lit.crc3".len()] = b'3';
+    std::fs::write(&path, &unchecked).unwrap();
+    let e = load_error(Small::load_from_checkpoint(&path));
+    assert!(e.contains("the metadata record has no checksum (`lit.crc32`)"), "{e}");
+
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(Checkpoint::load(&path).is_ok(), "the untouched file loads");
+}
+
+/// A file that is not a checkpoint at all (here a PNG) says so.
+#[test]
+fn a_file_that_is_not_a_checkpoint_says_so() {
+    let path = temp_dir("ckpt-png").join("picture.png");
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.resize(200, 7);
+    std::fs::write(&path, &png).unwrap();
+    let e = load_error(Checkpoint::load(&path));
+    assert!(e.contains("picture.png") && e.contains("not a lit checkpoint"), "{e}");
+}
+
+/// Temporary files that a killed writer left behind (`.NAME.tmp-PID-N` of a process that no
+/// longer runs) are removed by the next write of NAME; nothing else is.
+#[cfg(target_os = "linux")]
+#[test]
+fn stale_temporary_files_of_a_killed_writer_are_removed() {
+    let path = saved("ckpt-stale", 3);
+    let dir = path.parent().unwrap();
+    // Above Linux's largest pid (4194304): no such process runs.
+    let stale = ".small.ckpt.tmp-4194999-0";
+    let kept = [
+        format!(".small.ckpt.tmp-{}-99", std::process::id()),
+        ".other.ckpt.tmp-4194999-0".to_string(),
+        "small.ckpt.tmp-4194999-0".to_string(),
+        ".small.ckpt.tmp-abc-0".to_string(),
+        "notes.txt".to_string(),
+    ];
+    for name in kept.iter().map(String::as_str).chain([stale]) {
+        std::fs::write(dir.join(name), b"partial").unwrap();
+    }
+    let mut trainer = Trainer::builder().accelerator("cpu").build().unwrap();
+    trainer.save_checkpoint(&path, &mut Small::new(SmallConfig { width: 3 })).unwrap();
+    assert!(!dir.join(stale).exists(), "the dead writer's temporary file is gone");
+    for name in &kept {
+        assert!(dir.join(name).exists(), "{name} is not a stale temporary of small.ckpt and stays");
+    }
 }

@@ -49,13 +49,14 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs the `#[ignore]`d test `name` of this binary in a process of its own (for tests that
 /// change libtorch's process-wide state: its generator, anomaly mode, or that read what the
-/// process prints), checks it passed, and returns its standard output.
+/// process prints), checks it passed, and returns its standard output and error.
 pub fn run_in_own_process(name: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--ignored", "--test-threads=1"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{stderr}");
+    stdout + &stderr
 }

@@ -152,3 +152,70 @@ fn a_non_finite_loss_fails_or_is_skipped() -> lit::Result<()> {
     assert!(model.w.isfinite().all().int64_value(&[]) == 1, "the NaN never reached the weights");
     Ok(())
 }
+
+/// lit's Ctrl-C handler lives as long as `fit`: after it returns, Ctrl-C ends the program as it
+/// would have before (here: the default action, death by SIGINT).
+#[cfg(unix)]
+#[test]
+fn ctrl_c_after_fit_acts_as_before_fit() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp_dir("fault-sigint-after-fit");
+    let mut child = trainee(&["fit-then-wait", dir.to_str().unwrap()]).spawn().unwrap();
+    wait_for(&dir.join("fit-done"), &mut child);
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "Ctrl-C after fit was ignored");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.signal(), Some(2), "killed by SIGINT; stdout: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Runs the trainee to its end; returns its stderr.
+fn trainee_stderr(args: &[&str]) -> String {
+    let out = trainee(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    stderr
+}
+
+/// With no `nonfinite_loss` policy and no `tracing` subscriber, a NaN training loss is still
+/// reported, once, naming the epoch and the options that handle it.
+#[test]
+fn a_nan_loss_is_reported_without_a_subscriber() {
+    let dir = temp_dir("fault-nan-warning");
+    let stderr = trainee_stderr(&["nan-loss", dir.to_str().unwrap()]);
+    let warning = "lit warning: the training loss was NaN or infinite in epoch 0";
+    assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
+    assert!(stderr.contains("nonfinite_loss(NonFinitePolicy::Error)"), "{stderr}");
+    assert!(!stderr.contains("in epoch 1"), "reported once per run: {stderr}");
+}
+
+/// A fit that trains nothing (an empty training set, `max_epochs(0)`) says so.
+#[test]
+fn a_fit_that_trains_nothing_warns() {
+    let dir = temp_dir("fault-trains-nothing");
+    let stderr = trainee_stderr(&["nothing", dir.to_str().unwrap(), "empty"]);
+    assert!(stderr.contains("lit warning: the training loader has no batches"), "{stderr}");
+    let stderr = trainee_stderr(&["nothing", dir.to_str().unwrap(), "max-epochs-0"]);
+    assert!(stderr.contains("lit warning: `max_epochs` or `max_steps` is 0: `fit` trains nothing"), "{stderr}");
+}
+
+/// `batch_size(0)` is an error naming the option, not a silent batch size of 1.
+#[test]
+fn a_batch_size_of_zero_is_an_error() {
+    use lit::data::{DataLoader, TensorDataset};
+    let x = Tensor::ones([8, 2], (Kind::Float, Device::Cpu));
+    let loader = DataLoader::new(TensorDataset::new(x).unwrap()).batch_size(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let w = vs.root().ones("w", &[2]);
+    let mut model = Exploding { vs, w };
+    let mut trainer = crate::common::quiet_trainer(&temp_dir("fault-batch-size-0")).max_epochs(1).build().unwrap();
+    let e = trainer.fit(&mut model, loader, ()).unwrap_err().to_string();
+    assert!(e.contains("batch_size") && e.contains("at least 1, got 0"), "{e}");
+}
