@@ -34,6 +34,10 @@ pub struct ModelCheckpoint {
     last_model_path: Option<PathBuf>,
     last_saved_step: Option<usize>,
     last_time: Option<Instant>,
+    /// The directory of this callback's last save (kept in its state).
+    saved_dir: Option<PathBuf>,
+    /// The directory a restored state was written for, until the run's own is known.
+    restored_dir: Option<PathBuf>,
 }
 
 impl Default for ModelCheckpoint {
@@ -54,6 +58,8 @@ impl Default for ModelCheckpoint {
             last_model_path: None,
             last_saved_step: None,
             last_time: None,
+            saved_dir: None,
+            restored_dir: None,
         }
     }
 }
@@ -173,6 +179,7 @@ impl ModelCheckpoint {
         metrics.entry("epoch".into()).or_insert(cx.current_epoch() as f64);
         metrics.entry("step".into()).or_insert(cx.global_step() as f64);
         let dir = self.dir(cx);
+        self.saved_dir = Some(dir.clone());
         let name = self.format_name(&metrics, cx)?;
         let path = dir.join(format!("{name}.ckpt"));
         self.last_saved_step = Some(cx.global_step());
@@ -187,7 +194,7 @@ impl ModelCheckpoint {
                     let oldest = self.best_k.iter().min_by(|a, b| a.1.total_cmp(b.1)).map(|(p, _)| p.clone());
                     if let Some(oldest) = oldest.filter(|o| *o != path) {
                         self.best_k.remove(&oldest);
-                        cx.remove_checkpoint(oldest);
+                        remove_if_in(&dir, oldest, cx);
                     }
                 }
                 self.best_model_path = Some(path.clone());
@@ -217,7 +224,7 @@ impl ModelCheckpoint {
                     self.best_k.insert(path.clone(), current);
                     if full && let Some((worst_path, _)) = worst.filter(|(p, _)| *p != path) {
                         self.best_k.remove(&worst_path);
-                        cx.remove_checkpoint(worst_path);
+                        remove_if_in(&dir, worst_path, cx);
                     }
                     let best = self.best_k.iter().fold(None::<(&PathBuf, f64)>, |acc, (p, &v)| match acc {
                         Some((_, b)) if !self.mode.better(v, b, 0.0) => acc,
@@ -295,8 +302,26 @@ impl Callback for ModelCheckpoint {
         self.validate()
     }
 
-    fn on_train_start(&mut self, _cx: &mut Ctx) -> Result<()> {
+    fn on_train_start(&mut self, cx: &mut Ctx) -> Result<()> {
         self.last_time = Some(Instant::now());
+        // As Lightning: a state written for another directory keeps only `best_model_path`; the
+        // old directory's files are never rotated out by this run.
+        if let Some(from) = self.restored_dir.take() {
+            let now = self.dir(cx);
+            if !same_dir(&from, &now) {
+                crate::warning::warn(&format!(
+                    "ModelCheckpoint: the checkpoint directory changed from {} to {}, so best_k_models, \
+                     best_model_score and last_model_path are not restored (only best_model_path); \
+                     the files in {} are left as they are",
+                    from.display(),
+                    now.display(),
+                    from.display()
+                ));
+                self.best_k.clear();
+                self.best_model_score = None;
+                self.last_model_path = None;
+            }
+        }
         Ok(())
     }
 
@@ -334,6 +359,7 @@ impl Callback for ModelCheckpoint {
             "best_model_score": self.best_model_score,
             "last_model_path": self.last_model_path,
             "best_k_models": self.best_k.iter().map(|(p, v)| (p.display().to_string(), *v)).collect::<BTreeMap<_, _>>(),
+            "dirpath": self.saved_dir,
         }))
     }
 
@@ -345,6 +371,20 @@ impl Callback for ModelCheckpoint {
         if let Some(map) = state.get("best_k_models").and_then(|v| v.as_object()) {
             self.best_k = map.iter().filter_map(|(k, v)| Some((PathBuf::from(k), v.as_f64()?))).collect();
         }
+        self.restored_dir = path("dirpath");
         Ok(())
     }
+}
+
+/// Asks for `path` to be deleted if it lies in `dir`: a checkpoint of another directory (a
+/// restored state's) is forgotten, never deleted.
+fn remove_if_in(dir: &Path, path: PathBuf, cx: &mut Ctx) {
+    if path.parent().is_some_and(|parent| same_dir(parent, dir)) {
+        cx.remove_checkpoint(path);
+    }
+}
+
+/// Whether two paths name one directory (compared as written, or as resolved when both exist).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }

@@ -202,6 +202,45 @@ fn model_checkpoint_monitors_step_and_epoch() -> lit::Result<()> {
     Ok(())
 }
 
+/// Port of `checkpointing/test_model_checkpoint.py::test_model_checkpoint_saveload_ckpt` (the
+/// `dirpath` change): resuming with a checkpoint directory other than the one the checkpoint's
+/// state was written for restores only `best_model_path`; the old directory's files are never
+/// rotated out by the new run.
+#[test]
+fn a_resumed_run_in_another_directory_leaves_the_old_checkpoints_alone() -> lit::Result<()> {
+    let root = temp_dir("ckpt-dir-change");
+    let (first, second) = (root.join("first"), root.join("second"));
+    let keep_two =
+        |dir: &std::path::Path| ModelCheckpoint::new().dirpath(dir).monitor("step").mode(Mode::Max).save_top_k(2);
+    let mut trainer =
+        quiet_trainer(&root).enable_checkpointing(true).max_epochs(2).callback(keep_two(&first)).build()?;
+    trainer.fit(&mut Flat::new(), Batches::new(regression_batches(2)), ())?;
+    let before = checkpoint_files(&first);
+    assert_eq!(before, ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"]);
+
+    let resume_from = first.join("epoch=1-step=4.ckpt");
+    let mut trainer =
+        quiet_trainer(&root).enable_checkpointing(true).max_epochs(5).callback(keep_two(&second)).build()?;
+    trainer.fit_from_checkpoint(&mut Flat::new(), Batches::new(regression_batches(2)), (), &resume_from)?;
+    assert_eq!(checkpoint_files(&first), before, "the first run's files are untouched");
+    assert_eq!(checkpoint_files(&second), ["epoch=3-step=8.ckpt", "epoch=4-step=10.ckpt"]);
+    let callback = trainer.checkpoint_callback().expect("a ModelCheckpoint");
+    assert!(callback.best_k_models().keys().all(|p| p.starts_with(&second)), "{:?}", callback.best_k_models());
+    assert_eq!(callback.best_model_path(), Some(second.join("epoch=4-step=10.ckpt").as_path()));
+
+    // In the same directory the state is restored whole, and the rotation goes on there.
+    let mut trainer =
+        quiet_trainer(&root).enable_checkpointing(true).max_epochs(6).callback(keep_two(&second)).build()?;
+    trainer.fit_from_checkpoint(
+        &mut Flat::new(),
+        Batches::new(regression_batches(2)),
+        (),
+        second.join("epoch=4-step=10.ckpt"),
+    )?;
+    assert_eq!(checkpoint_files(&second), ["epoch=4-step=10.ckpt", "epoch=5-step=12.ckpt"]);
+    Ok(())
+}
+
 /// The Trainer's `EarlyStopping` callback.
 fn early_stopping(trainer: &lit::Trainer) -> &EarlyStopping {
     trainer
