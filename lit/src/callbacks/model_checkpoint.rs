@@ -123,7 +123,9 @@ impl ModelCheckpoint {
         &self.best_k
     }
 
-    fn dir(&self, cx: &Ctx) -> PathBuf {
+    /// Where this callback writes: `dirpath`, or `checkpoints/` in the log directory (or in
+    /// `default_root_dir` without a logger).
+    pub(crate) fn dir(&self, cx: &Ctx) -> PathBuf {
         self.dirpath
             .clone()
             .unwrap_or_else(|| cx.log_dir().unwrap_or_else(|| cx.default_root_dir().to_path_buf()).join("checkpoints"))

@@ -67,6 +67,14 @@ impl<M: LightningModule> Run<'_, M> {
             ckpt.load_into(self.model.var_store_mut())?;
             self.restore(ckpt)?;
             resume_batch = ckpt.meta.loops.batch_in_epoch;
+            let (epoch, step) = (ckpt.meta.loops.epoch, ckpt.meta.global_step);
+            if self.config.enable_progress_bar {
+                self.cx.progress.println(&format!(
+                "Restored all states from the checkpoint at {} (epoch {epoch}, batch {resume_batch} of it, step {step})",
+                ckpt.path().display()
+                ));
+            }
+            tracing::info!(target: "lit", path = %ckpt.path().display(), epoch, step, "restored from checkpoint");
         }
         hook!(self, on_pretrain_routine_end());
 
@@ -171,11 +179,19 @@ impl<M: LightningModule> Run<'_, M> {
         }
     }
 
-    /// Ctrl-C: saves a resumable checkpoint (`checkpoints/interrupted.ckpt` in the log directory,
-    /// or in `default_root_dir`) and returns the error that ends the run.
+    /// Ctrl-C: saves a resumable checkpoint, `interrupted.ckpt` where the run's checkpoints go
+    /// (the first `ModelCheckpoint`'s directory; without one, `checkpoints/` in the log directory
+    /// or in `default_root_dir`), and returns the error that ends the run.
     fn interrupted(&mut self) -> Error {
         crate::interrupt::clear();
-        let dir = self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints");
+        let model_checkpoint = self
+            .callbacks
+            .iter()
+            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>());
+        let dir = match model_checkpoint {
+            Some(callback) => callback.dir(ctx!(self)),
+            None => self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints"),
+        };
         let path = dir.join("interrupted.ckpt");
         let checkpoint = match self.write_checkpoint(&path) {
             Ok(()) => Some(path),
@@ -282,6 +298,10 @@ impl<M: LightningModule> Run<'_, M> {
                     Some(n) => (batch_idx + 1).is_multiple_of(n),
                     None => is_last,
                 };
+            // Ctrl-C is taken where an accumulation window closes, so that the checkpoint holds
+            // no half-accumulated gradients and a resumed run is exact.
+            let window_closed =
+                !M::AUTOMATIC_OPTIMIZATION || Window::of(self.config.accumulate_grad_batches, batch_idx, is_last).steps;
             batch_idx += 1;
             self.cx.epoch_progress = Some((epoch, batch_idx));
             self.process_requests()?;
@@ -290,7 +310,7 @@ impl<M: LightningModule> Run<'_, M> {
                 self.cx.running = RunningStage::Training;
                 self.process_requests()?;
             }
-            if crate::interrupt::requested() {
+            if window_closed && crate::interrupt::requested() {
                 return Err(self.interrupted());
             }
             if self.max_steps_reached() || self.stop_allowed(epoch) {

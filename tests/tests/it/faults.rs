@@ -54,7 +54,7 @@ fn ctrl_c_saves_a_resumable_checkpoint() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     let path = stdout.trim().strip_prefix("interrupted: ").expect("the checkpoint path").to_string();
-    assert!(path.ends_with("checkpoints/interrupted.ckpt"), "{path}");
+    assert!(path.ends_with("ckpts/interrupted.ckpt"), "where ModelCheckpoint writes: {path}");
     let ckpt = Checkpoint::load(&path).unwrap();
     assert!(ckpt.meta.global_step > 0);
     let resumed = resume(Path::new(&path), &dir);
@@ -218,4 +218,80 @@ fn a_batch_size_of_zero_is_an_error() {
     let mut trainer = crate::common::quiet_trainer(&temp_dir("fault-batch-size-0")).max_epochs(1).build().unwrap();
     let e = trainer.fit(&mut model, loader, ()).unwrap_err().to_string();
     assert!(e.contains("batch_size") && e.contains("at least 1, got 0"), "{e}");
+}
+
+#[lightning_module]
+struct Accumulating {
+    vs: nn::VarStore,
+    layer: nn::Linear,
+}
+
+#[lightning_module]
+impl Accumulating {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = nn::linear(vs.root() / "layer", 2, 1, Default::default());
+        Accumulating { vs, layer }
+    }
+    fn training_step(&mut self, (x, y): (Tensor, Tensor)) -> Tensor {
+        self.layer.forward(&x).mse_loss(&y, lit::tch::Reduction::Mean)
+    }
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.05).momentum(0.9).into()
+    }
+}
+
+/// Sends this process SIGINT (a Ctrl-C) after training batch `at` (counted over the run).
+struct CtrlCAt {
+    at: usize,
+    seen: usize,
+}
+
+impl Callback for CtrlCAt {
+    fn on_train_batch_end(&mut self, _: Option<&lit::StepOutput>, _: usize, _: &mut Ctx) -> lit::Result<()> {
+        if self.seen == self.at {
+            Command::new("kill").args(["-INT", &std::process::id().to_string()]).status().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.seen += 1;
+        Ok(())
+    }
+}
+
+/// Run in a process of its own by `ctrl_c_inside_an_accumulation_window_resumes_exactly` (it
+/// sends SIGINT to its process).
+#[test]
+#[ignore = "run by ctrl_c_inside_an_accumulation_window_resumes_exactly, in a process of its own"]
+fn accumulation_interrupt_child() {
+    let data = || Batches::new(crate::common::regression_batches(7));
+    let trainer = |root: &Path| crate::common::quiet_trainer(root).accumulate_grad_batches(3).max_epochs(3);
+    let root = temp_dir("fault-accumulation-interrupt");
+    let mut whole = Accumulating::new();
+    let mut interrupted = Accumulating::new();
+    interrupted.vs.copy(&whole.vs).unwrap();
+    trainer(&root).build().unwrap().fit(&mut whole, data(), ()).unwrap();
+
+    // Batch 11 is the second of epoch 1's second window (batches 10, 11, 12).
+    let mut t = trainer(&root).callback(CtrlCAt { at: 11, seen: 0 }).build().unwrap();
+    let checkpoint = match t.fit(&mut interrupted, data(), ()) {
+        Err(lit::Error::Interrupted { checkpoint: Some(path) }) => path,
+        other => panic!("expected an interrupt with a checkpoint, got {other:?}"),
+    };
+    let loops = Checkpoint::load(&checkpoint).unwrap().meta.loops;
+    assert_eq!((loops.epoch, loops.batch_in_epoch), (1, 6), "taken where the window closes, after batch 12");
+
+    let mut resumed = Accumulating::new();
+    trainer(&root).build().unwrap().fit_from_checkpoint(&mut resumed, data(), (), &checkpoint).unwrap();
+    for (name, w) in whole.vs.variables() {
+        assert!(w.equal(&resumed.vs.variables()[&name]), "`{name}` differs from the uninterrupted run's");
+    }
+}
+
+/// Port of the promise "resuming is bitwise exact" to accumulation: Ctrl-C in the middle of an
+/// `accumulate_grad_batches(3)` window is taken when the window closes, and the resumed run
+/// ends with the uninterrupted run's weights, bitwise.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_inside_an_accumulation_window_resumes_exactly() {
+    crate::common::run_in_own_process("faults::accumulation_interrupt_child");
 }
