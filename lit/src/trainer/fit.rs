@@ -189,7 +189,7 @@ impl<M: LightningModule> Run<'_, M> {
             .iter()
             .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>());
         let dir = match model_checkpoint {
-            Some(callback) => callback.dir(ctx!(self)),
+            Some(callback) => callback.dir(&*ctx!(self)),
             None => self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints"),
         };
         let path = dir.join("interrupted.ckpt");
