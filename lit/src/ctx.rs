@@ -120,6 +120,10 @@ pub(crate) struct State {
     /// infinite (a flag on the loss's device, read once at the epoch's end), and whether that
     /// was reported in this run.
     pub(crate) nonfinite_loss: (Option<Tensor>, bool),
+    /// The hook running now (empty between hooks), and the batch being processed: where a panic
+    /// arose, for its error.
+    pub(crate) hook: &'static str,
+    pub(crate) batch_idx: Option<usize>,
     pub(crate) process_group: Option<crate::dist::ProcessGroup>,
     pub(crate) local_rank: usize,
     pub(crate) precision: crate::amp::Precision,
@@ -177,6 +181,8 @@ impl State {
             default_root_dir: std::path::PathBuf::from("."),
             skipped_steps: 0,
             nonfinite_loss: (None, false),
+            hook: "",
+            batch_idx: None,
             process_group: None,
             local_rank: 0,
             precision: crate::amp::Precision::F32,
@@ -239,6 +245,30 @@ impl State {
             written.push(file);
         }
         Ok(written)
+    }
+
+    /// The error for a panic that ended the run: the hook that ran, the loop, epoch and batch,
+    /// and the panic's message without libtorch's C++ frames.
+    pub(crate) fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) -> Error {
+        let hook = std::mem::take(&mut self.hook);
+        let mut at = match self.running {
+            RunningStage::Training => format!("in epoch {}", self.current_epoch),
+            RunningStage::SanityChecking => "in the sanity check".into(),
+            RunningStage::Validating => format!("in validation (epoch {})", self.current_epoch),
+            RunningStage::Testing => "in testing".into(),
+            RunningStage::Predicting => "in prediction".into(),
+        };
+        if let Some(batch) = self.batch_idx.take() {
+            at.push_str(&format!(", batch {batch}"));
+            if self.num_dataloaders > 1 {
+                at.push_str(&format!(" of loader {}", self.dataloader_idx));
+            }
+        }
+        let message = crate::error::torch_message(&crate::error::panic_message(payload));
+        Error::Hook {
+            hook: if hook.is_empty() { "a hook" } else { hook },
+            message: format!("panicked {at}: {message}"),
+        }
     }
 
     /// Takes an error recorded by a `log` call (which cannot return one itself).

@@ -91,7 +91,7 @@ impl fmt::Display for Error {
             Error::Data(e) => e.fmt(f),
             Error::Config(e) => e.fmt(f),
             Error::Hook { hook, message } => write!(f, "`{hook}` failed: {message}"),
-            Error::Torch(e) => write!(f, "libtorch: {e}"),
+            Error::Torch(e) => write!(f, "libtorch: {}", torch_message(&e.to_string())),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Checkpoint { path, problem } => write!(f, "checkpoint {}: {problem}", path.display()),
             Error::Interrupted { checkpoint: Some(p) } => {
@@ -109,6 +109,26 @@ impl fmt::Display for Error {
             Error::User(e) => e.fmt(f),
         }
     }
+}
+
+/// A libtorch message without the C++ frames that follow it ("Exception raised from …",
+/// "frame #0: …"), and, for a panic of a tch `unwrap`, without the `Torch("…")` wrapping.
+pub(crate) fn torch_message(message: &str) -> String {
+    let inner = match message.find("Torch(\"") {
+        Some(at) => message[at + "Torch(\"".len()..].replace("\\n", "\n").replace("\\\"", "\""),
+        None => message.to_string(),
+    };
+    let cut = ["Exception raised from", "\nframe #"].iter().filter_map(|m| inner.find(m)).min().unwrap_or(inner.len());
+    inner[..cut].trim_end().trim_end_matches("\")").trim_end().to_string()
+}
+
+/// The message of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".into())
 }
 
 impl fmt::Debug for Error {

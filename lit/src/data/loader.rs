@@ -246,11 +246,7 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
+    crate::error::torch_message(&crate::error::panic_message(&*payload))
 }
 
 /// Runs the collate step for one batch, turning a panic into an error.

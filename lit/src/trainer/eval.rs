@@ -49,7 +49,9 @@ pub(super) trait EvalStage<M: LightningModule> {
 /// Runs `hooks` (a hook on the callbacks and the module), timed by the simple profiler as `name`.
 fn timed(cx: &mut Ctx, name: &'static str, hooks: impl FnOnce(&mut Ctx) -> Result<()>) -> Result<()> {
     let started = cx.state.profile_start();
+    cx.state.hook = name;
     hooks(cx)?;
+    cx.state.hook = "";
     cx.state.profile_end(name, started);
     Ok(())
 }
@@ -201,9 +203,11 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.dataloader_idx = dl;
             for (i, batch) in loader.iter(epoch)?.take(counts[dl]).enumerate() {
                 batches_run[dl] = i + 1;
+                self.cx.batch_idx = Some(i);
                 body(self, batch?, i, dl)?;
             }
         }
+        self.cx.batch_idx = None;
         self.cx.dataloader_idx = 0;
         Ok(batches_run)
     }
@@ -216,10 +220,12 @@ impl<M: LightningModule> Run<'_, M> {
         step: impl FnOnce(&mut M, &mut crate::ctx::Ctx) -> Result<T>,
     ) -> Result<T> {
         let started = self.cx.profile_start();
+        self.cx.hook = name;
         let out = {
             let _autocast = self.cx.autocast()?;
             step(self.model, ctx!(self))?
         };
+        self.cx.hook = "";
         self.cx.profile_end(name, started);
         Ok(out)
     }

@@ -285,6 +285,7 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.profile_end("get_train_batch", started);
             let batch = batch?;
             let is_last = batches.peek().is_none();
+            self.cx.batch_idx = Some(batch_idx);
             self.cx.in_step = true;
             let stepped = self.cx.global_step;
             let out = self.train_batch(epoch, batch, batch_idx, is_last)?;
@@ -318,6 +319,7 @@ impl<M: LightningModule> Run<'_, M> {
             }
         }
         drop(batches);
+        self.cx.batch_idx = None;
         if !M::AUTOMATIC_OPTIMIZATION && batch_idx > start && self.cx.global_step == steps_before {
             self.warn(&format!(
                 "manual optimization: epoch {epoch} ran {} batches and no optimizer stepped, so nothing was trained; \
@@ -564,10 +566,13 @@ impl<M: LightningModule> Run<'_, M> {
             }
             self.model.on_before_backward(loss, ctx!(self))?;
             let started = self.cx.profile_start();
+            self.cx.hook = "backward";
             match self.cx.scaler.as_ref().map(|s| s.scale_loss(loss)) {
-                Some(scaled) => self.model.backward(&scaled, idx, ctx!(self))?,
-                None => self.model.backward(loss, idx, ctx!(self))?,
+                Some(scaled) => self.model.backward(&scaled, idx, ctx!(self)),
+                None => self.model.backward(loss, idx, ctx!(self)),
             }
+            .map_err(|e| backward_error(e, epoch, batch_idx))?;
+            self.cx.hook = "";
             self.cx.profile_end("backward", started);
             if window.steps {
                 self.all_reduce_gradients()?;
@@ -656,6 +661,28 @@ impl<M: LightningModule> Run<'_, M> {
             schedulers[i].scheduler.step(&mut *optimizers[opt_idx], metric)?;
         }
         Ok(())
+    }
+}
+
+/// A failed back-propagation of `training_step`'s loss, said as such: a loss with no graph
+/// (detached, or computed without autograd) is the common cause.
+fn backward_error(error: Error, epoch: usize, batch_idx: usize) -> Error {
+    match error {
+        Error::Torch(e) => {
+            let message = crate::error::torch_message(&e.to_string());
+            let hint = if message.contains("does not require grad") {
+                ": it has no autograd graph (was it detached, or computed under `no_grad`?)"
+            } else {
+                ""
+            };
+            Error::Hook {
+                hook: "training_step",
+                message: format!(
+                    "the loss of epoch {epoch}, batch {batch_idx} cannot be back-propagated{hint}; libtorch: {message}"
+                ),
+            }
+        }
+        other => other,
     }
 }
 

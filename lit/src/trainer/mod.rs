@@ -445,10 +445,15 @@ impl Trainer {
             config: &self.config,
             datamodule_set_up: false,
         };
-        let result = run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
-            run.teardown(stage)?;
-            Ok(out)
-        });
+        // A panic in a hook (a shape mismatch inside tch, an `unwrap`) ends the run as an error
+        // naming where it arose, and the loggers and callbacks still close as after any error.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
+                run.teardown(stage)?;
+                Ok(out)
+            })
+        }))
+        .unwrap_or_else(|payload| Err(run.cx.panicked(&*payload)));
         let status = match &result {
             Ok(_) => crate::loggers::RunStatus::Success,
             Err(crate::Error::Interrupted { .. }) => crate::loggers::RunStatus::Interrupted,
@@ -535,11 +540,13 @@ pub(crate) use ctx;
 macro_rules! hook {
     ($run:expr, $name:ident($($arg:expr),*)) => {{
         let started = $run.cx.profile_start();
+        $run.cx.hook = stringify!($name);
         let cx = $crate::trainer::ctx!($run);
         for cb in $run.callbacks.iter_mut() {
             cb.$name($($arg,)* cx)?;
         }
         $run.model.$name($($arg,)* cx)?;
+        $run.cx.hook = "";
         $run.cx.profile_end(stringify!($name), started);
         $run.cx.check()?;
         $run.process_requests()?;

@@ -295,3 +295,92 @@ fn accumulation_interrupt_child() {
 fn ctrl_c_inside_an_accumulation_window_resumes_exactly() {
     crate::common::run_in_own_process("faults::accumulation_interrupt_child");
 }
+
+/// A module whose hooks go wrong on purpose: a shape mismatch (a panic inside tch) in
+/// `training_step` or `validation_step` at a given epoch and batch, or a detached loss.
+#[lightning_module]
+struct Faulty {
+    vs: nn::VarStore,
+    w: Tensor,
+    train_panic_at: Option<(usize, usize)>,
+    val_panic_at: Option<usize>,
+    detach: bool,
+}
+
+#[lightning_module]
+impl Faulty {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().ones("w", &[2, 1]);
+        Faulty { vs, w, train_panic_at: None, val_panic_at: None, detach: false }
+    }
+    fn training_step(&mut self, (x, y): (Tensor, Tensor), batch_idx: usize, cx: &mut Ctx) -> Tensor {
+        let x = if self.train_panic_at == Some((cx.current_epoch(), batch_idx)) { x.repeat([1, 2]) } else { x };
+        let loss = x.matmul(&self.w).mse_loss(&y, lit::tch::Reduction::Mean);
+        if self.detach { loss.detach() } else { loss }
+    }
+    fn validation_step(&mut self, (x, _): (Tensor, Tensor), batch_idx: usize, cx: &mut Ctx) {
+        let x = if self.val_panic_at == Some(batch_idx) { x.repeat([1, 3]) } else { x };
+        cx.log("val", x.matmul(&self.w).mean(Kind::Float));
+    }
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.01).into()
+    }
+}
+
+/// Records the errors `on_exception` receives.
+struct SeesErrors(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Callback for SeesErrors {
+    fn on_exception(&mut self, error: &lit::Error, _: &mut Ctx) {
+        self.0.lock().unwrap().push(error.to_string());
+    }
+}
+
+fn faulty_fit(model: &mut Faulty, name: &str) -> (String, Vec<String>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut trainer = crate::common::quiet_trainer(&temp_dir(name))
+        .max_epochs(3)
+        .num_sanity_val_steps(0)
+        .callback(SeesErrors(seen.clone()))
+        .build()
+        .unwrap();
+    let regression = || Batches::new(crate::common::regression_batches(4));
+    let error = trainer.fit(model, regression(), regression()).expect_err("the run fails").to_string();
+    let seen = seen.lock().unwrap().clone();
+    (error, seen)
+}
+
+/// A panic inside a hook (here tch's, on a shape mismatch) is an error naming the hook, the
+/// epoch and the batch, with libtorch's message and none of its C++ frames; callbacks see it in
+/// `on_exception`, as after any error.
+#[test]
+fn a_panic_in_a_hook_is_an_error_naming_the_hook_epoch_and_batch() {
+    let mut model = Faulty::new();
+    model.train_panic_at = Some((1, 2));
+    let (error, seen) = faulty_fit(&mut model, "fault-panic-train");
+    assert!(error.starts_with("`training_step` failed: panicked in epoch 1, batch 2: "), "{error}");
+    assert!(error.contains("shapes cannot be multiplied"), "{error}");
+    assert!(!error.contains("Exception raised from") && !error.contains("frame #"), "{error}");
+    assert_eq!(seen, [error]);
+
+    let mut model = Faulty::new();
+    model.val_panic_at = Some(1);
+    let (error, _) = faulty_fit(&mut model, "fault-panic-val");
+    assert!(error.starts_with("`validation_step` failed: panicked in validation (epoch 0), batch 1: "), "{error}");
+}
+
+/// A loss without an autograd graph says it is `training_step`'s loss, which batch, and why.
+#[test]
+fn a_detached_loss_names_the_step_and_the_batch() {
+    let mut model = Faulty::new();
+    model.detach = true;
+    let (error, _) = faulty_fit(&mut model, "fault-detached");
+    assert!(
+        error.starts_with(
+            "`training_step` failed: the loss of epoch 0, batch 0 cannot be back-propagated: it has no autograd graph"
+        ),
+        "{error}"
+    );
+    assert!(!error.contains("frame #"), "{error}");
+}
