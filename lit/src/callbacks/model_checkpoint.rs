@@ -300,8 +300,14 @@ impl Callback for ModelCheckpoint {
         crate::callback::CallbackOrder::Checkpoint
     }
 
-    fn setup(&mut self, _stage: crate::Stage, _cx: &mut Ctx) -> Result<()> {
-        self.validate()
+    fn setup(&mut self, stage: crate::Stage, cx: &mut Ctx) -> Result<()> {
+        self.validate()?;
+        // A directory that cannot be made is said when `fit` starts, not at the first save.
+        if stage == crate::Stage::Fit && cx.global_rank() == 0 {
+            let dir = self.dir(cx);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
     }
 
     fn on_train_start(&mut self, cx: &mut Ctx) -> Result<()> {

@@ -384,3 +384,22 @@ fn a_detached_loss_names_the_step_and_the_batch() {
     );
     assert!(!error.contains("frame #"), "{error}");
 }
+
+/// A checkpoint directory that cannot be made (here: under a file) is an error when `fit`
+/// starts, naming the directory, before any training.
+#[test]
+fn an_unusable_checkpoint_directory_is_an_error_before_training() {
+    let root = temp_dir("fault-ckpt-dir");
+    std::fs::write(root.join("a-file"), b"").unwrap();
+    let dir = root.join("a-file").join("ckpts");
+    let mut model = Faulty::new();
+    let mut trainer = crate::common::quiet_trainer(&root)
+        .enable_checkpointing(true)
+        .max_epochs(1)
+        .callback(lit::callbacks::ModelCheckpoint::new().dirpath(&dir))
+        .build()
+        .unwrap();
+    let e = trainer.fit(&mut model, Batches::new(crate::common::regression_batches(2)), ()).unwrap_err();
+    assert!(matches!(e, lit::Error::Io { .. }) && e.to_string().contains("a-file/ckpts"), "{e}");
+    assert_eq!(trainer.global_step(), 0, "nothing was trained");
+}
