@@ -1,6 +1,9 @@
 //! Lightning's semantics, checked with assertions ported from Lightning's own test suite
 //! (`Lightning-AI/pytorch-lightning`, `tests/tests_pytorch/`); each test names the test it ports.
 
+mod logging;
+mod trainer;
+
 use lit::callbacks::{EarlyStopping, Mode, ModelCheckpoint};
 use lit::data::Batches;
 use lit::prelude::*;
