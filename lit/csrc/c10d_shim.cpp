@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <c10/util/Logging.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -19,6 +20,14 @@ struct lit_pg {
 };
 
 
+// c10d logs each failed connection attempt to stderr with its C++ stack; lit reports the
+// failure itself, once, so these logs are off while the group is being joined.
+struct QuietC10Logs {
+  int saved = FLAGS_caffe2_log_level;
+  QuietC10Logs() { FLAGS_caffe2_log_level = 3; }
+  ~QuietC10Logs() { FLAGS_caffe2_log_level = saved; }
+};
+
 static c10d::ReduceOp reduce_op(int op) {
   switch (op) {
     case 1: return c10d::ReduceOp::MAX;
@@ -31,14 +40,17 @@ extern "C" {
 
 void lit_c10d_free_error(char* error) { std::free(error); }
 
-char* lit_c10d_new_gloo(const char* host, int port, int rank, int world, long timeout_ms, lit_pg** out) {
+char* lit_c10d_new_gloo(const char* host, int port, int rank, int world, long join_timeout_ms, long timeout_ms,
+                        lit_pg** out) {
   LIT_TRY("in c10d", {
+    QuietC10Logs quiet;
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<uint16_t>(port);
     opts.isServer = rank == 0;
     opts.numWorkers = static_cast<size_t>(world);
     opts.waitWorkers = false;
-    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    // The store is the rendezvous: joining waits this long; the collectives have their own.
+    opts.timeout = std::chrono::milliseconds(join_timeout_ms);
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
     auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
     options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(host)));

@@ -39,6 +39,7 @@ mod ffi {
             port: c_int,
             rank: c_int,
             world: c_int,
+            join_timeout_ms: c_long,
             timeout_ms: c_long,
             out: *mut *mut LitPg,
         ) -> *mut c_char;
@@ -73,14 +74,27 @@ fn check(operation: &'static str, error: *mut std::ffi::c_char) -> Result<()> {
     let message = unsafe { std::ffi::CStr::from_ptr(error) }.to_string_lossy().into_owned();
     // SAFETY: `error` came from the shim and is freed exactly once.
     unsafe { ffi::lit_c10d_free_error(error) };
-    Err(Error::Distributed { operation, message })
+    Err(Error::Distributed { operation, message: crate::error::torch_message(&message) })
 }
 
 impl ProcessGroup {
     /// Joins (rank 0: hosts) the rendezvous at `host:port` and makes a Gloo process group of
     /// `world_size` processes. Collectives fail after `timeout` instead of hanging.
-    #[cfg(lit_c10d)]
     pub fn gloo(host: &str, port: u16, rank: usize, world_size: usize, timeout: Duration) -> Result<Self> {
+        Self::gloo_with_join_timeout(host, port, rank, world_size, timeout, timeout)
+    }
+
+    /// [`ProcessGroup::gloo`], with joining bounded by `join_timeout` (the rendezvous: a wrong
+    /// address or a process that never starts) and each collective by `timeout`.
+    #[cfg(lit_c10d)]
+    pub fn gloo_with_join_timeout(
+        host: &str,
+        port: u16,
+        rank: usize,
+        world_size: usize,
+        join_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self> {
         let host_c = std::ffi::CString::new(host)
             .map_err(|_| Error::Distributed { operation: "init", message: format!("bad host {host:?}") })?;
         let mut ptr = std::ptr::null_mut();
@@ -91,6 +105,7 @@ impl ProcessGroup {
                 port.into(),
                 rank as i32,
                 world_size as i32,
+                join_timeout.as_millis() as std::ffi::c_long,
                 timeout.as_millis() as std::ffi::c_long,
                 &mut ptr,
             )
@@ -101,7 +116,14 @@ impl ProcessGroup {
 
     /// Without the shim (Gloo's headers were missing at build time) there is no process group.
     #[cfg(not(lit_c10d))]
-    pub fn gloo(_host: &str, _port: u16, _rank: usize, _world_size: usize, _timeout: Duration) -> Result<Self> {
+    pub fn gloo_with_join_timeout(
+        _host: &str,
+        _port: u16,
+        _rank: usize,
+        _world_size: usize,
+        _join_timeout: Duration,
+        _timeout: Duration,
+    ) -> Result<Self> {
         Err(Error::Distributed {
             operation: "init_process_group",
             message: "lit was built without torch.distributed (Gloo headers missing: apt-get install libgloo-dev, then rebuild)"

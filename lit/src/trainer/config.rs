@@ -110,6 +110,9 @@ pub struct TrainerConfig {
     pub strategy: Strategy,
     /// How long a collective may wait for the other processes before failing, in seconds.
     pub ddp_timeout_secs: u64,
+    /// How long joining the process group may wait for the other processes (a wrong
+    /// `MASTER_ADDR`/`MASTER_PORT`, a process that never started), in seconds.
+    pub ddp_join_timeout_secs: u64,
     /// Seeds libtorch's generators when a run starts.
     pub seed: Option<u64>,
     /// "32-true" (default), "64-true", "bf16-mixed", "16-mixed" (CUDA), "bf16-true" or "16-true";
@@ -218,6 +221,7 @@ impl Default for TrainerConfig {
             num_nodes: 1,
             strategy: Strategy::Auto,
             ddp_timeout_secs: 1800,
+            ddp_join_timeout_secs: 60,
             seed: None,
             precision: Precision::F32,
             deterministic: false,
@@ -469,6 +473,8 @@ impl TrainerBuilder {
         num_nodes: usize => std::convert::identity;
         /// Seconds a collective waits for the other processes (default 1800).
         ddp_timeout_secs: u64 => std::convert::identity;
+        /// Seconds joining the process group waits for the other processes (default 60).
+        ddp_join_timeout_secs: u64 => std::convert::identity;
         /// Seed libtorch's generators when a run starts.
         seed: u64 => Some;
         /// Deterministic algorithms only (default false).

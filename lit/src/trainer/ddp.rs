@@ -43,14 +43,22 @@ pub(crate) fn setup(config: &TrainerConfig) -> Result<Option<(Ddp, ProcessGroup)
     ) {
         (Some(rank), Some(world), Some(addr), Some(port)) => {
             let local = var("LOCAL_RANK").unwrap_or_else(|| rank.clone());
-            (
-                parse("RANK", &rank)?,
-                parse("WORLD_SIZE", &world)?,
-                parse("LOCAL_RANK", &local)?,
-                addr,
-                parse("MASTER_PORT", &port)?,
-                Vec::new(),
-            )
+            let (rank, world): (usize, usize) = (parse("RANK", &rank)?, parse("WORLD_SIZE", &world)?);
+            if world == 0 || rank >= world {
+                return Err(ConfigError::invalid(
+                    "strategy",
+                    format!("environment variables RANK={rank} and WORLD_SIZE={world}: RANK must be below WORLD_SIZE"),
+                )
+                .into());
+            }
+            let port: u64 = parse("MASTER_PORT", &port)?;
+            let port = u16::try_from(port).ok().filter(|&p| p > 0).ok_or_else(|| {
+                ConfigError::invalid(
+                    "strategy",
+                    format!("environment variable MASTER_PORT={port} is not a port (1 to 65535)"),
+                )
+            })?;
+            (rank, world, parse("LOCAL_RANK", &local)?, addr, port, Vec::new())
         }
         _ if config.num_nodes > 1 => {
             return Err(ConfigError::invalid(
@@ -85,7 +93,8 @@ pub(crate) fn setup(config: &TrainerConfig) -> Result<Option<(Ddp, ProcessGroup)
             (0, processes, 0, "127.0.0.1".to_string(), port, children)
         }
     };
-    let pg = ProcessGroup::gloo(&addr, port, rank, world, timeout)?;
+    let join_timeout = Duration::from_secs(config.ddp_join_timeout_secs.max(1));
+    let pg = ProcessGroup::gloo_with_join_timeout(&addr, port, rank, world, join_timeout, timeout)?;
     Ok(Some((Ddp { local_rank, children, timeout }, pg)))
 }
 

@@ -104,6 +104,19 @@ fn run() -> lit::Result<()> {
             };
             trainer.build()?.fit(&mut Trainee::new(Config { hidden: 4 }), loader, ())
         }
+        ["ddp", dir, join_secs] => {
+            // Two processes from the environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+            let join: u64 = join_secs.parse().map_err(|_| lit::Error::msg("JOIN_SECS is a number"))?;
+            let mut trainer = quiet()
+                .default_root_dir(dir)
+                .enable_checkpointing(false)
+                .strategy("ddp")
+                .devices(2)
+                .ddp_join_timeout_secs(join)
+                .max_steps(2)
+                .build()?;
+            trainer.fit(&mut Trainee::new(Config { hidden: 4 }), data(), ())
+        }
         _ => Err(lit::Error::msg(
             "usage: trainee train DIR | resume CKPT DIR STEPS | fit-then-wait DIR | nan-loss DIR | nothing DIR WHAT",
         )),

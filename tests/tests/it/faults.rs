@@ -403,3 +403,40 @@ fn an_unusable_checkpoint_directory_is_an_error_before_training() {
     assert!(matches!(e, lit::Error::Io { .. }) && e.to_string().contains("a-file/ckpts"), "{e}");
     assert_eq!(trainer.global_step(), 0, "nothing was trained");
 }
+
+/// Runs `trainee ddp` with a distributed environment; returns (exit code, stderr, seconds).
+fn ddp_trainee(env: &[(&str, &str)], join_secs: &str) -> (Option<i32>, String, f64) {
+    let dir = temp_dir("fault-ddp-env");
+    let mut command = trainee(&["ddp", dir.to_str().unwrap(), join_secs]);
+    command.envs(env.iter().copied());
+    let start = Instant::now();
+    let out = command.output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), start.elapsed().as_secs_f64())
+}
+
+/// A distributed environment that cannot work fails at once and says why: a rank outside the
+/// world, a port outside 1–65535; joining a rendezvous nobody hosts gives up after the join
+/// timeout (here 2 s), not the collective timeout (30 minutes by default).
+#[test]
+fn a_bad_distributed_environment_is_an_immediate_precise_error() {
+    let base = [("MASTER_ADDR", "127.0.0.1"), ("LOCAL_RANK", "0")];
+    let env = |extra: &[(&'static str, &'static str)]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+
+    let (code, stderr, secs) = ddp_trainee(&env(&[("RANK", "3"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "29511")]), "60");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("RANK=3 and WORLD_SIZE=2: RANK must be below WORLD_SIZE"), "{stderr}");
+    assert!(secs < 20.0, "immediate: {secs} s");
+
+    let (code, stderr, _) = ddp_trainee(&env(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "70000")]), "60");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("MASTER_PORT=70000 is not a port (1 to 65535)"), "{stderr}");
+
+    // Rank 1 of 2, and no rank 0 hosting the rendezvous on this port.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let free: &'static str = Box::leak(free.into_boxed_str());
+    let (code, stderr, secs) = ddp_trainee(&env(&[("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_PORT", free)]), "2");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("init_process_group"), "{stderr}");
+    assert!(secs < 30.0, "the join timeout bounds the wait: {secs} s");
+    assert!(!stderr.contains("frame #"), "the C++ frames are trimmed: {stderr}");
+}
