@@ -124,6 +124,8 @@ pub(crate) struct State {
     /// arose, for its error.
     pub(crate) hook: &'static str,
     pub(crate) batch_idx: Option<usize>,
+    /// Keys logged with `logger(true)` while there was no logger, already warned about.
+    pub(crate) warned_no_logger: std::collections::BTreeSet<String>,
     pub(crate) process_group: Option<crate::dist::ProcessGroup>,
     pub(crate) local_rank: usize,
     pub(crate) precision: crate::amp::Precision,
@@ -183,6 +185,7 @@ impl State {
             nonfinite_loss: (None, false),
             hook: "",
             batch_idx: None,
+            warned_no_logger: Default::default(),
             process_group: None,
             local_rank: 0,
             precision: crate::amp::Precision::F32,
@@ -324,7 +327,7 @@ impl Ctx<'_> {
             batch_size: None,
             sync_dist: false,
         };
-        Log { cx: &mut *self.state, name: name.into(), value: Some(value.into().0), options }
+        Log { cx: &mut *self.state, name: name.into(), value: Some(value.into().0), options, logger_asked: false }
     }
 
     /// Logs several scalars with default options, as Lightning's `self.log_dict`.
@@ -672,6 +675,8 @@ pub struct Log<'a> {
     name: String,
     value: Option<Tensor>,
     options: LogOptions,
+    /// Whether `logger(true)` was asked for explicitly (then a Trainer without loggers warns).
+    logger_asked: bool,
 }
 
 impl Log<'_> {
@@ -693,6 +698,7 @@ impl Log<'_> {
     /// Send to the loggers (default true).
     pub fn logger(mut self, on: bool) -> Self {
         self.options.logger = on;
+        self.logger_asked = on;
         self
     }
     /// The epoch reduction (default mean).
@@ -729,6 +735,16 @@ impl Drop for Log<'_> {
         // Lightning adds the suffix only while a loader's batch is current.
         if self.cx.num_dataloaders > 1 && self.cx.running != RunningStage::Training && self.cx.in_step {
             name = format!("{name}/dataloader_idx_{}", self.cx.dataloader_idx);
+        }
+        if self.logger_asked
+            && self.cx.loggers.is_empty()
+            && self.cx.global_rank() == 0
+            && self.cx.warned_no_logger.insert(name.clone())
+        {
+            crate::warning::warn(&format!(
+                "`{name}` is logged with logger(true), but the Trainer has no logger: add one with \
+                 `.with_logger(…)`, or drop `logger(true)`"
+            ));
         }
         let batch_size = self.options.batch_size.unwrap_or(self.cx.batch_size);
         let training = self.cx.running == RunningStage::Training;

@@ -126,6 +126,12 @@ impl MetricStore {
         batch_size: usize,
         training: bool,
     ) -> Result<()> {
+        if !options.on_step && !options.on_epoch {
+            return Err(Error::hook(
+                "log",
+                format!("`{key}` logged with on_step(false) and on_epoch(false) is not useful: it records nothing"),
+            ));
+        }
         let slot = (training, key.clone());
         match self.epoch.get(&slot) {
             Some(entry) if !entry.options.same_as(&options) => {

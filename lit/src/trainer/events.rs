@@ -35,8 +35,14 @@ impl<M: LightningModule> Run<'_, M> {
             Event::LoopStart { label, total } => self.cx.progress.start(label, total),
             Event::TrainBatchEnd { stepped } => {
                 self.advance_bar();
-                if stepped && self.cx.global_step.is_multiple_of(self.config.log_every_n_steps) {
-                    self.flush_logs(self.cx.global_step - 1)?;
+                if stepped {
+                    // As Lightning: step values reach the loggers every `log_every_n_steps`
+                    // steps; those of the steps between are not sent (the epoch end neither).
+                    if self.cx.global_step.is_multiple_of(self.config.log_every_n_steps) {
+                        self.flush_logs(self.cx.global_step - 1)?;
+                    } else {
+                        self.cx.metrics.take_pending_unread();
+                    }
                 }
             }
             Event::EvalBatchEnd { step } => {

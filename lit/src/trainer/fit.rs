@@ -20,6 +20,14 @@ pub(crate) type Reload<'r, M> = Box<
         )> + 'r,
 >;
 
+/// Where a fit's loaders come from when they are made again: a data module's reload, or the
+/// module's `*_dataloader` hooks for the loaders that were not given.
+struct LoaderSources<'r, M: LightningModule> {
+    reload: Option<Reload<'r, M>>,
+    train_from_hooks: bool,
+    val_from_hooks: bool,
+}
+
 /// When, within an epoch, validation runs.
 struct ValSchedule {
     /// Validate after every this many batches; `None`: after the last batch.
@@ -33,7 +41,7 @@ impl<M: LightningModule> Run<'_, M> {
         train: Option<LoaderVec<'a, M::TrainBatch>>,
         val: Option<LoaderVec<'a, M::ValBatch>>,
         ckpt: Option<crate::checkpoint::Checkpoint>,
-        mut reload: Option<Reload<'_, M>>,
+        reload: Option<Reload<'_, M>>,
     ) -> Result<()> {
         let (train_from_hooks, val_from_hooks) = (train.is_none(), val.is_none());
         let (optimizers, frequencies, schedulers) =
@@ -95,15 +103,35 @@ impl<M: LightningModule> Run<'_, M> {
             "train_dataloader",
             "fit",
         )?;
-        let mut train = self.prepare_loaders(train, &mut val)?;
+        let train = self.prepare_loaders(train, &mut val)?;
 
-        hook!(self, on_train_start());
+        // As Lightning's fit loop, skipped whole (no `on_train_start`) when it has nothing to do.
         let max_epochs = self.config.epoch_limit();
+        let no_batches = self.config.limit_train_batches.of(train.len(), "limit_train_batches").ok() == Some(0);
         if max_epochs == Some(0) || self.config.max_steps == Some(0) {
             self.warn("`max_epochs` or `max_steps` is 0: `fit` trains nothing");
-        } else if train.len() == Some(0) || self.config.limit_train_batches == Limit::Batches(0) {
+        } else if no_batches {
             self.warn("the training loader has no batches (or `limit_train_batches` is 0): `fit` trains nothing");
+        } else {
+            hook!(self, on_train_start());
+            let sources = LoaderSources { reload, train_from_hooks, val_from_hooks };
+            self.epochs(max_epochs, resume_batch, train, val, sources)?;
+            hook!(self, on_train_end());
         }
+        hook!(self, on_fit_end());
+        Ok(())
+    }
+
+    /// The epochs of a fit, from the current one until `max_epochs`, `max_steps` or an allowed
+    /// stop; the loaders are made again every `reload_dataloaders_every_n_epochs`.
+    fn epochs<'a>(
+        &mut self,
+        max_epochs: Option<usize>,
+        mut resume_batch: usize,
+        mut train: Box<dyn crate::data::Loader<Batch = M::TrainBatch> + 'a>,
+        mut val: LoaderVec<'a, M::ValBatch>,
+        mut sources: LoaderSources<'_, M>,
+    ) -> Result<()> {
         let mut epoch = self.cx.current_epoch;
         let (first_epoch, every) = (epoch, self.config.reload_dataloaders_every_n_epochs);
         loop {
@@ -112,16 +140,17 @@ impl<M: LightningModule> Run<'_, M> {
             }
             if every > 0 && epoch > first_epoch && epoch.is_multiple_of(every) {
                 // `reload_dataloaders_every_n_epochs`: the loaders' sources are asked again.
-                let (new_train, new_val) = match reload.as_mut() {
+                let (new_train, new_val) = match sources.reload.as_mut() {
                     Some(reload) => {
                         let (t, v) = reload(self.model, ctx!(self))?;
                         (Some(t), Some(v))
                     }
                     None => (
-                        train_from_hooks
+                        sources
+                            .train_from_hooks
                             .then(|| self.model.train_dataloader(ctx!(self)).map(|l| l.into_iter().collect()))
                             .transpose()?,
-                        (val_from_hooks && M::HOOKS.validation_step)
+                        (sources.val_from_hooks && M::HOOKS.validation_step)
                             .then(|| self.model.val_dataloader(ctx!(self)))
                             .transpose()?,
                     ),
@@ -144,8 +173,6 @@ impl<M: LightningModule> Run<'_, M> {
             epoch += 1;
         }
         self.cx.current_epoch = epoch;
-        hook!(self, on_train_end());
-        hook!(self, on_fit_end());
         Ok(())
     }
 
@@ -635,6 +662,11 @@ impl<M: LightningModule> Run<'_, M> {
 
     /// Steps the schedulers of `interval` whose frequency divides `count` (steps or epochs).
     fn step_schedulers(&mut self, interval: crate::optim::Interval, count: usize) -> Result<()> {
+        // In manual optimization the module steps its schedulers (`cx.lr_scheduler_step`), as
+        // in Lightning.
+        if !M::AUTOMATIC_OPTIMIZATION {
+            return Ok(());
+        }
         for i in 0..self.cx.schedulers.len() {
             let s = &self.cx.schedulers[i];
             if s.interval != interval || !count.is_multiple_of(s.frequency) {

@@ -324,7 +324,6 @@ impl ManualWithScheduler {
 /// counts one `StepLR.step` call, the constructor's); here, the learning rate is still 0.1 when
 /// fit ends.
 #[test]
-#[ignore = "lit differs: the Trainer steps epoch schedulers in manual optimization; lr is 0.01 after fit, not 0.1"]
 fn manual_optimization_never_steps_the_schedulers() -> lit::Result<()> {
     let mut model = ManualWithScheduler::new();
     let mut trainer =
@@ -397,7 +396,8 @@ fn several_optimizers_in_manual_optimization() -> lit::Result<()> {
 /// `3 * 64 = 192` from `max_epochs=3`.
 #[test]
 fn min_and_max_steps_and_epochs_stop_where_lightning_stops() -> lit::Result<()> {
-    let cases: [(Option<usize>, Option<usize>, Option<usize>, Option<usize>, usize); 7] = [
+    type Case = (Option<usize>, Option<usize>, Option<usize>, Option<usize>, usize);
+    let cases: [Case; 7] = [
         (None, Some(3), None, None, 192),
         (None, None, None, Some(20), 20),
         (None, Some(3), None, Some(20), 20),
@@ -538,7 +538,7 @@ impl AccumulationWatch {
         if (last || self.stepped) && !changed {
             self.violations.push(format!("batch {batch_idx}: a weight did not change (last {last})"));
         }
-        if !(last || self.stepped) && !unchanged {
+        if !(last || self.stepped || unchanged) {
             self.violations.push(format!("batch {batch_idx}: weights changed without an optimizer step"));
         }
     }
@@ -676,7 +676,6 @@ fn params_of(model: &Boring) -> BTreeMap<String, Tensor> {
 /// (`limit_train_batches=0.0`, `limit_val_batches=0.2`, `max_epochs=2`): no training step runs,
 /// every parameter is unchanged, fit finishes, and `current_epoch == 0`.
 #[test]
-#[ignore = "lit differs: with limit_train_batches=0.0 the epochs still run (empty); current_epoch is 2, not 0"]
 fn no_training_batches_train_nothing() -> lit::Result<()> {
     let mut model = Boring::new();
     let before = params_of(&model);
