@@ -115,6 +115,12 @@ char* lit_set_cudnn_benchmark(int benchmark) {
   LIT_TRY("setting the cuDNN benchmark flag", { at::globalContext().setBenchmarkCuDNN(benchmark != 0); })
 }
 
+// `param.grad = None`: the gradient is dropped, not zeroed (PyTorch's `zero_grad()` default);
+// the next backward allocates it afresh.
+char* lit_clear_grad(at::Tensor* param) {
+  LIT_TRY("clearing a gradient", { param->mutable_grad().reset(); })
+}
+
 char* lit_set_detect_anomaly(int enabled) {
   LIT_TRY("setting anomaly detection", { torch::autograd::AnomalyMode::set_enabled(enabled != 0); })
 }

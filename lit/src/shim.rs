@@ -19,6 +19,7 @@ unsafe extern "C" {
     fn lit_set_deterministic(deterministic: c_int, warn_only: c_int) -> *mut c_char;
     fn lit_set_cudnn_benchmark(benchmark: c_int) -> *mut c_char;
     fn lit_set_detect_anomaly(enabled: c_int) -> *mut c_char;
+    fn lit_clear_grad(param: *mut C_tensor) -> *mut c_char;
     fn lit_profile_begin(path: *const c_char, recorder: *mut *mut std::ffi::c_void) -> *mut c_char;
     fn lit_profile_end(recorder: *mut std::ffi::c_void) -> *mut c_char;
     fn lit_trace_begin(inputs: *const *mut C_tensor, ninputs: c_int) -> *mut c_char;
@@ -78,6 +79,14 @@ pub(crate) fn rng_cpu_state() -> Result<Tensor> {
     check("reading the random generator state", unsafe { lit_rng_get_cpu_state(&mut ptr) })?;
     // SAFETY: `ptr` is the tensor the shim just created, owned by no one else; tch frees it.
     Ok(unsafe { Tensor::from_ptr(ptr) })
+}
+
+/// Drops `param`'s gradient (`param.grad = None`).
+pub(crate) fn clear_grad(param: &Tensor) -> Result<()> {
+    let mut param = param.shallow_clone();
+    // SAFETY: `param` is a valid tensor handle for the duration of the call; the shim resets
+    // the gradient slot of the tensor it points to.
+    check("clearing a gradient", unsafe { lit_clear_grad(param.as_mut_ptr()) })
 }
 
 /// Restores a state [`rng_cpu_state`] returned.

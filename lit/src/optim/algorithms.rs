@@ -50,8 +50,14 @@ impl Core {
             .collect()
     }
 
+    /// Drops the gradients (`set_to_none=True`, PyTorch's default); without lit's libtorch shim
+    /// they are zeroed instead.
     fn zero_grad(&mut self) {
         for (_, p) in self.groups.iter_mut().flat_map(|g| g.params.iter_mut()) {
+            #[cfg(lit_shim)]
+            if crate::shim::clear_grad(p).is_ok() {
+                continue;
+            }
             p.zero_grad();
         }
     }

@@ -636,24 +636,27 @@ impl<M: LightningModule> Run<'_, M> {
     fn all_reduce_gradients(&mut self) -> Result<()> {
         let Some(pg) = &self.cx.process_group else { return Ok(()) };
         tch::no_grad(|| {
-            let grads: Vec<tch::Tensor> = self
-                .model
-                .var_store()
-                .trainable_variables()
-                .iter()
-                .map(tch::Tensor::grad)
-                .filter(tch::Tensor::defined)
-                .collect();
-            if grads.is_empty() {
+            // Every trainable variable takes part, in one order on every process: a variable
+            // without a gradient here (unused in this step) contributes zeros.
+            let variables = self.model.var_store().trainable_variables();
+            if variables.is_empty() {
                 return Ok(());
             }
-            let mut flat = tch::Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
+            let grads: Vec<tch::Tensor> = variables.iter().map(tch::Tensor::grad).collect();
+            let parts: Vec<tch::Tensor> = grads
+                .iter()
+                .zip(&variables)
+                .map(|(g, v)| if g.defined() { g.reshape([-1]) } else { v.zeros_like().reshape([-1]) })
+                .collect();
+            let mut flat = tch::Tensor::cat(&parts, 0);
             pg.all_reduce(&mut flat, crate::dist::ReduceOp::Avg)?;
             let mut offset = 0;
-            for g in &grads {
-                let n = g.numel() as i64;
-                let mut g = g.shallow_clone();
-                g.copy_(&flat.narrow(0, offset, n).view_as(&g));
+            for (g, v) in grads.iter().zip(&variables) {
+                let n = v.numel() as i64;
+                if g.defined() {
+                    let mut g = g.shallow_clone();
+                    g.copy_(&flat.narrow(0, offset, n).view_as(&g));
+                }
                 offset += n;
             }
             Ok(())

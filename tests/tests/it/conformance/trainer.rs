@@ -207,7 +207,6 @@ fn manual_optimization_counts_every_optimizer_step() -> lit::Result<()> {
 /// its gradient checks in `training_step`: `zero_grad()` leaves no gradient (`layer.weight.grad is None`) at the start of every step and
 /// after each optimizer's `zero_grad`, and there is one after the backward calls.
 #[test]
-#[ignore = "lit differs: zero_grad zeroes gradients instead of dropping them; grad defined [F,T,T,T] then [T,T,T,T], not [F,F,T,F]"]
 fn zero_grad_sets_gradients_to_none() -> lit::Result<()> {
     let (model, _) = manual_opt_run(false)?;
     assert_eq!(model.grad_defined, [[false, false, true, false]; 2]);
