@@ -169,6 +169,19 @@ impl ProcessGroup {
         }
     }
 
+    /// Rank `root`'s `bytes` on every process (the others' are ignored).
+    pub(crate) fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>> {
+        let mut len = Tensor::from_slice(&[bytes.len() as i64]);
+        self.broadcast(&mut len, root)?;
+        let len = len.int64_value(&[0]);
+        let mut data = match self.rank == root {
+            true => Tensor::from_slice(bytes),
+            false => Tensor::zeros([len], (tch::Kind::Uint8, tch::Device::Cpu)),
+        };
+        self.broadcast(&mut data, root)?;
+        Ok(Vec::<u8>::try_from(&data)?)
+    }
+
     /// Copies rank `root`'s `tensor` to every process.
     pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<()> {
         #[cfg(lit_c10d)]

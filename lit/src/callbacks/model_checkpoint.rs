@@ -38,6 +38,8 @@ pub struct ModelCheckpoint {
     saved_dir: Option<PathBuf>,
     /// The directory a restored state was written for, until the run's own is known.
     restored_dir: Option<PathBuf>,
+    /// In distributed training: rank 0's directory, which every rank uses.
+    shared_dir: Option<PathBuf>,
 }
 
 impl Default for ModelCheckpoint {
@@ -60,6 +62,7 @@ impl Default for ModelCheckpoint {
             last_time: None,
             saved_dir: None,
             restored_dir: None,
+            shared_dir: None,
         }
     }
 }
@@ -126,6 +129,9 @@ impl ModelCheckpoint {
     /// Where this callback writes: `dirpath`, or `checkpoints/` in the log directory (or in
     /// `default_root_dir` without a logger).
     pub(crate) fn dir(&self, cx: &Ctx) -> PathBuf {
+        if let Some(dir) = &self.shared_dir {
+            return dir.clone();
+        }
         self.dirpath
             .clone()
             .unwrap_or_else(|| cx.log_dir().unwrap_or_else(|| cx.default_root_dir().to_path_buf()).join("checkpoints"))
@@ -302,6 +308,16 @@ impl Callback for ModelCheckpoint {
 
     fn setup(&mut self, stage: crate::Stage, cx: &mut Ctx) -> Result<()> {
         self.validate()?;
+        // Every rank uses rank 0's directory (only rank 0 has loggers to derive it from), so
+        // that `best_model_path()` names the same file on every rank.
+        self.shared_dir = None;
+        if stage == crate::Stage::Fit
+            && let Some(pg) = cx.process_group().filter(|pg| pg.world_size() > 1)
+        {
+            let mine = self.dir(cx).to_string_lossy().into_owned();
+            let shared = pg.broadcast_bytes(mine.as_bytes(), 0)?;
+            self.shared_dir = Some(PathBuf::from(String::from_utf8_lossy(&shared).into_owned()));
+        }
         // A directory that cannot be made is said when `fit` starts, not at the first save.
         if stage == crate::Stage::Fit && cx.global_rank() == 0 {
             let dir = self.dir(cx);

@@ -28,6 +28,11 @@ impl Net {
         loss
     }
 
+    fn test_step(&mut self, (x, y): (Tensor, Tensor), cx: &mut Ctx) {
+        let loss = self.l2.forward(&self.l1.forward(&x).tanh()).mse_loss(&y, lit::tch::Reduction::Mean);
+        cx.log("test_loss", &loss).sync_dist(true);
+    }
+
     fn configure_optimizers(&self) -> Optimizers {
         Sgd::new(0.1).momentum(0.9).into()
     }
@@ -46,7 +51,7 @@ fn main() -> lit::Result<()> {
     let x = Tensor::arange(32 * 4, (Kind::Float, Device::Cpu)).view([32, 4]).sin();
     let y = x.sum_dim_intlist(-1, true, Kind::Float).cos();
     let (devices, batch) = if mode == "single" { (1, 8) } else { (2, 4) };
-    let loader = DataLoader::new(TensorDataset::new((x, y))?).batch_size(batch);
+    let loader = DataLoader::new(TensorDataset::new((x.shallow_clone(), y.shallow_clone()))?).batch_size(batch);
     let mut trainer = Trainer::builder()
         .accelerator("cpu")
         .devices(devices)
@@ -63,11 +68,18 @@ fn main() -> lit::Result<()> {
     for name in ["l1.weight", "l1.bias", "l2.weight", "l2.bias"] {
         weights.extend(Vec::<f64>::try_from(net.vs.variables()[name].to_kind(Kind::Double).flatten(0, -1))?);
     }
+    let (epoch_loss, rank_mean) = (trainer.callback_metrics()["epoch_loss"], trainer.callback_metrics()["rank_mean"]);
+    // Every rank reads the same best checkpoint (rank 0's directory) and tests from it.
+    let best = trainer.checkpoint_callback().and_then(|c| c.best_model_path()).map(|p| p.display().to_string());
+    let loader = DataLoader::new(TensorDataset::new((x, y))?).batch_size(batch);
+    let tested = trainer.test_from_checkpoint(&mut net, loader, "best")?;
     let text = serde_json::to_string(&serde_json::json!({
         "weights": weights,
         "global_step": trainer.global_step(),
-        "epoch_loss": trainer.callback_metrics()["epoch_loss"],
-        "rank_mean": trainer.callback_metrics()["rank_mean"],
+        "epoch_loss": epoch_loss,
+        "rank_mean": rank_mean,
+        "best_model_path": best,
+        "test_loss": tested[0]["test_loss"],
     }))
     .unwrap();
     std::fs::write(dir.join(format!("weights-{rank}.json")), text).map_err(|e| lit::Error::msg(e.to_string()))?;

@@ -65,6 +65,13 @@ fn two_processes_match_one_with_twice_the_batch() {
     assert_eq!(versions.len(), 1, "one logger run directory");
     let checkpoints: Vec<_> = std::fs::read_dir(ddp.join("lightning_logs/version_0/checkpoints")).unwrap().collect();
     assert_eq!(checkpoints.len(), 1);
+    // Every rank names rank 0's best checkpoint, and tests from it ("best") to one synced loss.
+    let best = r0["best_model_path"].as_str().expect("rank 0 has a best checkpoint");
+    assert_eq!(r1["best_model_path"], r0["best_model_path"], "rank 1 names rank 0's file");
+    assert!(Path::new(best).starts_with(ddp.join("lightning_logs/version_0/checkpoints")), "{best}");
+    assert!(Path::new(best).exists(), "{best}");
+    assert_eq!(r0["test_loss"], r1["test_loss"]);
+    assert!(r0["test_loss"].as_f64().is_some_and(f64::is_finite), "{}", r0["test_loss"]);
 }
 
 #[test]
