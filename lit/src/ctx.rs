@@ -124,6 +124,9 @@ pub(crate) struct State {
     /// arose, for its error.
     pub(crate) hook: &'static str,
     pub(crate) batch_idx: Option<usize>,
+    /// In distributed training: whether some process had Ctrl-C pressed, as the last gradient
+    /// all-reduce agreed (all processes then stop at the same batch).
+    pub(crate) interrupt_agreed: bool,
     /// Keys logged with `logger(true)` while there was no logger, already warned about.
     pub(crate) warned_no_logger: std::collections::BTreeSet<String>,
     pub(crate) process_group: Option<crate::dist::ProcessGroup>,
@@ -186,6 +189,7 @@ impl State {
             hook: "",
             batch_idx: None,
             warned_no_logger: Default::default(),
+            interrupt_agreed: false,
             process_group: None,
             local_rank: 0,
             precision: crate::amp::Precision::F32,

@@ -68,6 +68,7 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.schedulers = schedulers;
         self.cx.epoch_progress = None;
         self.cx.nonfinite_loss = (None, false);
+        self.cx.interrupt_agreed = false;
         let mut resume_batch = 0;
         hook!(self, on_pretrain_routine_start());
         // Between the two, as Lightning's pre-training routine restores a checkpoint.
@@ -220,7 +221,13 @@ impl<M: LightningModule> Run<'_, M> {
             None => self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints"),
         };
         let path = dir.join("interrupted.ckpt");
-        let checkpoint = match self.write_checkpoint(&path) {
+        // Rank 0 writes it; every rank waits until it is complete.
+        let written = match self.cx.global_rank() {
+            0 => self.write_checkpoint(&path),
+            _ => Ok(()),
+        };
+        let written = written.and_then(|()| self.cx.process_group.as_ref().map_or(Ok(()), |pg| pg.barrier()));
+        let checkpoint = match written {
             Ok(()) => Some(path),
             Err(e) => {
                 tracing::error!(target: "lit", error = %e, "could not save a checkpoint after Ctrl-C");
@@ -338,7 +345,13 @@ impl<M: LightningModule> Run<'_, M> {
                 self.cx.running = RunningStage::Training;
                 self.process_requests()?;
             }
-            if window_closed && crate::interrupt::requested() {
+            // In distributed training (automatic optimization) the processes agree on it through
+            // the gradient all-reduce; otherwise this process's Ctrl-C decides.
+            let interrupted = match (&self.cx.process_group, M::AUTOMATIC_OPTIMIZATION) {
+                (Some(_), true) => std::mem::take(&mut self.cx.interrupt_agreed),
+                _ => crate::interrupt::requested(),
+            };
+            if window_closed && interrupted {
                 return Err(self.interrupted());
             }
             if self.max_steps_reached() || self.stop_allowed(epoch) {
@@ -643,13 +656,18 @@ impl<M: LightningModule> Run<'_, M> {
                 return Ok(());
             }
             let grads: Vec<tch::Tensor> = variables.iter().map(tch::Tensor::grad).collect();
-            let parts: Vec<tch::Tensor> = grads
+            let mut parts: Vec<tch::Tensor> = grads
                 .iter()
                 .zip(&variables)
                 .map(|(g, v)| if g.defined() { g.reshape([-1]) } else { v.zeros_like().reshape([-1]) })
                 .collect();
+            // One more element: whether Ctrl-C was pressed here, so that every process learns
+            // of any process's interrupt at the same step, with no collective of its own.
+            let pressed = if crate::interrupt::requested() { 1.0 } else { 0.0 };
+            parts.push(tch::Tensor::from_slice(&[pressed]).to_kind(parts[0].kind()).to_device(parts[0].device()));
             let mut flat = tch::Tensor::cat(&parts, 0);
             pg.all_reduce(&mut flat, crate::dist::ReduceOp::Avg)?;
+            self.cx.interrupt_agreed = flat.double_value(&[flat.numel() as i64 - 1]) > 0.0;
             let mut offset = 0;
             for (g, v) in grads.iter().zip(&variables) {
                 let n = v.numel() as i64;

@@ -490,6 +490,11 @@ impl Trainer {
         }
         let finalized: Result<()> = run.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status));
         let result = match (result, &mut self.ddp) {
+            (Err(e @ crate::Error::Interrupted { .. }), Some(ddp)) => {
+                // Every process stops on Ctrl-C; wait for the launched ones to end.
+                let _ = ddp.worker_report();
+                Err(e)
+            }
             (Err(e), Some(ddp)) => {
                 let report = ddp.worker_report();
                 Err(if report.is_empty() {

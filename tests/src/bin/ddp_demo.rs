@@ -51,13 +51,15 @@ fn main() -> lit::Result<()> {
     let x = Tensor::arange(32 * 4, (Kind::Float, Device::Cpu)).view([32, 4]).sin();
     let y = x.sum_dim_intlist(-1, true, Kind::Float).cos();
     let (devices, batch) = if mode == "single" { (1, 8) } else { (2, 4) };
+    // `interrupt`: train until Ctrl-C (the test signals both processes).
+    let max_epochs = if mode == "interrupt" { 100_000 } else { 2 };
     let loader = DataLoader::new(TensorDataset::new((x.shallow_clone(), y.shallow_clone()))?).batch_size(batch);
     let mut trainer = Trainer::builder()
         .accelerator("cpu")
         .devices(devices)
         .strategy(if mode == "single" { "auto" } else { "ddp" })
         .ddp_timeout_secs(20)
-        .max_epochs(2)
+        .max_epochs(max_epochs)
         .enable_progress_bar(false)
         .default_root_dir(&dir)
         .build()?;

@@ -107,3 +107,36 @@ fn a_world_from_launcher_variables_is_joined() {
     }
     assert_close(&weights(&joined, 1).0, &weights(&single, 0).0, "joined world against one process");
 }
+
+/// Ctrl-C in a terminal reaches every process of the run: all stop at the same step (they agree
+/// through the gradient all-reduce), rank 0 writes `interrupted.ckpt`, and every rank returns
+/// `Error::Interrupted` (not a distributed error from a peer that left).
+#[cfg(unix)]
+#[test]
+fn ctrl_c_under_ddp_interrupts_every_rank() {
+    use std::os::unix::process::CommandExt;
+    let dir = temp_dir("ddp-interrupt");
+    let mut command = demo("interrupt", &dir);
+    command.process_group(0).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let checkpoints = dir.join("lightning_logs/version_0/checkpoints");
+    let start = Instant::now();
+    while std::fs::read_dir(&checkpoints).map_or(true, |d| d.count() == 0) {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint after 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The whole process group, as a terminal's Ctrl-C.
+    let status = Command::new("kill").args(["-s", "INT", "--", &format!("-{}", child.id())]).status().unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("training interrupted; resume from").count(), 2, "both ranks: {stderr}");
+    assert!(!stderr.contains("distributed"), "{stderr}");
+    assert!(checkpoints.join("interrupted.ckpt").exists(), "{stderr}");
+}
