@@ -212,15 +212,7 @@ impl<M: LightningModule> Run<'_, M> {
     /// or in `default_root_dir`), and returns the error that ends the run.
     fn interrupted(&mut self) -> Error {
         crate::interrupt::clear();
-        let model_checkpoint = self
-            .callbacks
-            .iter()
-            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>());
-        let dir = match model_checkpoint {
-            Some(callback) => callback.dir(&*ctx!(self)),
-            None => self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints"),
-        };
-        let path = dir.join("interrupted.ckpt");
+        let path = self.checkpoint_dir().join("interrupted.ckpt");
         // Rank 0 writes it; every rank waits until it is complete.
         let written = match self.cx.global_rank() {
             0 => self.write_checkpoint(&path),
@@ -236,6 +228,51 @@ impl<M: LightningModule> Run<'_, M> {
         };
         tracing::warn!(target: "lit", ?checkpoint, "training interrupted");
         Error::Interrupted { checkpoint }
+    }
+
+    /// Where the run's checkpoints go: the first `ModelCheckpoint`'s directory; without one,
+    /// `checkpoints/` in the log directory or in `default_root_dir`.
+    fn checkpoint_dir(&mut self) -> std::path::PathBuf {
+        let model_checkpoint = self
+            .callbacks
+            .iter()
+            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>());
+        match model_checkpoint {
+            Some(callback) => callback.dir(&*ctx!(self)),
+            None => self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints"),
+        }
+    }
+
+    /// The error for a panic that ended the run. When it arose in `training_step` before
+    /// anything of its batch was applied (the first optimizer, at the start of an accumulation
+    /// window, one process, automatic optimization, no TBPTT), the run's state is whole: a
+    /// resumable `on_exception.ckpt` is saved first, as on Ctrl-C, and the error names it.
+    pub(super) fn panic_error(&mut self, payload: &(dyn std::any::Any + Send)) -> Error {
+        let accumulate = self.config.accumulate_grad_batches.max(1);
+        let whole = self.cx.stage == crate::Stage::Fit
+            && self.cx.running == RunningStage::Training
+            && self.cx.hook == "training_step"
+            && self.cx.optimizer_idx == 0
+            && self.cx.batch_idx.is_some_and(|b| b.is_multiple_of(accumulate))
+            && self.cx.process_group.is_none()
+            && M::AUTOMATIC_OPTIMIZATION
+            && M::TRUNCATED_BPTT_STEPS.is_none();
+        let error = self.cx.panicked(payload);
+        if !whole {
+            return error;
+        }
+        let path = self.checkpoint_dir().join("on_exception.ckpt");
+        match (error, self.write_checkpoint(&path)) {
+            (Error::Hook { hook, message }, Ok(())) => Error::Hook {
+                hook,
+                message: format!("{message} (a resumable checkpoint was saved first: {})", path.display()),
+            },
+            (error, Err(e)) => {
+                tracing::error!(target: "lit", error = %e, "could not save a checkpoint after a panic");
+                error
+            }
+            (error, Ok(())) => error,
+        }
     }
 
     /// Whether the epoch ended before its last batch (max_steps or a stop request).

@@ -453,7 +453,7 @@ impl Trainer {
                 Ok(out)
             })
         }))
-        .unwrap_or_else(|payload| Err(run.cx.panicked(&*payload)));
+        .unwrap_or_else(|payload| Err(run.panic_error(&*payload)));
         let status = match &result {
             Ok(_) => crate::loggers::RunStatus::Success,
             Err(crate::Error::Interrupted { .. }) => crate::loggers::RunStatus::Interrupted,

@@ -4,9 +4,14 @@ use std::path::PathBuf;
 
 use lit::tch::{Device, Kind, Tensor};
 
+/// The path of the temporary directory `temp_dir(name)` makes.
+pub fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lit-tests-{}-{name}", std::process::id()))
+}
+
 /// A fresh, empty directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lit-tests-{}-{name}", std::process::id()));
+    let dir = temp_path(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a temporary directory");
     dir

@@ -362,12 +362,23 @@ fn a_panic_in_a_hook_is_an_error_naming_the_hook_epoch_and_batch() {
     assert!(error.starts_with("`training_step` failed: panicked in epoch 1, batch 2: "), "{error}");
     assert!(error.contains("shapes cannot be multiplied"), "{error}");
     assert!(!error.contains("Exception raised from") && !error.contains("frame #"), "{error}");
-    assert_eq!(seen, [error]);
+    assert_eq!(seen, std::slice::from_ref(&error));
+    // Nothing of batch 2 was applied: the run's state was saved first, and resumes there.
+    let saved = crate::common::temp_path("fault-panic-train").join("checkpoints/on_exception.ckpt");
+    assert!(error.ends_with(&format!("(a resumable checkpoint was saved first: {})", saved.display())), "{error}");
+    let loops = Checkpoint::load(&saved).unwrap().meta.loops;
+    assert_eq!((loops.epoch, loops.batch_in_epoch), (1, 2));
+    let mut fixed = Faulty::new();
+    let mut trainer = crate::common::quiet_trainer(&temp_dir("fault-panic-resume")).max_epochs(3).build().unwrap();
+    let regression = || Batches::new(crate::common::regression_batches(4));
+    trainer.fit_from_checkpoint(&mut fixed, regression(), regression(), &saved).unwrap();
+    assert_eq!(trainer.global_step(), 12, "the resumed run trains the rest: 4 batches x 3 epochs");
 
     let mut model = Faulty::new();
     model.val_panic_at = Some(1);
     let (error, _) = faulty_fit(&mut model, "fault-panic-val");
     assert!(error.starts_with("`validation_step` failed: panicked in validation (epoch 0), batch 1: "), "{error}");
+    assert!(!error.contains("checkpoint"), "no checkpoint is promised outside training_step: {error}");
 }
 
 /// A loss without an autograd graph says it is `training_step`'s loss, which batch, and why.
