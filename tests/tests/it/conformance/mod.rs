@@ -10,6 +10,23 @@ use lit::prelude::*;
 
 use crate::common::{quiet_trainer, regression_batches, temp_dir};
 
+/// `n` batches of `rows` random rows of 32 features (Lightning's `RandomDataset(32, n * rows)`
+/// with `batch_size=rows`).
+fn random_batches(n: usize, rows: i64) -> Batches<Tensor> {
+    Batches::new((0..n).map(|_| Tensor::randn([rows, 32], (Kind::Float, Device::Cpu))).collect())
+}
+
+/// Lightning's `BoringModel` layer: `Linear(32, 2)`.
+fn boring_layer(vs: &nn::VarStore) -> nn::Linear {
+    nn::linear(vs.root() / "layer", 32, 2, Default::default())
+}
+
+/// `BoringModel.step`: the MSE of the layer's output against ones.
+fn boring_loss(layer: &nn::Linear, x: &Tensor) -> Tensor {
+    let preds = layer.forward(x);
+    preds.mse_loss(&preds.ones_like(), lit::tch::Reduction::Mean)
+}
+
 /// A module whose loss is always 0 (so early stopping sees no improvement), counting its
 /// training steps and the epochs in which a stop had been requested.
 #[lightning_module]

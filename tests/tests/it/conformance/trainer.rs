@@ -13,26 +13,9 @@ use lit::Limit;
 use lit::callbacks::Timer;
 use lit::optim::StepLr;
 use lit::prelude::*;
-use lit::tch::Reduction;
 
+use super::{boring_layer, boring_loss, random_batches};
 use crate::common::{quiet_trainer, temp_dir};
-
-/// `n` batches of `rows` random rows of 32 features (Lightning's `RandomDataset(32, n * rows)`
-/// with `batch_size=rows`).
-fn random_batches(n: usize, rows: i64) -> Batches<Tensor> {
-    Batches::new((0..n).map(|_| Tensor::randn([rows, 32], (Kind::Float, Device::Cpu))).collect())
-}
-
-/// BoringModel's layer.
-fn boring_layer(vs: &nn::VarStore) -> nn::Linear {
-    nn::linear(vs.root() / "layer", 32, 2, Default::default())
-}
-
-/// BoringModel's `step`: the MSE of the layer's output against ones.
-fn boring_loss(layer: &nn::Linear, x: &Tensor) -> Tensor {
-    let preds = layer.forward(x);
-    preds.mse_loss(&preds.ones_like(), Reduction::Mean)
-}
 
 /// A copy of every variable, by name.
 fn snapshot(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
