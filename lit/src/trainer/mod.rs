@@ -389,6 +389,61 @@ impl Trainer {
         stage: Stage,
         body: impl FnOnce(&mut Run<'_, M>) -> Result<T>,
     ) -> Result<T> {
+        self.begin_run(model, stage)?;
+        let mut run = Run {
+            model,
+            callbacks: &mut self.callbacks,
+            cx: &mut self.cx,
+            datamodule,
+            config: &self.config,
+            datamodule_set_up: false,
+        };
+        // A panic in a hook (a shape mismatch inside tch, an `unwrap`) ends the run as an error
+        // naming where it arose, and the loggers and callbacks still close as after any error.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
+                run.teardown(stage)?;
+                Ok(out)
+            })
+        }))
+        .unwrap_or_else(|payload| Err(run.panic_error(&*payload)));
+        let status = match &result {
+            Ok(_) => crate::loggers::RunStatus::Success,
+            Err(crate::Error::Interrupted { .. }) => crate::loggers::RunStatus::Interrupted,
+            Err(_) => crate::loggers::RunStatus::Failed,
+        };
+        if let Err(error) = &result {
+            run.on_failure(error, stage);
+        }
+        let finalized = run.finish(stage, status);
+        if self.config.detect_anomaly {
+            crate::amp::set_detect_anomaly(false)?;
+        }
+        let result = match (result, &mut self.ddp) {
+            (Err(e @ crate::Error::Interrupted { .. }), Some(ddp)) => {
+                // Every process stops on Ctrl-C; wait for the launched ones to end.
+                let _ = ddp.worker_report();
+                Err(e)
+            }
+            (Err(e), Some(ddp)) => {
+                let report = ddp.worker_report();
+                Err(if report.is_empty() {
+                    e
+                } else {
+                    crate::Error::Distributed { operation: "ddp", message: format!("{e}; {report}") }
+                })
+            }
+            (result, _) => result,
+        };
+        let out = result?;
+        finalized?;
+        Ok(out)
+    }
+
+    /// What every run does before its module's hooks: seeds and global flags, the state's
+    /// reset for `stage`, joining the process group (once), the hyper-parameters to the loggers
+    /// (the first fit), the profiler.
+    fn begin_run<M: LightningModule>(&mut self, model: &M, stage: Stage) -> Result<()> {
         if let Some(seed) = self.config.seed {
             tch::manual_seed(seed as i64);
         }
@@ -437,77 +492,7 @@ impl Trainer {
             let dir = self.log_dir().map_or_else(|| self.config.default_root_dir.clone(), std::path::Path::to_path_buf);
             self.cx.profiler = Some(crate::profiler::Profiler::start(kind, &dir, stage.as_str())?);
         }
-        let mut run = Run {
-            model,
-            callbacks: &mut self.callbacks,
-            cx: &mut self.cx,
-            datamodule,
-            config: &self.config,
-            datamodule_set_up: false,
-        };
-        // A panic in a hook (a shape mismatch inside tch, an `unwrap`) ends the run as an error
-        // naming where it arose, and the loggers and callbacks still close as after any error.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run.setup(stage).and_then(|()| body(&mut run)).and_then(|out| {
-                run.teardown(stage)?;
-                Ok(out)
-            })
-        }))
-        .unwrap_or_else(|payload| Err(run.panic_error(&*payload)));
-        let status = match &result {
-            Ok(_) => crate::loggers::RunStatus::Success,
-            Err(crate::Error::Interrupted { .. }) => crate::loggers::RunStatus::Interrupted,
-            Err(_) => crate::loggers::RunStatus::Failed,
-        };
-        if let Err(error) = &result {
-            tracing::error!(target: "lit", stage = stage.as_str(), %error, "run failed");
-            let mut cx = Ctx { state: &mut *run.cx, datamodule: run.datamodule.as_deref_mut() };
-            for cb in run.callbacks.iter_mut() {
-                cb.on_exception(error, &mut cx);
-            }
-            if run.datamodule_set_up
-                && let Some(dm) = cx.datamodule
-                && let Err(torn) = dm.teardown(stage)
-            {
-                tracing::error!(target: "lit", stage = stage.as_str(), error = %torn, "data module teardown failed");
-            }
-        }
-        if self.config.detect_anomaly {
-            crate::amp::set_detect_anomaly(false)?;
-        }
-        if let Some(profiler) = run.cx.profiler.take() {
-            let dir = run
-                .cx
-                .loggers
-                .first()
-                .and_then(|l| l.log_dir())
-                .map_or_else(|| run.cx.default_root_dir.clone(), std::path::Path::to_path_buf);
-            let (report, path) = profiler.finish(&dir, stage.as_str())?;
-            if run.cx.global_rank() == 0 {
-                run.cx.progress.println(&report);
-            }
-            tracing::info!(target: "lit", path = %path.display(), "profiler report written");
-        }
-        let finalized: Result<()> = run.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status));
-        let result = match (result, &mut self.ddp) {
-            (Err(e @ crate::Error::Interrupted { .. }), Some(ddp)) => {
-                // Every process stops on Ctrl-C; wait for the launched ones to end.
-                let _ = ddp.worker_report();
-                Err(e)
-            }
-            (Err(e), Some(ddp)) => {
-                let report = ddp.worker_report();
-                Err(if report.is_empty() {
-                    e
-                } else {
-                    crate::Error::Distributed { operation: "ddp", message: format!("{e}; {report}") }
-                })
-            }
-            (result, _) => result,
-        };
-        let out = result?;
-        finalized?;
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -593,6 +578,41 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.progress.println(&summary.table());
         }
         Ok(())
+    }
+
+    /// After a failed run: the callbacks' `on_exception`, and the data module's `teardown` when
+    /// its `setup` ran.
+    fn on_failure(&mut self, error: &crate::Error, stage: Stage) {
+        tracing::error!(target: "lit", stage = stage.as_str(), %error, "run failed");
+        let mut cx = Ctx { state: &mut *self.cx, datamodule: self.datamodule.as_deref_mut() };
+        for cb in self.callbacks.iter_mut() {
+            cb.on_exception(error, &mut cx);
+        }
+        if self.datamodule_set_up
+            && let Some(dm) = cx.datamodule
+            && let Err(torn) = dm.teardown(stage)
+        {
+            tracing::error!(target: "lit", stage = stage.as_str(), error = %torn, "data module teardown failed");
+        }
+    }
+
+    /// The end of every run, whatever its result: the profiler's report, the loggers closed with
+    /// `status`.
+    fn finish(&mut self, stage: Stage, status: crate::loggers::RunStatus) -> Result<()> {
+        if let Some(profiler) = self.cx.profiler.take() {
+            let dir = self
+                .cx
+                .loggers
+                .first()
+                .and_then(|l| l.log_dir())
+                .map_or_else(|| self.cx.default_root_dir.clone(), std::path::Path::to_path_buf);
+            let (report, path) = profiler.finish(&dir, stage.as_str())?;
+            if self.cx.global_rank() == 0 {
+                self.cx.progress.println(&report);
+            }
+            tracing::info!(target: "lit", path = %path.display(), "profiler report written");
+        }
+        self.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status))
     }
 
     fn teardown(&mut self, stage: Stage) -> Result<()> {
