@@ -156,6 +156,10 @@ impl Logger for CsvLogger {
         std::fs::write(&path, plot::svg(&self.rows)).map_err(|e| Error::io(&path, e))
     }
 
+    fn share_version(&mut self, version: &str) {
+        self.run.share_version(version);
+    }
+
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }

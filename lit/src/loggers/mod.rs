@@ -37,6 +37,12 @@ pub trait Logger: Any {
         let _ = status;
         self.save()
     }
+    /// Takes `version` (`version_N`, the Trainer's first logger's) when this logger was given
+    /// none and has not made its directory yet, so that one run's loggers share one `version_N`
+    /// as in Lightning. Loggers without versions ignore it.
+    fn share_version(&mut self, version: &str) {
+        let _ = version;
+    }
     /// The logger as `Any`, to reach its concrete type (its experiment handle).
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -101,6 +107,14 @@ impl RunDir {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// [`Logger::share_version`] for a logger that keeps this directory.
+    pub(crate) fn share_version(&mut self, version: &str) {
+        let n = version.strip_prefix("version_").and_then(|n| n.parse().ok());
+        if let (None, None, Some(n)) = (self.version, &self.dir, n) {
+            self.version = Some(n);
+        }
     }
 
     /// `version_N`: the given or claimed version, or (before the directory is made) the next

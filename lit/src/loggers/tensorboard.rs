@@ -65,7 +65,13 @@ fn masked_crc(data: &[u8]) -> u32 {
 pub struct SummaryWriter {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
+    /// When the buffer last went to the file: a TensorBoard watching the run sees its events
+    /// at most [`FLUSH_EVERY`] late (and at every epoch end, when the Trainer saves its loggers).
+    flushed: std::time::Instant,
 }
+
+/// How long events may wait in the writer's buffer.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl SummaryWriter {
     /// A writer of a new event file in `dir`.
@@ -78,7 +84,8 @@ impl SummaryWriter {
             .unwrap_or_else(|_| "localhost".into());
         let path = dir.join(format!("events.out.tfevents.{secs}.{host}.{}", std::process::id()));
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let mut writer = SummaryWriter { path, file: std::io::BufWriter::new(file) };
+        let mut writer =
+            SummaryWriter { path, file: std::io::BufWriter::new(file), flushed: std::time::Instant::now() };
         writer.write(&event(0, |e| {
             e.string(3, "brain.Event:2");
         }))?;
@@ -98,7 +105,11 @@ impl SummaryWriter {
         record.extend_from_slice(&masked_crc(&len).to_le_bytes());
         record.extend_from_slice(event);
         record.extend_from_slice(&masked_crc(event).to_le_bytes());
-        self.file.write_all(&record).map_err(|e| Error::io(&self.path, e))
+        self.file.write_all(&record).map_err(|e| Error::io(&self.path, e))?;
+        if self.flushed.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// A scalar at `step`.
@@ -192,6 +203,7 @@ impl SummaryWriter {
 
     /// Writes buffered events to disk.
     pub fn flush(&mut self) -> Result<()> {
+        self.flushed = std::time::Instant::now();
         self.file.flush().map_err(|e| Error::io(&self.path, e))
     }
 }
@@ -274,6 +286,10 @@ impl Logger for TensorBoardLogger {
 
     fn save(&mut self) -> Result<()> {
         self.writer.as_mut().map_or(Ok(()), SummaryWriter::flush)
+    }
+
+    fn share_version(&mut self, version: &str) {
+        self.run.share_version(version);
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {

@@ -52,6 +52,7 @@ impl<M: LightningModule> Run<'_, M> {
             Event::PredictBatchEnd => self.cx.progress.advance(BTreeMap::new),
             Event::TrainEpochEnd { epoch } => {
                 self.flush_logs(self.cx.global_step.saturating_sub(1))?;
+                self.save_loggers()?;
                 self.finish_bar(true);
                 if tracing::enabled!(target: "lit", tracing::Level::INFO) {
                     let metrics = self.cx.progress_bar_metrics();
@@ -68,6 +69,7 @@ impl<M: LightningModule> Run<'_, M> {
                         _ => self.cx.global_step,
                     };
                     self.flush_logs(step)?;
+                    self.save_loggers()?;
                 }
                 self.finish_bar(self.cx.stage != Stage::Fit);
                 if !sanity && tracing::enabled!(target: "lit", tracing::Level::INFO) {
@@ -77,6 +79,12 @@ impl<M: LightningModule> Run<'_, M> {
             Event::PredictEnd => self.cx.progress.finish(BTreeMap::new(), true),
         }
         Ok(())
+    }
+
+    /// Every logger writes what it buffered, so that TensorBoard or a reader of `metrics.csv`
+    /// follows the run epoch by epoch.
+    fn save_loggers(&mut self) -> Result<()> {
+        self.cx.loggers.iter_mut().try_for_each(|l| l.save())
     }
 
     /// One batch more on the bar, with the module's `get_progress_bar_dict`.

@@ -483,8 +483,14 @@ impl Trainer {
         }
         if stage == Stage::Fit && !self.hparams_logged {
             let hparams = model.hparams_json().unwrap_or_else(|| serde_json::json!({}));
-            for logger in &mut self.cx.loggers {
-                logger.log_hyperparams(&hparams)?;
+            // The first logger claims the run's version; the others take the same one.
+            if let Some((first, others)) = self.cx.loggers.split_first_mut() {
+                first.log_hyperparams(&hparams)?;
+                let version = first.version();
+                for logger in others {
+                    logger.share_version(&version);
+                    logger.log_hyperparams(&hparams)?;
+                }
             }
             self.hparams_logged = true;
         }

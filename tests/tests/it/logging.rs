@@ -233,6 +233,69 @@ print("hparams", sorted((k, v.WhichOneof("kind"), getattr(v, v.WhichOneof("kind"
     Ok(())
 }
 
+/// Reads the run's TensorBoard scalars with TensorBoard's own reader while training goes on:
+/// at the first batch of epoch 1.
+struct ReadsTensorBoardDuringTheRun(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Callback for ReadsTensorBoardDuringTheRun {
+    fn on_train_batch_start(&mut self, batch_idx: usize, cx: &mut Ctx) -> lit::Result<()> {
+        if cx.current_epoch() != 1 || batch_idx != 0 {
+            return Ok(());
+        }
+        let dir = cx.log_dir().expect("a run directory");
+        let python = std::env::var("LIT_TORCH_PYTHON").expect("run the tests through scripts/with-torch");
+        let script = r#"
+import sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1])
+ea.Reload()
+print([(e.step, round(e.value, 4)) for e in ea.Scalars("train_loss")])
+"#;
+        let out = Command::new(python).arg("-c").arg(script).arg(&dir).output().expect("run python");
+        assert!(out.status.success(), "tensorboard failed: {}", String::from_utf8_lossy(&out.stderr));
+        *self.0.lock().unwrap() = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(())
+    }
+}
+
+/// A TensorBoard watching the run sees each epoch's points once the epoch ends, not only when
+/// the run does (the event file is flushed at every epoch end and every few seconds).
+#[test]
+fn tensorboard_follows_the_run_while_it_trains() -> lit::Result<()> {
+    let root = temp_dir("tensorboard-live");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut trainer = quiet()
+        .max_epochs(2)
+        .log_every_n_steps(1)
+        .with_logger(TensorBoardLogger::new(&root))
+        .callback(ReadsTensorBoardDuringTheRun(seen.clone()))
+        .build()?;
+    trainer.fit(&mut logs("plain"), Batches::new(uneven_batches()), ())?;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        "[(0, 1.5), (1, 5.5), (2, 9.5), (3, 12.5)]",
+        "epoch 0's points, read during epoch 1"
+    );
+    Ok(())
+}
+
+/// One run's loggers write into one `version_N` (the first logger's), as in Lightning, also
+/// when earlier runs left versions behind.
+#[test]
+fn a_runs_loggers_share_one_version_directory() -> lit::Result<()> {
+    let root = temp_dir("one-version");
+    std::fs::create_dir_all(root.join("lightning_logs/version_0")).unwrap();
+    let mut trainer =
+        quiet().max_epochs(1).with_logger(CsvLogger::new(&root)).with_logger(TensorBoardLogger::new(&root)).build()?;
+    trainer.fit(&mut logs("plain"), Batches::new(uneven_batches()), ())?;
+    let dirs: Vec<_> = trainer.loggers().iter().map(|l| l.log_dir().map(std::path::Path::to_path_buf)).collect();
+    let expected = Some(root.join("lightning_logs/version_1"));
+    assert_eq!(dirs, [expected.clone(), expected], "both loggers in version_1");
+    let versions = std::fs::read_dir(root.join("lightning_logs")).unwrap().count();
+    assert_eq!(versions, 2, "version_0 (earlier) and version_1 (this run), nothing more");
+    Ok(())
+}
+
 #[test]
 fn without_a_terminal_progress_is_plain_lines() {
     let out = Command::new(env!("CARGO_BIN_EXE_progress_demo")).args(["2", "10"]).output().expect("run progress_demo");
