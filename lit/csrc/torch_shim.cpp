@@ -254,13 +254,22 @@ char* lit_trace_end(at::Tensor** outputs, int noutputs, char** description, at::
 }
 
 // Starts tracing into a new TorchScript module (written to `*module`) holding `params`, named
-// `names`: the module's parameters, read through `prim::GetAttr` so that they are saved as its
-// state, not as constants.
-char* lit_script_trace_begin(at::Tensor** params, const char** names, int nparams, at::Tensor** inputs,
-                             int ninputs, void** module) {
+// `names`: the module's parameters (buffers where `buffers[i]` is set, e.g. batch norm's running
+// statistics), read through `prim::GetAttr` so that they are saved as its state, not as
+// constants. The module has a `training` attribute, false, as an `nn.Module` in eval mode
+// (`torch.jit.freeze` reads it).
+char* lit_script_trace_begin(at::Tensor** params, const char** names, const int* buffers, int nparams,
+                             at::Tensor** inputs, int ninputs, void** module) {
   TRACE_TRY("starting a trace", {
     auto modl = std::make_unique<torch::jit::Module>("lit");
-    for (int i = 0; i < nparams; ++i) modl->register_parameter(names[i], *params[i], false);
+    for (int i = 0; i < nparams; ++i) {
+      if (buffers[i]) {
+        modl->register_buffer(names[i], *params[i]);
+      } else {
+        modl->register_parameter(names[i], *params[i], false);
+      }
+    }
+    modl->register_attribute("training", c10::BoolType::get(), false);
     auto state = start_trace();
     auto* self = state->graph->insertInput(0, "self")->setType(modl->_ivalue()->type());
     for (int i = 0; i < nparams; ++i) state->setValue(*params[i], state->graph->insertGetAttr(self, names[i]));

@@ -33,6 +33,7 @@ unsafe extern "C" {
     fn lit_script_trace_begin(
         params: *const *mut C_tensor,
         names: *const *const c_char,
+        buffers: *const c_int,
         nparams: c_int,
         inputs: *const *mut C_tensor,
         ninputs: c_int,
@@ -205,21 +206,31 @@ pub(crate) fn trace_end(outputs: &[Tensor]) -> Result<(String, Vec<Tensor>)> {
 pub(crate) struct ScriptTrace(*mut std::ffi::c_void);
 
 impl ScriptTrace {
-    /// Starts tracing `inputs` with `params` (name, tensor) as the module's parameters.
-    pub(crate) fn begin(params: &[(String, Tensor)], inputs: &[Tensor]) -> Result<Self> {
+    /// Starts tracing `inputs` with `params` (name, tensor, whether it is a buffer) as the
+    /// module's parameters and buffers.
+    pub(crate) fn begin(params: &[(String, Tensor, bool)], inputs: &[Tensor]) -> Result<Self> {
         let names: Vec<std::ffi::CString> = params
             .iter()
-            .map(|(n, _)| std::ffi::CString::new(n.as_str()).map_err(|e| Error::msg(e.to_string())))
+            .map(|(n, _, _)| std::ffi::CString::new(n.as_str()).map_err(|e| Error::msg(e.to_string())))
             .collect::<Result<_>>()?;
         let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
-        let c_params: Vec<*mut C_tensor> = params.iter().map(|(_, t)| t.as_ptr() as *mut C_tensor).collect();
+        let c_params: Vec<*mut C_tensor> = params.iter().map(|(_, t, _)| t.as_ptr() as *mut C_tensor).collect();
+        let buffers: Vec<c_int> = params.iter().map(|(_, _, buffer)| c_int::from(*buffer)).collect();
         let c_inputs = tensor_ptrs(inputs);
         let (np, ni) = (len_i32(c_params.len(), "parameters")?, len_i32(c_inputs.len(), "inputs")?);
         let mut module = std::ptr::null_mut();
         // SAFETY: every pointer is live for the call; the shim owns the module it creates until
         // `lit_script_trace_end` frees it.
         let error = unsafe {
-            lit_script_trace_begin(c_params.as_ptr(), name_ptrs.as_ptr(), np, c_inputs.as_ptr(), ni, &mut module)
+            lit_script_trace_begin(
+                c_params.as_ptr(),
+                name_ptrs.as_ptr(),
+                buffers.as_ptr(),
+                np,
+                c_inputs.as_ptr(),
+                ni,
+                &mut module,
+            )
         };
         check("tracing `forward`", error)?;
         Ok(ScriptTrace(module))

@@ -39,8 +39,17 @@ fn trace_module(
     mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
 ) -> Result<CModule> {
     let export = |e: Error| Error::Export { format: "TorchScript", message: e.to_string() };
-    let mut params: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(name, t)| (name.replace('.', "_"), t)).collect();
+    // Variables that are not trainable (batch norm's running statistics) are buffers.
+    let trainable: std::collections::HashSet<usize> =
+        vs.trainable_variables().iter().map(|t| t.data_ptr() as usize).collect();
+    let mut params: Vec<(String, Tensor, bool)> = vs
+        .variables()
+        .into_iter()
+        .map(|(name, t)| {
+            let buffer = !trainable.contains(&(t.data_ptr() as usize));
+            (name.replace('.', "_"), t, buffer)
+        })
+        .collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let trace = crate::shim::ScriptTrace::begin(&params, inputs).map_err(export)?;
     let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(inputs))).unwrap_or_default();

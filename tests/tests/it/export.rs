@@ -123,6 +123,27 @@ with torch.no_grad():
     );
     let d = relative_difference(&ours, &theirs);
     assert!(d <= 1e-6, "relative difference {d} between lit and torch.jit.load");
+
+    // As loaded, the module is in eval mode, freezes and optimises for inference, and keeps batch
+    // norm's running statistics as buffers, not parameters.
+    let theirs = python(
+        r#"
+import sys, json, torch
+m = torch.jit.load(sys.argv[1])
+assert m.training is False, m.training
+buffers = sorted(n for n, _ in m.named_buffers())
+assert buffers and all("running" in n or "num_batches" in n for n in buffers), buffers
+assert not any("running" in n for n, _ in m.named_parameters())
+frozen = torch.jit.optimize_for_inference(torch.jit.freeze(m))
+x = torch.tensor(json.loads(sys.argv[2]), dtype=torch.float32).view(2, 1, 12, 12)
+with torch.no_grad():
+    print(json.dumps(frozen(x).flatten().tolist()))
+"#,
+        &path,
+        &input(),
+    );
+    let d = relative_difference(&ours, &theirs);
+    assert!(d <= 1e-5, "relative difference {d} between lit and the frozen, optimised module");
 }
 
 #[test]
