@@ -119,7 +119,14 @@ pub(crate) fn torch_message(message: &str) -> String {
         None => message.to_string(),
     };
     let cut = ["Exception raised from", "\nframe #"].iter().filter_map(|m| inner.find(m)).min().unwrap_or(inner.len());
-    inner[..cut].trim_end().trim_end_matches("\")").trim_end().to_string()
+    let message = inner[..cut].trim_end().trim_end_matches("\")").trim_end();
+    // The TorchScript interpreter puts its own traceback first and the error last.
+    match message.rfind("RuntimeError: ") {
+        Some(at) if message.starts_with("Internal torch error") || message.contains("Traceback of TorchScript") => {
+            message[at + "RuntimeError: ".len()..].trim().to_string()
+        }
+        _ => message.to_string(),
+    }
 }
 
 /// The message of a panic's payload.

@@ -26,10 +26,67 @@ use crate::error::{Error, Result};
 pub fn to_torchscript(
     vs: &VarStore,
     inputs: &[Tensor],
-    forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
+    mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
 ) -> Result<CModule> {
-    let _detached = DetachedVariables::new(vs);
-    tch::no_grad(|| trace_module(vs, inputs, forward))
+    let module = {
+        let _detached = DetachedVariables::new(vs);
+        tch::no_grad(|| trace_module(vs, inputs, &mut forward))?
+    };
+    tch::no_grad(|| check_free_batch("TorchScript", &module, inputs, &mut forward))?;
+    Ok(module)
+}
+
+/// The example inputs with one sample more (the first, repeated): a second batch size.
+fn grown(inputs: &[Tensor]) -> Option<Vec<Tensor>> {
+    if inputs.is_empty() || inputs.iter().any(|t| t.dim() == 0) {
+        return None;
+    }
+    Some(inputs.iter().map(|t| Tensor::cat(&[t.shallow_clone(), t.narrow(0, 0, 1)], 0)).collect())
+}
+
+/// Runs the traced `module` at a second batch size and compares with `forward`: a graph that
+/// recorded the batch size as a constant is an error saying so (and how to write `forward`
+/// instead), rather than a file that fails or crashes in PyTorch or onnxruntime.
+fn check_free_batch(
+    format: &'static str,
+    module: &CModule,
+    inputs: &[Tensor],
+    forward: &mut impl FnMut(&[Tensor]) -> Vec<Tensor>,
+) -> Result<()> {
+    let Some(grown) = grown(inputs) else { return Ok(()) };
+    let Ok(expected) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(&grown))) else {
+        return Ok(()); // `forward` itself does not take this batch size: nothing to compare.
+    };
+    let (batch, grown_batch) = (inputs[0].size()[0], grown[0].size()[0]);
+    let fixed = |what: String| Error::Export {
+        format,
+        message: format!(
+            "the traced graph works only at the example's batch size {batch}: at batch size {grown_batch} it {what}. \
+             An operation in `forward` recorded the batch size as a constant, most often \
+             `x.view([x.size()[0], -1])` (write `x.flatten(1, -1)`) or a tensor made from `x.size()`"
+        ),
+    };
+    let ivalues: Vec<tch::IValue> = grown.iter().map(|t| tch::IValue::Tensor(t.shallow_clone())).collect();
+    let outputs = match module.forward_is(&ivalues) {
+        Ok(tch::IValue::Tensor(t)) => vec![t],
+        Ok(tch::IValue::TensorList(tensors)) => tensors,
+        Ok(tch::IValue::Tuple(values)) => {
+            values.into_iter().filter_map(|v| if let tch::IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+        }
+        Ok(other) => return Err(fixed(format!("returns {other:?}"))),
+        Err(e) => return Err(fixed(format!("fails: {}", crate::error::torch_message(&e.to_string())))),
+    };
+    let same = outputs.len() == expected.len()
+        && outputs.iter().zip(&expected).all(|(a, b)| a.size() == b.size() && a.allclose(b, 1e-4, 1e-5, false));
+    if !same {
+        let shapes = |ts: &[Tensor]| ts.iter().map(Tensor::size).collect::<Vec<_>>();
+        return Err(fixed(format!(
+            "gives outputs of shapes {:?} where `forward` gives {:?} (or other values)",
+            shapes(&outputs),
+            shapes(&expected)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(lit_shim)]
@@ -82,10 +139,13 @@ pub fn to_onnx(
     forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
     path: &Path,
 ) -> Result<()> {
-    let graph = {
+    let mut forward = forward;
+    let (module, graph) = {
         let _detached = DetachedVariables::new(vs);
-        tch::no_grad(|| trace(inputs, forward))?
+        let module = tch::no_grad(|| trace_module(vs, inputs, &mut forward))?;
+        (module, tch::no_grad(|| trace(inputs, &mut forward))?)
     };
+    tch::no_grad(|| check_free_batch("ONNX", &module, inputs, &mut forward))?;
     let bytes = onnx::convert(&graph).map_err(|message| Error::Export { format: "ONNX", message })?;
     crate::checkpoint::write_atomically(path, &bytes)
 }

@@ -230,3 +230,44 @@ fn export_without_an_example_input_says_how_to_add_one() {
     let out = traced.forward_ts(&[x.shallow_clone()]).unwrap();
     assert!(out.allclose(&lit::tch::no_grad(|| model.forward(&x)), 1e-6, 1e-6, false));
 }
+
+/// A classifier that flattens with `x.view([x.size()[0], -1])`, a common tch idiom that the
+/// tracer records with the example's batch size as a constant.
+#[lightning_module]
+struct FixedBatch {
+    vs: nn::VarStore,
+    fc: nn::Linear,
+    #[example_input]
+    example: Tensor,
+}
+
+#[lightning_module]
+impl FixedBatch {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let fc = nn::linear(vs.root() / "fc", 144, 3, Default::default());
+        FixedBatch { vs, fc, example: input() }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.view([x.size()[0], -1]).apply(&self.fc)
+    }
+}
+
+/// An export whose graph recorded the batch size is an error that says so and how to write
+/// `forward` instead, for TorchScript and ONNX alike; no ONNX file is written. (The ConvNet,
+/// which flattens with `flatten(1, -1)`, exports: the tests above.)
+#[test]
+fn an_export_that_fixed_the_batch_size_is_an_error_naming_the_cause() {
+    let model = FixedBatch::new();
+    let e = model.to_torchscript().expect_err("TorchScript export fails").to_string();
+    assert!(e.starts_with("TorchScript export: the traced graph works only at the example's batch size 2"), "{e}");
+    assert!(e.contains("at batch size 3 it fails: mat1 and mat2 shapes cannot be multiplied (2x216 and 144x3)"), "{e}");
+    assert!(e.contains("`x.flatten(1, -1)`") && !e.contains("Traceback"), "{e}");
+    assert!(!e.contains("frame #"), "{e}");
+
+    let path = temp_dir("export-fixed-batch").join("model.onnx");
+    let e = model.to_onnx(&path).expect_err("ONNX export fails").to_string();
+    assert!(e.starts_with("ONNX export: the traced graph works only at the example's batch size 2"), "{e}");
+    assert!(!path.exists(), "nothing is written");
+}
