@@ -84,7 +84,7 @@ fn min_epochs_holds_against_early_stopping() -> lit::Result<()> {
     Ok(())
 }
 
-/// A callback that requests a stop on the first training batch of every epoch.
+/// A callback that requests a stop at every training batch.
 struct StopAtOnce;
 
 impl Callback for StopAtOnce {

@@ -14,7 +14,7 @@ use lit::callbacks::Timer;
 use lit::optim::StepLr;
 use lit::prelude::*;
 
-use super::{boring_layer, boring_loss, random_batches};
+use super::{StopAtOnce, boring_layer, boring_loss, random_batches};
 use crate::common::{quiet_trainer, temp_dir};
 
 /// A copy of every variable, by name.
@@ -596,16 +596,6 @@ fn max_steps_counts_optimizer_steps_when_accumulating() -> lit::Result<()> {
     assert_eq!(trainer.global_step(), 42);
     assert_eq!(trainer.config().max_steps, Some(42));
     Ok(())
-}
-
-/// Requests a stop on every training batch.
-struct StopAtOnce;
-
-impl Callback for StopAtOnce {
-    fn on_train_batch_start(&mut self, _batch_idx: usize, cx: &mut Ctx) -> lit::Result<()> {
-        cx.request_stop();
-        Ok(())
-    }
 }
 
 /// Port of `trainer/test_trainer.py::test_trainer_max_steps_and_epochs_fit_loop_done`, for the
