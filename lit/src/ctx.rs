@@ -116,10 +116,8 @@ pub(crate) struct State {
     pub(crate) validation_enabled: bool,
     pub(crate) default_root_dir: std::path::PathBuf,
     pub(crate) skipped_steps: usize,
-    /// Without a `nonfinite_loss` policy: whether a training loss of this epoch was NaN or
-    /// infinite (a flag on the loss's device, read once at the epoch's end), and whether that
-    /// was reported in this run.
-    pub(crate) nonfinite_loss: (Option<Tensor>, bool),
+    /// Without a `nonfinite_loss` policy: whether a NaN or infinite loss was reported in this run.
+    pub(crate) nonfinite_loss_reported: bool,
     /// The hook running now (empty between hooks), and the batch being processed: where a panic
     /// arose, for its error.
     pub(crate) hook: &'static str,
@@ -185,7 +183,7 @@ impl State {
             validation_enabled: false,
             default_root_dir: std::path::PathBuf::from("."),
             skipped_steps: 0,
-            nonfinite_loss: (None, false),
+            nonfinite_loss_reported: false,
             hook: "",
             batch_idx: None,
             warned_no_logger: Default::default(),

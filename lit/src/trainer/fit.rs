@@ -67,7 +67,7 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.frequencies = frequencies;
         self.cx.schedulers = schedulers;
         self.cx.epoch_progress = None;
-        self.cx.nonfinite_loss = (None, false);
+        self.cx.nonfinite_loss_reported = false;
         self.cx.interrupt_agreed = false;
         let mut resume_batch = 0;
         hook!(self, on_pretrain_routine_start());
@@ -230,6 +230,25 @@ impl<M: LightningModule> Run<'_, M> {
         Error::Interrupted { checkpoint }
     }
 
+    /// Without a `nonfinite_loss` policy, a NaN or infinite training loss is still reported, once
+    /// a run. The loss is read (a device sync) only where the loggers are written to anyway,
+    /// every `log_every_n_steps` steps, and at the epoch's last batch; a NaN poisons the weights,
+    /// so the losses after it show it too.
+    fn check_loss(&mut self, out: Option<&StepOutput>, epoch: usize, batch_idx: usize) {
+        if self.config.nonfinite_loss.is_some() || self.cx.nonfinite_loss_reported {
+            return;
+        }
+        let Some(value) = out.and_then(|o| o.loss.as_ref()).map(|l| l.double_value(&[])) else { return };
+        if !value.is_finite() {
+            self.cx.nonfinite_loss_reported = true;
+            self.warn(&format!(
+                "the training loss was NaN or infinite in epoch {epoch} ({value} at batch {batch_idx}), and training \
+                 went on with it; `nonfinite_loss(NonFinitePolicy::Error)` stops at the first such batch, `Skip` \
+                 skips its step"
+            ));
+        }
+    }
+
     /// Where the run's checkpoints go: the first `ModelCheckpoint`'s directory; without one,
     /// `checkpoints/` in the log directory or in `default_root_dir`.
     fn checkpoint_dir(&mut self) -> std::path::PathBuf {
@@ -362,6 +381,9 @@ impl<M: LightningModule> Run<'_, M> {
             let out = self.train_batch(epoch, batch, batch_idx, is_last)?;
             self.cx.in_step = false;
             self.emit(Event::TrainBatchEnd { stepped: self.cx.global_step != stepped })?;
+            if is_last || self.cx.global_step.is_multiple_of(self.config.log_every_n_steps) {
+                self.check_loss(out.as_ref(), epoch, batch_idx);
+            }
             if keep_outputs && let Some(out) = out {
                 outputs.push(out.detach());
             }
@@ -402,17 +424,6 @@ impl<M: LightningModule> Run<'_, M> {
                 "manual optimization: epoch {epoch} ran {} batches and no optimizer stepped, so nothing was trained; \
                  in `training_step` call `cx.manual_backward(&loss)?` and then `cx.optimizer(0)?.step()?`",
                 batch_idx - start
-            ));
-        }
-
-        if let Some(seen) = self.cx.nonfinite_loss.0.take()
-            && !self.cx.nonfinite_loss.1
-            && seen.int64_value(&[]) != 0
-        {
-            self.cx.nonfinite_loss.1 = true;
-            self.warn(&format!(
-                "the training loss was NaN or infinite in epoch {epoch}, and training went on with it; \
-                 `nonfinite_loss(NonFinitePolicy::Error)` stops at the first such batch, `Skip` skips its step"
             ));
         }
 
@@ -554,15 +565,6 @@ impl<M: LightningModule> Run<'_, M> {
                     }
                 }
             }
-        }
-        if let (None, Some(loss)) = (self.config.nonfinite_loss, &out.loss) {
-            // No sync here: the flag is read at the epoch's end.
-            let bad = loss.isfinite().logical_not();
-            let seen = &mut self.cx.nonfinite_loss.0;
-            *seen = Some(match seen.take() {
-                Some(seen) => seen.logical_or(&bad),
-                None => bad,
-            });
         }
         if let (Some(loss), Some((idx, window))) = (&out.loss, optimize) {
             self.optimize(epoch, batch_idx, loss, idx, window)?;
