@@ -309,6 +309,20 @@ impl State {
         self.metrics.progress_bar_metrics()
     }
 
+    /// The run's directory: the first logger's, or `default_root_dir` without one.
+    pub(crate) fn run_dir(&self) -> std::path::PathBuf {
+        self.loggers
+            .first()
+            .and_then(|l| l.log_dir())
+            .map_or_else(|| self.default_root_dir.clone(), std::path::Path::to_path_buf)
+    }
+
+    /// Where checkpoints go by default: `checkpoints/` in the log directory, or in
+    /// `default_root_dir` without a logger.
+    pub(crate) fn checkpoints_dir(&self) -> std::path::PathBuf {
+        self.log_dir().unwrap_or_else(|| self.default_root_dir.clone()).join("checkpoints")
+    }
+
     pub(crate) fn log_dir(&self) -> Option<std::path::PathBuf> {
         self.loggers.iter().find_map(|l| l.log_dir().map(std::path::Path::to_path_buf))
     }

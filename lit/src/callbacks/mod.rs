@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub use crate::callback::{CallbackOrder, Predicted};
 pub use early_stopping::EarlyStopping;
 pub use model_checkpoint::ModelCheckpoint;
+pub(crate) use model_checkpoint::model_checkpoints;
 pub use prediction_writer::{PredictionFormat, PredictionTensors, PredictionWriter, WriteInterval, read_predictions};
 
 use crate::callback::Callback;

@@ -132,9 +132,7 @@ impl ModelCheckpoint {
         if let Some(dir) = &self.shared_dir {
             return dir.clone();
         }
-        self.dirpath
-            .clone()
-            .unwrap_or_else(|| cx.log_dir().unwrap_or_else(|| cx.default_root_dir().to_path_buf()).join("checkpoints"))
+        self.dirpath.clone().unwrap_or_else(|| cx.state.checkpoints_dir())
     }
 
     /// The file name for the current state, from the template.
@@ -411,4 +409,9 @@ fn remove_if_in(dir: &Path, path: PathBuf, cx: &mut Ctx) {
 /// Whether two paths name one directory (compared as written, or as resolved when both exist).
 fn same_dir(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// The `ModelCheckpoint`s among `callbacks`, in order.
+pub(crate) fn model_checkpoints(callbacks: &[Box<dyn Callback>]) -> impl Iterator<Item = &ModelCheckpoint> {
+    callbacks.iter().filter_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<ModelCheckpoint>())
 }

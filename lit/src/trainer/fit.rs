@@ -252,13 +252,9 @@ impl<M: LightningModule> Run<'_, M> {
     /// Where the run's checkpoints go: the first `ModelCheckpoint`'s directory; without one,
     /// `checkpoints/` in the log directory or in `default_root_dir`.
     fn checkpoint_dir(&mut self) -> std::path::PathBuf {
-        let model_checkpoint = self
-            .callbacks
-            .iter()
-            .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>());
-        match model_checkpoint {
+        match crate::callbacks::model_checkpoints(self.callbacks).next() {
             Some(callback) => callback.dir(&*ctx!(self)),
-            None => self.cx.log_dir().unwrap_or_else(|| self.cx.default_root_dir.clone()).join("checkpoints"),
+            None => self.cx.checkpoints_dir(),
         }
     }
 

@@ -239,9 +239,7 @@ impl Trainer {
 
     /// Every `ModelCheckpoint` callback (Lightning's `trainer.checkpoint_callbacks`).
     pub fn checkpoint_callbacks(&self) -> impl Iterator<Item = &crate::callbacks::ModelCheckpoint> {
-        self.callbacks
-            .iter()
-            .filter_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelCheckpoint>())
+        crate::callbacks::model_checkpoints(&self.callbacks)
     }
 
     /// `"best"`, `"last"` or a path, as a checkpoint file.
@@ -495,7 +493,7 @@ impl Trainer {
             self.hparams_logged = true;
         }
         if let Some(kind) = self.config.profiler {
-            let dir = self.log_dir().map_or_else(|| self.config.default_root_dir.clone(), std::path::Path::to_path_buf);
+            let dir = self.cx.run_dir();
             self.cx.profiler = Some(crate::profiler::Profiler::start(kind, &dir, stage.as_str())?);
         }
         Ok(())
@@ -606,12 +604,7 @@ impl<M: LightningModule> Run<'_, M> {
     /// `status`.
     fn finish(&mut self, stage: Stage, status: crate::loggers::RunStatus) -> Result<()> {
         if let Some(profiler) = self.cx.profiler.take() {
-            let dir = self
-                .cx
-                .loggers
-                .first()
-                .and_then(|l| l.log_dir())
-                .map_or_else(|| self.cx.default_root_dir.clone(), std::path::Path::to_path_buf);
+            let dir = self.cx.run_dir();
             let (report, path) = profiler.finish(&dir, stage.as_str())?;
             if self.cx.global_rank() == 0 {
                 self.cx.progress.println(&report);
