@@ -15,14 +15,22 @@ pub fn set_stderr_warnings(on: bool) {
 }
 
 /// Whether a warning should also be written to stderr now.
-pub(crate) fn to_stderr() -> bool {
+fn to_stderr() -> bool {
     STDERR.load(Ordering::Relaxed) && !tracing::dispatcher::has_been_set()
 }
 
 /// Emits `message` as a warning: a `tracing` event, and a stderr line without a subscriber.
 pub(crate) fn warn(message: &str) {
+    warn_with(message, |line| {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    });
+}
+
+/// [`warn`], with the stderr line (`lit warning: …`) written by `write` (e.g. above progress
+/// bars).
+pub(crate) fn warn_with(message: &str, write: impl FnOnce(&str)) {
     tracing::warn!(target: "lit", "{message}");
     if to_stderr() {
-        let _ = writeln!(std::io::stderr().lock(), "lit warning: {message}");
+        write(&format!("lit warning: {message}"));
     }
 }

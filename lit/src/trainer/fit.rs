@@ -448,10 +448,7 @@ impl<M: LightningModule> Run<'_, M> {
     /// A warning the user sees without a `tracing` subscriber: on the console (through the
     /// progress bar, unless the Trainer is silent) and as a `tracing` event.
     pub(super) fn warn(&self, message: &str) {
-        tracing::warn!(target: "lit", "{message}");
-        if crate::warning::to_stderr() {
-            self.cx.progress.warn(&format!("lit warning: {message}"));
-        }
+        crate::warning::warn_with(message, |line| self.cx.progress.warn(line));
     }
 
     /// One training batch; returns its output.
