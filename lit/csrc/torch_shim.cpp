@@ -54,6 +54,56 @@ static void write_value(std::ostringstream& out, const torch::jit::Value* v) {
   for (auto d : *sizes) out << ' ' << d;
 }
 
+// tch's recurrent layers (`nn::lstm(..).seq(x)`, `nn::gru`, `nn::rnn`) start from zeros whose
+// sizes come from `x.size()`, which the tracer records as constants: the traced graph would run
+// only at the example's batch size (and libtorch's LSTM kernel crashes on a state of the wrong
+// size). Makes the batch dimension of such a zero initial state `aten::size(input, batch_dim)`.
+static void free_recurrent_batch(const std::shared_ptr<torch::jit::Graph>& graph) {
+  using namespace torch::jit;
+  std::vector<Node*> rnns;
+  for (auto* node : graph->nodes()) {
+    auto kind = node->kind();
+    bool rnn = kind == c10::aten::lstm || kind == c10::aten::gru || kind == c10::aten::rnn_tanh ||
+               kind == c10::aten::rnn_relu;
+    // The `input` overloads: (input, hx, params, has_biases, num_layers, dropout, train,
+    // bidirectional, batch_first).
+    if (rnn && node->inputs().size() == 9) rnns.push_back(node);
+  }
+  for (auto* rnn : rnns) {
+    auto batch_first = toIValue(rnn->input(8));
+    if (!batch_first || !batch_first->isBool()) continue;
+    Value* input = rnn->input(0);
+    // The (consumer, input index) pairs that hold an initial state: lstm's `[h, c]` list, or the
+    // other layers' `hx`.
+    std::vector<std::pair<Node*, size_t>> states;
+    if (rnn->kind() == c10::aten::lstm) {
+      Node* list = rnn->input(1)->node();
+      if (list->kind() != c10::prim::ListConstruct) continue;
+      for (size_t i = 0; i < list->inputs().size(); ++i) states.emplace_back(list, i);
+    } else {
+      states.emplace_back(rnn, 1);
+    }
+    for (auto [consumer, i] : states) {
+      Node* zeros = consumer->input(i)->node();
+      if (zeros->kind() != c10::aten::zeros || zeros->inputs().empty()) continue;
+      Node* sizes = zeros->input(0)->node();
+      if (sizes->kind() != c10::prim::ListConstruct || sizes->inputs().size() != 3) continue;
+      if (input->node()->kind() != c10::prim::Param && !input->node()->isBefore(consumer)) continue;
+      WithInsertPoint guard(consumer);
+      Value* dim = graph->insertConstant(static_cast<int64_t>(batch_first->toBool() ? 0 : 1));
+      Node* size = graph->insertNode(graph->create(c10::aten::size, {input, dim}));
+      size->output()->setType(c10::IntType::get());
+      Node* shape = graph->insertNode(
+          graph->createList(c10::IntType::get(), {sizes->input(0), size->output(), sizes->input(2)}));
+      Value* old_sizes = zeros->input(0);
+      Node* fresh = graph->insertNode(
+          graph->createClone(zeros, [&](Value* v) { return v == old_sizes ? shape->output() : v; }));
+      consumer->replaceInput(i, fresh->output());
+    }
+  }
+  EliminateDeadCode(graph);
+}
+
 extern "C" {
 
 void lit_shim_free_error(char* error) { std::free(error); }
@@ -192,7 +242,7 @@ char* lit_trace_end(at::Tensor** outputs, int noutputs, char** description, at::
     auto state = end_trace(outputs, noutputs);
     torch::jit::tracer::setTracingState(nullptr);
     auto graph = state->graph;
-    torch::jit::EliminateDeadCode(graph);
+    free_recurrent_batch(graph);
     std::ostringstream out;
     out << std::setprecision(std::numeric_limits<double>::max_digits10);
     std::vector<at::Tensor> consts;
@@ -284,6 +334,7 @@ char* lit_script_trace_end(void* module, at::Tensor** outputs, int noutputs, cha
   std::unique_ptr<torch::jit::Module> modl(static_cast<torch::jit::Module*>(module));
   TRACE_TRY("ending a trace", {
     auto state = end_trace(outputs, noutputs);
+    free_recurrent_batch(state->graph);
     torch::jit::FixupTraceScopeBlocks(state->graph, modl.get());
     torch::jit::NormalizeOps(state->graph);
     torch::jit::tracer::setTracingState(nullptr);

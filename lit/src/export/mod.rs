@@ -8,7 +8,9 @@
 //! Both trace `forward` once on the example input, in eval mode and without autograd: the
 //! exported graph holds the operations that one call ran. The ONNX model's inputs and outputs
 //! leave their first (batch) dimension free, as `torch.onnx.export` with
-//! `dynamic_axes={…: {0: "batch"}}`; the other dimensions are those of the example input.
+//! `dynamic_axes={…: {0: "batch"}}`, and with a recurrent layer the sequence dimension too; the
+//! other dimensions are those of the example input. Both exports run the traced graph at those
+//! other sizes and compare it with `forward` before anything is returned or written.
 
 mod onnx;
 mod proto;
@@ -23,70 +25,131 @@ use crate::error::{Error, Result};
 /// Traces `forward` on `inputs` into a TorchScript module whose `forward` method runs the same
 /// operations. The variables of `vs` become the module's parameters (`conv1.weight` is
 /// `conv1_weight`). Save it with `.save(path)`; PyTorch loads it with `torch.jit.load`.
+///
+/// The traced module is run at a second batch size (and, for recurrent models, a second
+/// sequence length) and compared with `forward`: a graph that recorded the example's size as a
+/// constant is an error naming the operation, not a file that fails later.
 pub fn to_torchscript(
     vs: &VarStore,
     inputs: &[Tensor],
     mut forward: impl FnMut(&[Tensor]) -> Vec<Tensor>,
 ) -> Result<CModule> {
-    let module = {
+    let (module, graph) = {
         let _detached = DetachedVariables::new(vs);
-        tch::no_grad(|| trace_module(vs, inputs, &mut forward))?
+        let module = tch::no_grad(|| trace_module(vs, inputs, &mut forward))?;
+        // The plain trace only explains a failed check; without it the check still runs.
+        (module, tch::no_grad(|| trace(inputs, &mut forward)).ok())
     };
-    tch::no_grad(|| check_free_batch("TorchScript", &module, inputs, &mut forward))?;
+    let graph = graph.map(|g| g.with_names(vs));
+    tch::no_grad(|| free_dims("TorchScript", &module, inputs, &mut forward, graph.as_ref()))?;
     Ok(module)
 }
 
-/// The example inputs with one sample more (the first, repeated): a second batch size.
-fn grown(inputs: &[Tensor]) -> Option<Vec<Tensor>> {
-    if inputs.is_empty() || inputs.iter().any(|t| t.dim() == 0) {
+/// The example inputs with one more entry (the first, repeated) along dimension `dim`, for those
+/// inputs that have it; `None` when none has.
+fn grown(inputs: &[Tensor], dim: usize) -> Option<Vec<Tensor>> {
+    if !inputs.iter().any(|t| t.dim() > dim) {
         return None;
     }
-    Some(inputs.iter().map(|t| Tensor::cat(&[t.shallow_clone(), t.narrow(0, 0, 1)], 0)).collect())
+    let d = dim as i64;
+    Some(
+        inputs
+            .iter()
+            .map(|t| {
+                if t.dim() > dim { Tensor::cat(&[t.shallow_clone(), t.narrow(d, 0, 1)], d) } else { t.shallow_clone() }
+            })
+            .collect(),
+    )
 }
 
-/// Runs the traced `module` at a second batch size and compares with `forward`: a graph that
-/// recorded the batch size as a constant is an error saying so (and how to write `forward`
-/// instead), rather than a file that fails or crashes in PyTorch or onnxruntime.
-fn check_free_batch(
+fn outputs_of(value: tch::IValue) -> Option<Vec<Tensor>> {
+    match value {
+        tch::IValue::Tensor(t) => Some(vec![t]),
+        tch::IValue::TensorList(tensors) => Some(tensors),
+        tch::IValue::Tuple(values) => {
+            values.into_iter().map(|v| if let tch::IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+        }
+        _ => None,
+    }
+}
+
+/// Runs the traced `module` at a second size of each dimension that should be free (the batch;
+/// for recurrent models also the sequence) and compares with `forward`: a graph that recorded
+/// the example's size as a constant is an error saying which operation did and how to write
+/// `forward` instead, rather than a file that fails or crashes in PyTorch or onnxruntime.
+/// Returns the dimensions found free, with their names, for the ONNX model's inputs and outputs.
+fn free_dims(
     format: &'static str,
     module: &CModule,
     inputs: &[Tensor],
     forward: &mut impl FnMut(&[Tensor]) -> Vec<Tensor>,
-) -> Result<()> {
-    let Some(grown) = grown(inputs) else { return Ok(()) };
-    let Ok(expected) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forward(&grown))) else {
-        return Ok(()); // `forward` itself does not take this batch size: nothing to compare.
+    graph: Option<&Graph>,
+) -> Result<onnx::FreeDims> {
+    let names: &[&str] = match graph.and_then(Graph::recurrent_batch_first) {
+        None => &["batch"],
+        Some(true) => &["batch", "sequence"],
+        Some(false) => &["sequence", "batch"],
     };
-    let (batch, grown_batch) = (inputs[0].size()[0], grown[0].size()[0]);
-    let fixed = |what: String| Error::Export {
-        format,
-        message: format!(
-            "the traced graph works only at the example's batch size {batch}: at batch size {grown_batch} it {what}. \
-             An operation in `forward` recorded the batch size as a constant, most often \
-             `x.view([x.size()[0], -1])` (write `x.flatten(1, -1)`) or a tensor made from `x.size()`"
-        ),
+    let run = |f: &mut dyn FnMut() -> Vec<Tensor>| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    let base: Vec<Vec<i64>> = match run(&mut || forward(inputs)) {
+        Some(outputs) => outputs.iter().map(Tensor::size).collect(),
+        None => return Ok(onnx::FreeDims::default()),
     };
-    let ivalues: Vec<tch::IValue> = grown.iter().map(|t| tch::IValue::Tensor(t.shallow_clone())).collect();
-    let outputs = match module.forward_is(&ivalues) {
-        Ok(tch::IValue::Tensor(t)) => vec![t],
-        Ok(tch::IValue::TensorList(tensors)) => tensors,
-        Ok(tch::IValue::Tuple(values)) => {
-            values.into_iter().filter_map(|v| if let tch::IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+    let mut free = onnx::FreeDims {
+        inputs: inputs.iter().map(|t| vec![None; t.dim()]).collect(),
+        outputs: base.iter().map(|s| vec![None; s.len()]).collect(),
+    };
+    for (dim, &name) in names.iter().enumerate() {
+        let Some(grown) = grown(inputs, dim) else { continue };
+        let what = if name == "batch" { "batch size" } else { "sequence length" };
+        let size = inputs.iter().find(|t| t.dim() > dim).map_or(0, |t| t.size()[dim]);
+        let Some(expected) = run(&mut || forward(&grown)) else {
+            continue; // `forward` itself does not take this size: nothing to compare.
+        };
+        let fixed = |what_it_does: String| {
+            let culprit = graph.and_then(|g| g.baked_in(size)).map_or_else(
+                || "An operation in `forward` recorded it as a constant, most often".to_string(),
+                |op| format!("{op} recorded it as a constant; the usual causes are"),
+            );
+            Error::Export {
+                format,
+                message: format!(
+                    "the traced graph works only at the example's {what} {size}: at {what} {} it {what_it_does}. \
+                     {culprit} `x.view([x.size()[0], -1])` (write `x.flatten(1, -1)`) or a tensor made from \
+                     `x.size()` (use `zeros_like`/`ones_like` or shape it from another tensor)",
+                    size + 1
+                ),
+            }
+        };
+        let ivalues: Vec<tch::IValue> = grown.iter().map(|t| tch::IValue::Tensor(t.shallow_clone())).collect();
+        let outputs = match module.forward_is(&ivalues) {
+            Ok(value) => outputs_of(value).ok_or_else(|| fixed("returns something other than tensors".into()))?,
+            Err(e) => return Err(fixed(format!("fails: {}", crate::error::torch_message(&e.to_string())))),
+        };
+        let same = outputs.len() == expected.len()
+            && outputs.iter().zip(&expected).all(|(a, b)| a.size() == b.size() && a.allclose(b, 1e-4, 1e-5, false));
+        if !same {
+            let shapes = |ts: &[Tensor]| ts.iter().map(Tensor::size).collect::<Vec<_>>();
+            return Err(fixed(format!(
+                "gives outputs of shapes {:?} where `forward` gives {:?} (or other values)",
+                shapes(&outputs),
+                shapes(&expected)
+            )));
         }
-        Ok(other) => return Err(fixed(format!("returns {other:?}"))),
-        Err(e) => return Err(fixed(format!("fails: {}", crate::error::torch_message(&e.to_string())))),
-    };
-    let same = outputs.len() == expected.len()
-        && outputs.iter().zip(&expected).all(|(a, b)| a.size() == b.size() && a.allclose(b, 1e-4, 1e-5, false));
-    if !same {
-        let shapes = |ts: &[Tensor]| ts.iter().map(Tensor::size).collect::<Vec<_>>();
-        return Err(fixed(format!(
-            "gives outputs of shapes {:?} where `forward` gives {:?} (or other values)",
-            shapes(&outputs),
-            shapes(&expected)
-        )));
+        for (dims, t) in free.inputs.iter_mut().zip(inputs) {
+            if t.dim() > dim {
+                dims[dim] = Some(name.to_string());
+            }
+        }
+        for ((dims, before), after) in free.outputs.iter_mut().zip(&base).zip(&expected) {
+            for (j, (b, a)) in before.iter().zip(after.size()).enumerate() {
+                if *b != a {
+                    dims[j] = Some(name.to_string());
+                }
+            }
+        }
     }
-    Ok(())
+    Ok(free)
 }
 
 #[cfg(lit_shim)]
@@ -131,8 +194,10 @@ fn trace_module(
 }
 
 /// Traces `forward` on `inputs` and writes it to `path` as an ONNX model (opset 17). The graph's
-/// inputs are `input_0`, `input_1`, …, its outputs `output_0`, …. An operator without an ONNX
-/// counterpart here is an error naming it; nothing is written then.
+/// inputs are `input_0`, `input_1`, …, its outputs `output_0`, …; their batch dimension (and,
+/// for recurrent models, the sequence dimension) is free, as checked by running the graph at
+/// another size. An operator without an ONNX counterpart here is an error naming it and the
+/// layer that used it; nothing is written then.
 pub fn to_onnx(
     vs: &VarStore,
     inputs: &[Tensor],
@@ -145,8 +210,9 @@ pub fn to_onnx(
         let module = tch::no_grad(|| trace_module(vs, inputs, &mut forward))?;
         (module, tch::no_grad(|| trace(inputs, &mut forward))?)
     };
-    tch::no_grad(|| check_free_batch("ONNX", &module, inputs, &mut forward))?;
-    let bytes = onnx::convert(&graph).map_err(|message| Error::Export { format: "ONNX", message })?;
+    let graph = graph.with_names(vs);
+    let free = tch::no_grad(|| free_dims("ONNX", &module, inputs, &mut forward, Some(&graph)))?;
+    let bytes = onnx::convert(&graph, &free).map_err(|message| Error::Export { format: "ONNX", message })?;
     crate::checkpoint::write_atomically(path, &bytes)
 }
 
@@ -180,6 +246,76 @@ pub(crate) struct Graph {
     pub(crate) nodes: Vec<Node>,
     pub(crate) outputs: Vec<Value>,
     pub(crate) tensors: Vec<Tensor>,
+    /// The variable each of `tensors` is, where it is one (`enc.lstm.weight_ih_l0`).
+    pub(crate) tensor_names: Vec<Option<String>>,
+}
+
+/// The recurrent aten operators, whose batch (or sequence) dimension export keeps free.
+const RECURRENT: &[&str] = &["aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu"];
+
+impl Graph {
+    /// Names the graph's tensor constants after the variables of `vs` they are.
+    fn with_names(mut self, vs: &VarStore) -> Self {
+        let names: std::collections::HashMap<usize, String> =
+            vs.variables().into_iter().map(|(name, t)| (t.data_ptr() as usize, name)).collect();
+        self.tensor_names = self.tensors.iter().map(|t| names.get(&(t.data_ptr() as usize)).cloned()).collect();
+        self
+    }
+
+    /// The layer whose variable `id` is, if it is one.
+    fn layer_of(&self, id: u64) -> Option<&str> {
+        let Some(Const::Tensor(i)) = self.consts.get(&id) else { return None };
+        let name = self.tensor_names.get(*i)?.as_deref()?;
+        Some(name.rsplit_once('.').map_or(name, |(layer, _)| layer))
+    }
+
+    /// Where node `i` is, for a message: `in layer `fc1`` (a node using a layer's variables) or
+    /// `after layer `fc1`` (the last layer used before it).
+    fn layer(&self, i: usize) -> Option<String> {
+        let used = |n: &Node| n.inputs.iter().find_map(|&id| self.layer_of(id));
+        if let Some(layer) = used(&self.nodes[i]) {
+            return Some(format!("in layer `{layer}`"));
+        }
+        self.nodes[..i].iter().rev().find_map(used).map(|layer| format!("after layer `{layer}`"))
+    }
+
+    /// Whether the graph runs a recurrent layer, and if so whether its batch is its input's
+    /// first dimension (`batch_first`).
+    fn recurrent_batch_first(&self) -> Option<bool> {
+        let node = self.nodes.iter().find(|n| RECURRENT.contains(&n.kind.as_str()) && n.inputs.len() == 9)?;
+        Some(matches!(self.consts.get(&node.inputs[8]), Some(Const::Bool(true))))
+    }
+
+    /// The constant integers `id` holds (a constant list or a list of constants).
+    fn const_ints(&self, id: u64) -> Option<Vec<i64>> {
+        if let Some(Const::Ints(v)) = self.consts.get(&id) {
+            return Some(v.clone());
+        }
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.kind == "prim::ListConstruct" && n.outputs.first().is_some_and(|v| v.id == id))?;
+        node.inputs.iter().map(|i| if let Some(Const::Int(v)) = self.consts.get(i) { Some(*v) } else { None }).collect()
+    }
+
+    /// The first operation that shapes a tensor with `size` as a constant, described with its
+    /// sizes and layer: the likely reason a graph runs only at the example's size.
+    fn baked_in(&self, size: i64) -> Option<String> {
+        self.nodes.iter().enumerate().find_map(|(i, node)| {
+            let op = node.kind.strip_prefix("aten::")?;
+            let sizes_at = match op {
+                "view" | "reshape" | "expand" | "broadcast_to" | "new_zeros" | "new_ones" | "new_full"
+                | "new_empty" => 1,
+                "zeros" | "ones" | "full" | "empty" | "rand" | "randn" => 0,
+                _ => return None,
+            };
+            let sizes = self.const_ints(*node.inputs.get(sizes_at)?)?;
+            sizes.contains(&size).then(|| match self.layer(i) {
+                Some(layer) => format!("`{}` with sizes {sizes:?} ({layer})", node.kind),
+                None => format!("`{}` with sizes {sizes:?}", node.kind),
+            })
+        })
+    }
 }
 
 /// A value of the graph with the dtype (c10 ScalarType) and sizes the tracer saw.

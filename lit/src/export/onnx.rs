@@ -29,11 +29,19 @@ const SIMPLE: &[(&str, &str)] = &[
     ("contiguous", "Identity"),
     ("detach", "Identity"),
     ("clone", "Identity"),
+    ("reciprocal", "Reciprocal"),
+    ("floor", "Floor"),
+    ("ceil", "Ceil"),
+    ("sign", "Sign"),
+    ("hardswish", "HardSwish"),
+    ("softsign", "Softsign"),
+    ("maximum", "Max"),
+    ("minimum", "Min"),
 ];
 
 /// The number of tensor inputs of a [`SIMPLE`] ONNX operator.
 fn arity(onnx: &str) -> usize {
-    if onnx == "MatMul" { 2 } else { 1 }
+    if matches!(onnx, "MatMul" | "Max" | "Min") { 2 } else { 1 }
 }
 
 /// How one aten operator (or a family of them) becomes ONNX operators.
@@ -67,6 +75,17 @@ const BESPOKE: &[(&[&str], Convert)] = &[
     (&["slice"], |b, op| b.slice(op)),
     (&["embedding"], |b, op| b.embedding(op)),
     (&["to", "type_as", "_to_copy"], |b, op| b.cast(op)),
+    (&["lstm", "gru", "rnn_tanh", "rnn_relu"], |b, op| b.recurrent(op)),
+    (&["size"], |b, op| b.size(op)),
+    (&["zeros", "ones", "full", "new_zeros", "new_ones", "new_full"], |b, op| b.fill(op)),
+    (&["zeros_like", "ones_like", "full_like"], |b, op| b.fill_like(op)),
+    (&["upsample_nearest1d", "upsample_nearest2d", "upsample_bilinear2d"], |b, op| b.upsample(op)),
+    (&["pixel_shuffle"], |b, op| b.pixel_shuffle(op)),
+    (&["instance_norm"], |b, op| b.instance_norm(op)),
+    (&["narrow"], |b, op| b.narrow(op)),
+    (&["chunk", "unsafe_chunk", "split", "split_with_sizes"], |b, op| b.chunk(op)),
+    (&["expand", "repeat"], |b, op| b.expand(op)),
+    (&["hardsigmoid"], |b, op| b.hardsigmoid(op)),
 ];
 
 /// Every aten operator export converts.
@@ -86,6 +105,8 @@ struct Op<'n> {
     ins: &'n [u64],
     y: String,
     kind: Kind,
+    /// All of the operation's outputs (`y` is the first's name).
+    outs: &'n [Value],
 }
 
 struct OnnxNode {
@@ -106,14 +127,29 @@ struct Builder<'g> {
     consts: HashMap<u64, Const>,
     /// Lists of values (`prim::ListConstruct` of tensors, for `cat`/`stack`).
     lists: HashMap<u64, Vec<u64>>,
+    /// Integers known only when the model runs (`aten::size`), as 1-element int64 tensors.
+    dynamic_ints: HashSet<u64>,
+    /// Lists of integers with some of them dynamic (a shape built from `aten::size`).
+    int_lists: HashMap<u64, Vec<u64>>,
+    /// Tensor lists made by `aten::chunk`/`split`: the tensor split and the axis.
+    splits: HashMap<u64, (String, i64)>,
+    /// The node that made each value.
+    producers: HashMap<u64, &'g Node>,
     values: HashMap<u64, Value>,
     fresh: usize,
 }
 
 type Res<T> = std::result::Result<T, String>;
 
+/// Which dimensions of the model's inputs and outputs are free, and their names.
+#[derive(Debug, Default)]
+pub(super) struct FreeDims {
+    pub(super) inputs: Vec<Vec<Option<String>>>,
+    pub(super) outputs: Vec<Vec<Option<String>>>,
+}
+
 /// The ONNX model's bytes.
-pub(super) fn convert(graph: &Graph) -> Res<Vec<u8>> {
+pub(super) fn convert(graph: &Graph, free: &FreeDims) -> Res<Vec<u8>> {
     let mut b = Builder {
         graph,
         nodes: Vec::new(),
@@ -121,6 +157,10 @@ pub(super) fn convert(graph: &Graph) -> Res<Vec<u8>> {
         emitted: HashSet::new(),
         consts: graph.consts.clone(),
         lists: HashMap::new(),
+        dynamic_ints: HashSet::new(),
+        int_lists: HashMap::new(),
+        splits: HashMap::new(),
+        producers: HashMap::new(),
         values: HashMap::new(),
         fresh: 0,
     };
@@ -130,10 +170,14 @@ pub(super) fn convert(graph: &Graph) -> Res<Vec<u8>> {
     for node in &graph.nodes {
         for v in &node.outputs {
             b.values.insert(v.id, v.clone());
+            b.producers.insert(v.id, node);
         }
     }
     for (i, node) in graph.nodes.iter().enumerate() {
-        b.node(node).map_err(|e| format!("{e} (node {i}: `{}`)", node.kind))?;
+        b.node(node).map_err(|e| match graph.layer(i) {
+            Some(layer) => format!("{e} (`{}`, {layer})", node.kind),
+            None => format!("{e} (`{}`)", node.kind),
+        })?;
     }
     let mut g = Message::default();
     for (i, v) in graph.inputs.iter().enumerate() {
@@ -168,10 +212,10 @@ pub(super) fn convert(graph: &Graph) -> Res<Vec<u8>> {
         g.message(5, &proto::tensor(name, t)?);
     }
     for (i, v) in graph.inputs.iter().enumerate() {
-        g.message(11, &info(&format!("input_{i}"), v)?);
+        g.message(11, &info(&format!("input_{i}"), v, free.inputs.get(i))?);
     }
     for (i, v) in graph.outputs.iter().enumerate() {
-        g.message(12, &info(&format!("output_{i}"), v)?);
+        g.message(12, &info(&format!("output_{i}"), v, free.outputs.get(i))?);
     }
     let mut opset = Message::default();
     opset.string(1, "").int(2, OPSET);
@@ -184,13 +228,13 @@ fn name_of(id: u64) -> String {
     format!("v{id}")
 }
 
-fn info(name: &str, v: &Value) -> Res<Message> {
+fn info(name: &str, v: &Value, free: Option<&Vec<Option<String>>>) -> Res<Message> {
     let kind = v.dtype.and_then(proto::kind_of_scalar_type).ok_or_else(|| format!("`{name}` has an unknown dtype"))?;
     let elem = proto::elem_type(kind).ok_or_else(|| format!("`{name}` has dtype {kind:?}, which ONNX lacks"))?;
     let dims = v.sizes.clone().ok_or_else(|| format!("`{name}` has unknown sizes"))?;
-    // The batch dimension is left free (torch.onnx.export's `dynamic_axes={name: {0: "batch"}}`):
-    // the model runs on any batch size unless `forward` itself baked one in (a `view` with it).
-    Ok(proto::value_info(name, elem, &dims, Some("batch")))
+    // The free dimensions (checked by running the graph at other sizes) are symbolic, as
+    // torch.onnx.export's `dynamic_axes={name: {0: "batch"}}`.
+    Ok(proto::value_info(name, elem, &dims, free.map_or(&[][..], Vec::as_slice)))
 }
 
 impl Builder<'_> {
@@ -308,7 +352,7 @@ impl Builder<'_> {
         };
         let name = name.trim_end_matches('_');
         let out = node.outputs.first().ok_or("the operation has no output")?;
-        let op = Op { name, ins: &node.inputs, y: name_of(out.id), kind: Self::kind(out) };
+        let op = Op { name, ins: &node.inputs, y: name_of(out.id), kind: Self::kind(out), outs: &node.outputs };
         if let Some((_, onnx)) = SIMPLE.iter().find(|(aten, _)| *aten == name) {
             let inputs = op.ins.iter().take(arity(onnx)).map(|&id| self.tensor(id)).collect::<Res<Vec<_>>>()?;
             self.push(onnx, inputs, vec![op.y], vec![]);
@@ -317,7 +361,7 @@ impl Builder<'_> {
         match BESPOKE.iter().find(|(names, _)| names.contains(&name)) {
             Some((_, convert)) => convert(self, op),
             None => Err(format!(
-                "operator `{}` is not supported (supported: {})",
+                "operator `{}` is not supported; export converts {}",
                 node.kind,
                 supported().map(|s| format!("aten::{s}")).collect::<Vec<_>>().join(", ")
             )),
@@ -384,7 +428,7 @@ impl Builder<'_> {
 
     /// `aten::add`, `aten::sub`, `aten::rsub`, `aten::mul`, `aten::div`, `aten::pow`.
     fn arithmetic(&mut self, op: Op<'_>) -> Res<()> {
-        let Op { name: op, ins, y, kind } = op;
+        let Op { name: op, ins, y, kind, .. } = op;
         if op == "div" && ins.len() > 2 && !self.is_none(ins[2]) {
             return Err("`div` with a rounding mode".into());
         }
@@ -790,9 +834,13 @@ impl Builder<'_> {
         match node.kind.as_str() {
             "prim::ListConstruct" => {
                 let ints: Option<Vec<i64>> = node.inputs.iter().map(|&i| self.int(i).ok()).collect();
+                let int_like = |b: &Self, i: u64| b.int(i).is_ok() || b.dynamic_ints.contains(&i);
                 match ints {
                     Some(v) => {
                         self.consts.insert(out.id, Const::Ints(v));
+                    }
+                    None if node.inputs.iter().all(|&i| int_like(self, i)) => {
+                        self.int_lists.insert(out.id, node.inputs.clone());
                     }
                     None => {
                         self.lists.insert(out.id, node.inputs.clone());
@@ -800,7 +848,305 @@ impl Builder<'_> {
                 }
                 Ok(())
             }
+            "prim::ListUnpack" => {
+                let (x, axis) = self.splits.get(&node.inputs[0]).cloned().ok_or("a list that is not a split tensor")?;
+                let mut parts = Vec::new();
+                for v in &node.outputs {
+                    let sizes = v.sizes.as_ref().ok_or("a split part of unknown size")?;
+                    parts.push(sizes[axis as usize]);
+                }
+                let split = self.ints_init(&parts);
+                let outputs = node.outputs.iter().map(|v| name_of(v.id)).collect();
+                self.push("Split", vec![x, split], outputs, vec![("axis", Attr::Int(axis))]);
+                Ok(())
+            }
             other => Err(format!("operator `{other}` is not supported")),
         }
+    }
+
+    /// A shape operand (1-d int64): constant sizes, or a list with `aten::size` values in it.
+    fn shape(&mut self, id: u64) -> Res<String> {
+        let Some(items) = self.int_lists.get(&id).cloned() else {
+            let sizes = self.ints(id)?;
+            return Ok(self.ints_init(&sizes));
+        };
+        let mut parts = Vec::new();
+        for item in items {
+            parts.push(match self.int(item) {
+                Ok(i) => self.ints_init(&[i]),
+                Err(_) => name_of(item),
+            });
+        }
+        let y = self.temp();
+        self.push("Concat", parts, vec![y.clone()], vec![("axis", Attr::Int(0))]);
+        Ok(y)
+    }
+
+    /// `aten::size(x, dim)`: a 1-element int64 tensor, known when the model runs.
+    fn size(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let dim = axis(self.int(ins[1])?, self.rank(ins[0])?);
+        let (x, shape) = (self.tensor(ins[0])?, self.temp());
+        self.push("Shape", vec![x], vec![shape.clone()], vec![]);
+        let index = self.ints_init(&[dim]);
+        self.push("Gather", vec![shape, index], vec![y], vec![("axis", Attr::Int(0))]);
+        self.dynamic_ints.insert(op.outs[0].id);
+        Ok(())
+    }
+
+    /// A 0-d tensor of the output's dtype holding `value`.
+    fn scalar(&mut self, value: f64, kind: Kind) -> String {
+        let name = self.temp();
+        self.initializer(name, Tensor::from(value).to_kind(kind))
+    }
+
+    /// `aten::zeros`, `ones`, `full` and their `new_*` forms: the value expanded to the shape.
+    fn fill(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name, ins, y, kind, .. } = op;
+        let (sizes, rest) = if name.starts_with("new_") { (ins[1], &ins[2..]) } else { (ins[0], &ins[1..]) };
+        let value = match name.trim_start_matches("new_") {
+            "zeros" => 0.0,
+            "ones" => 1.0,
+            _ => self.float(rest[0])?,
+        };
+        let (v, shape) = (self.scalar(value, kind), self.shape(sizes)?);
+        self.push("Expand", vec![v, shape], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::zeros_like`, `ones_like`, `full_like`.
+    fn fill_like(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name, ins, y, kind, .. } = op;
+        let value = match name {
+            "zeros_like" => 0.0,
+            "ones_like" => 1.0,
+            _ => self.float(ins[1])?,
+        };
+        let (x, shape) = (self.tensor(ins[0])?, self.temp());
+        self.push("Shape", vec![x], vec![shape.clone()], vec![]);
+        let v = self.scalar(value, kind);
+        self.push("Expand", vec![v, shape], vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::upsample_nearest1d`/`2d`, `aten::upsample_bilinear2d`: `Resize` by the scale from
+    /// the input's to the output's spatial sizes (so the batch and channels stay free).
+    fn upsample(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name, ins, y, outs, .. } = op;
+        let (input, output) = (self.sizes(ins[0])?, outs[0].sizes.clone().ok_or("an output of unknown size")?);
+        let mut scales = vec![1.0f32, 1.0];
+        for (i, o) in input[2..].iter().zip(&output[2..]) {
+            scales.push(*o as f32 / *i as f32);
+        }
+        let x = self.tensor(ins[0])?;
+        let scales_name = self.temp();
+        let scales_name = self.initializer(scales_name, Tensor::from_slice(&scales));
+        let mut attrs = Vec::new();
+        if name.contains("nearest") {
+            attrs.push(("mode", Attr::Str("nearest".into())));
+            attrs.push(("coordinate_transformation_mode", Attr::Str("asymmetric".into())));
+            attrs.push(("nearest_mode", Attr::Str("floor".into())));
+        } else {
+            let align = self.bool(ins[2])?;
+            attrs.push(("mode", Attr::Str("linear".into())));
+            let transform = if align { "align_corners" } else { "pytorch_half_pixel" };
+            attrs.push(("coordinate_transformation_mode", Attr::Str(transform.into())));
+        }
+        self.push("Resize", vec![x, String::new(), scales_name], vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::pixel_shuffle`.
+    fn pixel_shuffle(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let attrs = vec![("blocksize", Attr::Int(self.int(ins[1])?)), ("mode", Attr::Str("CRD".into()))];
+        let x = self.tensor(ins[0])?;
+        self.push("DepthToSpace", vec![x], vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::instance_norm` (with the input's own statistics, as `nn.InstanceNorm`).
+    fn instance_norm(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, kind, .. } = op;
+        if !self.bool(ins[5])? {
+            return Err("`instance_norm` with running statistics".into());
+        }
+        let channels = self.sizes(ins[0])?[1];
+        let mut inputs = vec![self.tensor(ins[0])?];
+        for (id, fill) in [(ins[1], 1.0), (ins[2], 0.0)] {
+            inputs.push(if self.is_none(id) {
+                let name = self.temp();
+                self.initializer(name, Tensor::full([channels], fill, (kind, tch::Device::Cpu)))
+            } else {
+                self.tensor(id)?
+            });
+        }
+        let attrs = vec![("epsilon", Attr::Float(self.float(ins[7])? as f32))];
+        self.push("InstanceNormalization", inputs, vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::narrow`.
+    fn narrow(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let (dim, start, length) = (self.int(ins[1])?, self.int(ins[2])?, self.int(ins[3])?);
+        let x = self.tensor(ins[0])?;
+        let inputs = vec![x, self.ints_init(&[start]), self.ints_init(&[start + length]), self.ints_init(&[dim])];
+        self.push("Slice", inputs, vec![y], vec![]);
+        Ok(())
+    }
+
+    /// `aten::chunk`, `aten::split`: remembered for the `prim::ListUnpack` that takes the parts.
+    fn chunk(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, outs, .. } = op;
+        let dim = axis(self.int(ins[2])?, self.rank(ins[0])?);
+        let x = self.tensor(ins[0])?;
+        self.splits.insert(outs[0].id, (x, dim));
+        Ok(())
+    }
+
+    /// `aten::expand`, `aten::repeat`.
+    fn expand(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name, ins, y, .. } = op;
+        let sizes = self.ints(ins[1])?;
+        let x = self.tensor(ins[0])?;
+        if name == "repeat" {
+            if sizes.len() != self.rank(ins[0])? {
+                return Err("`repeat` with more repeats than dimensions".into());
+            }
+            let repeats = self.ints_init(&sizes);
+            self.push("Tile", vec![x, repeats], vec![y], vec![]);
+        } else {
+            // `-1` keeps a dimension; broadcasting against 1 does the same.
+            let shape: Vec<i64> = sizes.iter().map(|&d| if d == -1 { 1 } else { d }).collect();
+            let shape = self.ints_init(&shape);
+            self.push("Expand", vec![x, shape], vec![y], vec![]);
+        }
+        Ok(())
+    }
+
+    /// `aten::hardsigmoid`.
+    fn hardsigmoid(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { ins, y, .. } = op;
+        let x = self.tensor(ins[0])?;
+        let attrs = vec![("alpha", Attr::Float(1.0 / 6.0)), ("beta", Attr::Float(0.5))];
+        self.push("HardSigmoid", vec![x], vec![y], attrs);
+        Ok(())
+    }
+
+    /// `aten::lstm`, `aten::gru`, `aten::rnn_tanh`, `aten::rnn_relu` (tch's `nn::lstm`, `nn::gru`,
+    /// `nn::rnn`): one ONNX `LSTM`/`GRU`/`RNN` per layer, with PyTorch's gates reordered to
+    /// ONNX's and the layers' outputs chained as PyTorch chains them.
+    fn recurrent(&mut self, op: Op<'_>) -> Res<()> {
+        let Op { name, ins, outs, .. } = op;
+        if ins.len() != 9 {
+            return Err(format!("`{name}` on packed sequences"));
+        }
+        let params = self.lists.get(&ins[2]).cloned().ok_or("the weights are not a list")?;
+        let (has_biases, layers) = (self.bool(ins[3])?, self.int(ins[4])? as usize);
+        let (train, bidirectional, batch_first) = (self.bool(ins[6])?, self.bool(ins[7])?, self.bool(ins[8])?);
+        if train && self.float(ins[5])? > 0.0 {
+            return Err(format!("`{name}` with dropout in training mode; trace `forward` in eval mode"));
+        }
+        let (onnx, gates, order): (&'static str, i64, &[i64]) = match name {
+            // PyTorch's gates are i, f, g, o (LSTM) and r, z, n (GRU); ONNX's i, o, f, c and z, r, h.
+            "lstm" => ("LSTM", 4, &[0, 3, 1, 2]),
+            "gru" => ("GRU", 3, &[1, 0, 2]),
+            _ => ("RNN", 1, &[0]),
+        };
+        let dirs = if bidirectional { 2 } else { 1 };
+        let per_direction = if has_biases { 4 } else { 2 };
+        if params.len() != layers * dirs * per_direction {
+            return Err(format!("`{name}` with {} weights for {layers} layers", params.len()));
+        }
+        // The initial states: `[h, c]` for an LSTM, `h` otherwise; zeros are ONNX's default.
+        let states: Vec<u64> = match name {
+            "lstm" => self.lists.get(&ins[1]).cloned().ok_or("the LSTM's state is not a list")?,
+            _ => vec![ins[1]],
+        };
+        let zero_state = |b: &Self, id: u64| {
+            b.producers.get(&id).is_some_and(|n| n.kind == "aten::zeros" || n.kind == "aten::zeros_like")
+        };
+        let weight = |b: &Self, id: u64| match b.constant(id) {
+            Some(Const::Tensor(i)) => Ok(b.graph.tensors[*i].shallow_clone()),
+            _ => Err(format!("`{name}`'s weights are not constants of the trace")),
+        };
+        let reorder = |t: &Tensor| {
+            let chunks = t.chunk(gates, 0);
+            Tensor::cat(&order.iter().map(|&i| chunks[i as usize].shallow_clone()).collect::<Vec<_>>(), 0)
+        };
+        let mut x = self.tensor(ins[0])?;
+        if batch_first {
+            let t = self.temp();
+            self.push("Transpose", vec![x], vec![t.clone()], vec![("perm", Attr::Ints(vec![1, 0, 2]))]);
+            x = t;
+        }
+        let hidden = self.sizes(params[1])?[1];
+        let (mut last_h, mut last_c) = (Vec::new(), Vec::new());
+        for layer in 0..layers {
+            let (mut w, mut r, mut bias) = (Vec::new(), Vec::new(), Vec::new());
+            for d in 0..dirs {
+                let at = (layer * dirs + d) * per_direction;
+                w.push(reorder(&weight(self, params[at])?));
+                r.push(reorder(&weight(self, params[at + 1])?));
+                bias.push(if has_biases {
+                    Tensor::cat(&[reorder(&weight(self, params[at + 2])?), reorder(&weight(self, params[at + 3])?)], 0)
+                } else {
+                    Tensor::zeros([2 * gates * hidden], (w[0].kind(), tch::Device::Cpu))
+                });
+            }
+            let mut inputs = vec![x.clone()];
+            for parts in [w, r, bias] {
+                let name = self.temp();
+                inputs.push(self.initializer(name, Tensor::stack(&parts, 0)));
+            }
+            inputs.push(String::new()); // sequence_lens
+            for &state in &states {
+                inputs.push(if zero_state(self, state) {
+                    String::new()
+                } else {
+                    let (s, t) = (self.tensor(state)?, self.temp());
+                    let (start, end) = ((layer * dirs) as i64, ((layer + 1) * dirs) as i64);
+                    let slice = vec![s, self.ints_init(&[start]), self.ints_init(&[end]), self.ints_init(&[0])];
+                    self.push("Slice", slice, vec![t.clone()], vec![]);
+                    t
+                });
+            }
+            let (seq, h, c) = (self.temp(), self.temp(), self.temp());
+            let mut outputs = vec![seq.clone(), h.clone()];
+            if onnx == "LSTM" {
+                outputs.push(c.clone());
+            }
+            let mut attrs = vec![
+                ("hidden_size", Attr::Int(hidden)),
+                ("direction", Attr::Str(if bidirectional { "bidirectional" } else { "forward" }.into())),
+            ];
+            match name {
+                "gru" => attrs.push(("linear_before_reset", Attr::Int(1))),
+                "rnn_relu" => attrs.push(("activations", Attr::Strs(vec!["Relu".into(); dirs]))),
+                _ => {}
+            }
+            while inputs.last().is_some_and(String::is_empty) {
+                inputs.pop();
+            }
+            self.push(onnx, inputs, outputs, attrs);
+            // [seq, dirs, batch, hidden] -> [seq, batch, dirs * hidden], the next layer's input.
+            let (t, merged, shape) = (self.temp(), self.temp(), self.ints_init(&[0, 0, -1]));
+            self.push("Transpose", vec![seq], vec![t.clone()], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+            self.push("Reshape", vec![t, shape], vec![merged.clone()], vec![]);
+            x = merged;
+            last_h.push(h);
+            last_c.push(c);
+        }
+        let output = name_of(outs[0].id);
+        if batch_first {
+            self.push("Transpose", vec![x], vec![output], vec![("perm", Attr::Ints(vec![1, 0, 2]))]);
+        } else {
+            self.push("Identity", vec![x], vec![output], vec![]);
+        }
+        for (out, parts) in outs[1..].iter().zip([last_h, last_c]) {
+            self.push("Concat", parts, vec![name_of(out.id)], vec![("axis", Attr::Int(0))]);
+        }
+        Ok(())
     }
 }

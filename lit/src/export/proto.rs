@@ -56,13 +56,13 @@ pub(super) fn tensor(name: &str, t: &Tensor) -> Result<Message, String> {
 }
 
 /// A `ValueInfoProto`: a graph input or output with its dtype and shape.
-/// The first dimension, when `batch` names it, is symbolic (any size).
-pub(super) fn value_info(name: &str, elem: i64, dims: &[i64], batch: Option<&str>) -> Message {
+/// Dimension `i` is symbolic (any size), named `free[i]`, where that is given.
+pub(super) fn value_info(name: &str, elem: i64, dims: &[i64], free: &[Option<String>]) -> Message {
     let mut shape = Message::default();
     for (i, &d) in dims.iter().enumerate() {
         let mut dim = Message::default();
-        match batch {
-            Some(param) if i == 0 => dim.string(2, param),
+        match free.get(i) {
+            Some(Some(param)) => dim.string(2, param),
             _ => dim.int(1, d),
         };
         shape.message(1, &dim);
@@ -83,6 +83,7 @@ pub(super) enum Attr {
     Float(f32),
     Ints(Vec<i64>),
     Str(String),
+    Strs(Vec<String>),
 }
 
 /// An `AttributeProto`.
@@ -93,6 +94,12 @@ pub(super) fn attribute(name: &str, attr: &Attr) -> Message {
         Attr::Float(f) => m.float(2, *f).int(20, 1),
         Attr::Int(i) => m.int(3, *i).int(20, 2),
         Attr::Str(s) => m.string(4, s).int(20, 3),
+        Attr::Strs(v) => {
+            for s in v {
+                m.string(9, s);
+            }
+            m.int(20, 8)
+        }
         Attr::Ints(v) => {
             for &i in v {
                 m.int(8, i);
