@@ -12,6 +12,7 @@ mod faults;
 mod flags;
 mod hooks;
 mod idx;
+mod interop;
 mod logging;
 mod macros;
 mod mnist;
