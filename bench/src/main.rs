@@ -119,11 +119,13 @@ impl Net {
         }
     }
 
-    /// The hand-written loop's optimizer: the tch optimizer that lit's `Adam`/`Sgd` build.
-    fn optimizer(&self) -> nn::Optimizer {
+    /// The hand-written loop's optimizer: the one lit's Trainer steps (`lit::optim::Adam`/`Sgd`,
+    /// libtorch's fused kernels), called directly, so that the comparison is the loop alone.
+    fn optimizer(&self) -> Box<dyn lit::optim::Optimizer> {
+        use lit::optim::OptimizerConfig as _;
         let opt = match self.task {
-            Task::Mlp => nn::Adam::default().build(&self.vs, 1e-3),
-            Task::Rnn => nn::Sgd::default().build(&self.vs, 0.02),
+            Task::Mlp => Adam::new(1e-3).build(&self.vs),
+            Task::Rnn => Sgd::new(0.02).build(&self.vs),
         };
         opt.expect("building the optimizer")
     }
@@ -132,7 +134,7 @@ impl Net {
 /// The hand-written variant: a model, its optimizer and the batches.
 struct Hand {
     net: Net,
-    opt: nn::Optimizer,
+    opt: Box<dyn lit::optim::Optimizer>,
     batches: Vec<Pair>,
 }
 
@@ -331,8 +333,40 @@ fn usage() -> lit::Error {
     )
 }
 
-/// `lit-bench optim`: one optimizer step of lit's Adam and SGD against tch's (libtorch's C++
-/// `torch::optim`), on the MLP's parameters with fixed gradients; median of 7 rounds of 200 steps.
+/// PyTorch's side of `lit-bench optim`: `torch.optim.Adam(fused=True)` and
+/// `SGD(momentum=0.9, fused=True)` on the same parameters, timed as lit's are.
+const TORCH_OPTIM: &str = r#"
+import sys, time, torch
+torch.manual_seed(0)
+l1, l2 = torch.nn.Linear(784, 256), torch.nn.Linear(256, 10)
+l2(l1(torch.randn(64, 784)).relu()).sum().backward()
+params = list(l1.parameters()) + list(l2.parameters())
+if sys.argv[1] == "adam":
+    opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+else:
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, fused=True)
+rounds = []
+for _ in range(7):
+    t = time.perf_counter()
+    for _ in range(200):
+        opt.step()
+    rounds.append((time.perf_counter() - t) / 200 * 1e6)
+print(sorted(rounds)[3])
+"#;
+
+/// Microseconds per step of PyTorch's fused optimizer `name`, timed by the torch environment's
+/// Python (`LIT_TORCH_PYTHON`, set by scripts/with-torch); `None` without it.
+fn torch_optim_step(name: &str) -> Option<f64> {
+    let python = std::env::var("LIT_TORCH_PYTHON").ok()?;
+    let threads = tch::get_num_threads().to_string();
+    let out = Command::new(python).args(["-c", TORCH_OPTIM, name]).env("OMP_NUM_THREADS", threads).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// `lit-bench optim`: one optimizer step of lit's Adam and SGD (momentum 0.9) against tch's
+/// (libtorch's C++ `torch::optim`) and PyTorch's `fused=True` (timed by the torch environment's
+/// Python in the same run), on the MLP's parameters with fixed gradients; median of 7 rounds of
+/// 200 steps, three alternations, the middle one reported.
 fn optim_speed() -> Result<()> {
     use lit::optim::OptimizerConfig as _;
     let make = || {
@@ -357,7 +391,7 @@ fn optim_speed() -> Result<()> {
         rounds[3]
     };
     println!("optimizer step on the mlp's parameters (203,530), microseconds per step, median of 7 x 200");
-    println!("{:<6} {:>10} {:>10} {:>7}", "optim", "lit", "tch", "ratio");
+    println!("{:<6} {:>10} {:>10} {:>14} {:>10} {:>10}", "optim", "lit", "tch", "torch fused", "lit/tch", "lit/fused");
     for (name, is_adam) in [("adam", true), ("sgd", false)] {
         let (vs_lit, vs_tch) = (make(), make());
         let mut lit_opt =
@@ -367,14 +401,24 @@ fn optim_speed() -> Result<()> {
         } else {
             nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs_tch, 0.01)?
         };
-        let (mut l, mut t) = (Vec::new(), Vec::new());
+        let (mut l, mut t, mut p) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             l.push(time(&mut || lit_opt.step()));
             t.push(time(&mut || tch_opt.step()));
+            p.extend(torch_optim_step(name));
         }
         l.sort_by(f64::total_cmp);
         t.sort_by(f64::total_cmp);
-        println!("{name:<6} {:>10.1} {:>10.1} {:>7.3}", l[1], t[1], l[1] / t[1]);
+        p.sort_by(f64::total_cmp);
+        let fused = p.get(p.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "{name:<6} {:>10.1} {:>10.1} {:>14.1} {:>10.3} {:>10.3}",
+            l[1],
+            t[1],
+            fused,
+            l[1] / t[1],
+            l[1] / fused
+        );
     }
     Ok(())
 }
@@ -453,10 +497,15 @@ fn ddp_speed() -> Result<()> {
     Ok(())
 }
 
-/// The hand-written loop at a precision: tch's Adam, the forward pass under autocast for the mixed
+/// The hand-written loop at a precision: lit's Adam called directly, the forward pass under autocast for the mixed
 /// precisions, and for "16-mixed" the loss scaling a hand-written PyTorch loop does with
 /// `torch.amp.GradScaler` (scale, unscale and check, skip or step, update).
-fn hand_epoch_at(net: &Net, opt: &mut nn::Optimizer, batches: &[Pair], precision: lit::amp::Precision) -> Result<f64> {
+fn hand_epoch_at(
+    net: &Net,
+    opt: &mut dyn lit::optim::Optimizer,
+    batches: &[Pair],
+    precision: lit::amp::Precision,
+) -> Result<f64> {
     let device = net.vs.device();
     let mut scale = Tensor::from_slice(&[65536.0f32]).to_device(device);
     let tracker = Tensor::from_slice(&[0i32]).to_device(device);
@@ -542,7 +591,7 @@ fn precision_speed(args: &[String]) -> Result<()> {
             lit_t.push(start.elapsed().as_secs_f64());
             lit_loss_last = lit_loss(&trainer);
             let start = Instant::now();
-            hand_loss = hand_epoch_at(&hand, &mut opt, &batches, precision)?;
+            hand_loss = hand_epoch_at(&hand, &mut *opt, &batches, precision)?;
             hand_t.push(start.elapsed().as_secs_f64());
         }
         let (l, h) = (median(&lit_t[1..]), median(&hand_t[1..]));

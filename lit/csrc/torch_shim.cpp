@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/anomaly_mode.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -15,6 +16,8 @@
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
+
+#include <dlfcn.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -169,6 +172,58 @@ char* lit_set_cudnn_benchmark(int benchmark) {
 // the next backward allocates it afresh.
 char* lit_clear_grad(at::Tensor* param) {
   LIT_TRY("clearing a gradient", { param->mutable_grad().reset(); })
+}
+
+// Makes the parallel ATen operations of the calling thread run on it alone: OpenMP's team size is
+// a per-thread setting, so a data-loading thread that sets it to 1 no longer starts a team that
+// competes with the training thread's for the cores (ATen's own `set_num_threads` is global).
+char* lit_single_threaded_here() {
+  LIT_TRY("making a thread single-threaded", {
+    at::get_num_threads();  // ATen's per-thread set-up first, which would undo the setting
+    using SetNumThreads = void (*)(int);
+    if (auto set = reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) set(1);
+  })
+}
+
+// ----- fused optimizer steps (what torch.optim's `fused=True` calls) -----
+
+static std::vector<at::Tensor> tensor_list(at::Tensor** tensors, int n) {
+  std::vector<at::Tensor> list;
+  list.reserve(n);
+  for (int i = 0; i < n; ++i) list.push_back(*tensors[i]);
+  return list;
+}
+
+// One Adam (or, `decoupled`, AdamW) step of `n` parameters of one group, in libtorch's fused
+// kernel. `max_exp_avg_sqs` is read only with `amsgrad`; `step` is the step count (already
+// incremented), shared by every parameter.
+char* lit_fused_adam(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs, at::Tensor** exp_avg_sqs,
+                     at::Tensor** max_exp_avg_sqs, int n, at::Tensor* step, double lr, double beta1, double beta2,
+                     double weight_decay, double eps, int amsgrad, int decoupled) {
+  LIT_TRY("a fused Adam step", {
+    auto p = tensor_list(params, n);
+    auto g = tensor_list(grads, n);
+    auto m = tensor_list(exp_avgs, n);
+    auto v = tensor_list(exp_avg_sqs, n);
+    auto vmax = amsgrad ? tensor_list(max_exp_avg_sqs, n) : std::vector<at::Tensor>();
+    std::vector<at::Tensor> steps(n, *step);
+    if (decoupled) {
+      at::_fused_adamw_(p, g, m, v, vmax, steps, lr, beta1, beta2, weight_decay, eps, amsgrad != 0, false);
+    } else {
+      at::_fused_adam_(p, g, m, v, vmax, steps, lr, beta1, beta2, weight_decay, eps, amsgrad != 0, false);
+    }
+  })
+}
+
+// One SGD step of `n` parameters of one group, in libtorch's fused kernel. `buffers` are the
+// momentum buffers (none when `momentum` is 0); on the first step the kernel fills them.
+char* lit_fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** buffers, int n, double weight_decay,
+                    double momentum, double lr, double dampening, int nesterov, int first_step) {
+  LIT_TRY("a fused SGD step", {
+    auto bufs = momentum != 0.0 ? tensor_list(buffers, n) : std::vector<at::Tensor>();
+    at::_fused_sgd_(tensor_list(params, n), tensor_list(grads, n), bufs, weight_decay, momentum, lr, dampening,
+                    nesterov != 0, false, first_step != 0);
+  })
 }
 
 char* lit_set_detect_anomaly(int enabled) {

@@ -20,6 +20,35 @@ unsafe extern "C" {
     fn lit_set_cudnn_benchmark(benchmark: c_int) -> *mut c_char;
     fn lit_set_detect_anomaly(enabled: c_int) -> *mut c_char;
     fn lit_clear_grad(param: *mut C_tensor) -> *mut c_char;
+    fn lit_single_threaded_here() -> *mut c_char;
+    fn lit_fused_adam(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        max_exp_avg_sqs: *const *mut C_tensor,
+        n: c_int,
+        step: *mut C_tensor,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        amsgrad: c_int,
+        decoupled: c_int,
+    ) -> *mut c_char;
+    fn lit_fused_sgd(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        buffers: *const *mut C_tensor,
+        n: c_int,
+        weight_decay: f64,
+        momentum: f64,
+        lr: f64,
+        dampening: f64,
+        nesterov: c_int,
+        first_step: c_int,
+    ) -> *mut c_char;
     fn lit_profile_begin(path: *const c_char, recorder: *mut *mut std::ffi::c_void) -> *mut c_char;
     fn lit_profile_end(recorder: *mut std::ffi::c_void) -> *mut c_char;
     fn lit_trace_begin(inputs: *const *mut C_tensor, ninputs: c_int) -> *mut c_char;
@@ -88,6 +117,116 @@ pub(crate) fn clear_grad(param: &Tensor) -> Result<()> {
     // SAFETY: `param` is a valid tensor handle for the duration of the call; the shim resets
     // the gradient slot of the tensor it points to.
     check("clearing a gradient", unsafe { lit_clear_grad(param.as_mut_ptr()) })
+}
+
+/// Makes the calling thread's parallel tensor operations run on it alone (a data-loading worker's,
+/// which must not compete with the training thread's intra-op threads).
+pub(crate) fn single_threaded_here() -> Result<()> {
+    // SAFETY: no arguments; the shim changes a setting of the calling thread.
+    check("making a thread single-threaded", unsafe { lit_single_threaded_here() })
+}
+
+/// Tensor handles for a C array: shallow clones, kept alive by the returned vector.
+fn handles(tensors: &[Tensor]) -> (Vec<Tensor>, Vec<*mut C_tensor>) {
+    let mut owned: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
+    let ptrs = owned.iter_mut().map(|t| t.as_mut_ptr()).collect();
+    (owned, ptrs)
+}
+
+/// Adam's (AdamW's, `decoupled`) hyper-parameters for [`fused_adam`].
+pub(crate) struct AdamStep {
+    pub(crate) lr: f64,
+    pub(crate) betas: (f64, f64),
+    pub(crate) weight_decay: f64,
+    pub(crate) eps: f64,
+    pub(crate) amsgrad: bool,
+    pub(crate) decoupled: bool,
+}
+
+/// One Adam step of a parameter group in libtorch's fused kernel (`torch.optim.Adam(fused=True)`).
+/// The lists are parallel; `max_exp_avg_sqs` is empty unless `amsgrad`; `step` is the (already
+/// incremented) step count as a 0-d float tensor.
+pub(crate) fn fused_adam(
+    [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs]: [&[Tensor]; 5],
+    step: &Tensor,
+    h: &AdamStep,
+) -> Result<()> {
+    let n = params.len();
+    if [grads, exp_avgs, exp_avg_sqs].iter().any(|l| l.len() != n) || (h.amsgrad && max_exp_avg_sqs.len() != n) {
+        return Err(Error::msg("a fused Adam step: lists of different lengths"));
+    }
+    let (_p, p) = handles(params);
+    let (_g, g) = handles(grads);
+    let (_m, m) = handles(exp_avgs);
+    let (_v, v) = handles(exp_avg_sqs);
+    let (_x, x) = handles(max_exp_avg_sqs);
+    let mut step = step.shallow_clone();
+    // SAFETY: every pointer is a valid tensor handle kept alive by the vectors above for the
+    // whole call; the lists hold `n` entries (`max_exp_avg_sqs` is read only with `amsgrad`,
+    // when it has `n` too), and the kernel updates the tensors in place.
+    check("a fused Adam step", unsafe {
+        lit_fused_adam(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            x.as_ptr(),
+            n as c_int,
+            step.as_mut_ptr(),
+            h.lr,
+            h.betas.0,
+            h.betas.1,
+            h.weight_decay,
+            h.eps,
+            h.amsgrad.into(),
+            h.decoupled.into(),
+        )
+    })
+}
+
+/// SGD's hyper-parameters for [`fused_sgd`].
+pub(crate) struct SgdStep {
+    pub(crate) lr: f64,
+    pub(crate) momentum: f64,
+    pub(crate) dampening: f64,
+    pub(crate) nesterov: bool,
+    pub(crate) weight_decay: f64,
+}
+
+/// One SGD step of a parameter group in libtorch's fused kernel (`torch.optim.SGD(fused=True)`).
+/// `buffers` are the momentum buffers (empty without momentum); with `first_step` the kernel
+/// fills them from the gradients.
+pub(crate) fn fused_sgd(
+    params: &[Tensor],
+    grads: &[Tensor],
+    buffers: &[Tensor],
+    h: &SgdStep,
+    first_step: bool,
+) -> Result<()> {
+    let n = params.len();
+    if grads.len() != n || (h.momentum != 0.0 && buffers.len() != n) {
+        return Err(Error::msg("a fused SGD step: lists of different lengths"));
+    }
+    let (_p, p) = handles(params);
+    let (_g, g) = handles(grads);
+    let (_b, b) = handles(buffers);
+    // SAFETY: every pointer is a valid tensor handle kept alive by the vectors above for the
+    // whole call; the lists hold `n` entries (`buffers` is read only with momentum, when it has
+    // `n` too), and the kernel updates the tensors in place.
+    check("a fused SGD step", unsafe {
+        lit_fused_sgd(
+            p.as_ptr(),
+            g.as_ptr(),
+            b.as_ptr(),
+            n as c_int,
+            h.weight_decay,
+            h.momentum,
+            h.lr,
+            h.dampening,
+            h.nesterov.into(),
+            first_step.into(),
+        )
+    })
 }
 
 /// Restores a state [`rng_cpu_state`] returned.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -114,6 +114,11 @@ type CollateFn<D, B> = dyn Fn(&D, &[usize]) -> Result<B> + Send + Sync;
 /// order every epoch), `batch_size`, `drop_last`, a collate step, and `num_workers` threads that
 /// prepare up to `prefetch_factor` batches each ahead of the training step.
 ///
+/// The worker threads start with the first epoch and serve every later one
+/// (`persistent_workers`, on by default); their tensor work runs single-threaded, so that they
+/// never compete with the training thread's intra-op threads for the cores. A tensor dataset's
+/// batch is gathered in one indexed read ([`Dataset::get_stacked`]).
+///
 /// A dataset that fails or panics ends the epoch with a [`DataError`]; workers never hang.
 pub struct DataLoader<D: Dataset, B = <D as Dataset>::Item> {
     dataset: Arc<D>,
@@ -124,7 +129,9 @@ pub struct DataLoader<D: Dataset, B = <D as Dataset>::Item> {
     seed: u64,
     num_workers: usize,
     prefetch_factor: usize,
+    persistent_workers: bool,
     shard: Option<(usize, usize)>,
+    workers: Option<Workers<B>>,
 }
 
 fn fetch<D: Dataset>(dataset: &D, indices: &[usize]) -> Result<Vec<D::Item>> {
@@ -159,7 +166,9 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
             seed: 0,
             num_workers: 0,
             prefetch_factor: 2,
+            persistent_workers: true,
             shard: None,
+            workers: None,
         }
     }
 
@@ -204,6 +213,13 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
     /// Batches each worker prepares ahead (at least 1, default 2).
     pub fn prefetch_factor(mut self, prefetch_factor: usize) -> Self {
         self.prefetch_factor = prefetch_factor.max(1);
+        self
+    }
+
+    /// Keep the worker threads from one epoch to the next (default `true`); with `false` each
+    /// epoch starts its own and stops them at its end, as PyTorch's default does.
+    pub fn persistent_workers(mut self, persistent_workers: bool) -> Self {
+        self.persistent_workers = persistent_workers;
         self
     }
 
@@ -304,89 +320,166 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
                 Some(result)
             })));
         }
-        Ok(Box::new(WorkerIter::spawn(self, order, start.min(batches), batches, range)))
+        if self.workers.is_none() {
+            self.workers = Some(Workers::start(&self.dataset, &self.collate, self.num_workers, self.prefetch_factor));
+        }
+        let job = Job { order, start: start.min(batches), batches, batch_size, stop: Arc::new(AtomicBool::new(false)) };
+        let persistent = self.persistent_workers;
+        let workers = &mut self.workers;
+        Ok(Box::new(WorkerIter::new(workers, Arc::new(job), persistent)))
     }
 }
 
-/// Iterates batches made by worker threads, in order: worker `w` makes batches `w, w + n, …`
-/// into its own bounded channel, and the iterator takes from the workers in turn.
-struct WorkerIter<B> {
-    receivers: Vec<Receiver<Result<B>>>,
-    handles: Vec<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
-    next: usize,
+/// One epoch's work for the workers: batches `start..batches` of `order`.
+struct Job {
+    order: Arc<Vec<usize>>,
     start: usize,
     batches: usize,
-    failed: bool,
+    batch_size: usize,
+    /// Set when the epoch's iterator is dropped: the workers skip the rest of the job.
+    stop: Arc<AtomicBool>,
 }
 
-impl<B: Batch> WorkerIter<B> {
-    fn spawn<D: Dataset>(
-        loader: &DataLoader<D, B>,
-        order: Arc<Vec<usize>>,
-        start: usize,
-        batches: usize,
-        range: impl Fn(usize) -> std::ops::Range<usize> + Send + Sync + Clone + 'static,
-    ) -> Self {
-        let workers = loader.num_workers.min((batches - start).max(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut receivers = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        for w in 0..workers {
-            let (tx, rx) = bounded(loader.prefetch_factor);
-            let (dataset, collate) = (Arc::clone(&loader.dataset), Arc::clone(&loader.collate));
-            let (order, stop, range) = (Arc::clone(&order), Arc::clone(&stop), range.clone());
+/// What a worker sends: a batch, or the end of its part of a job.
+enum Message<B> {
+    Batch(Result<B>),
+    Done,
+}
+
+/// A loader's worker threads. Worker `w` of `n` makes batches `start + w, start + w + n, …` of
+/// each job into its own bounded channel (the prefetch), then says it is done with the job.
+struct Workers<B> {
+    jobs: Vec<Sender<Arc<Job>>>,
+    results: Vec<Receiver<Message<B>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl<B: Batch> Workers<B> {
+    fn start<D: Dataset>(dataset: &Arc<D>, collate: &Arc<CollateFn<D, B>>, n: usize, prefetch: usize) -> Self {
+        let mut workers = Workers { jobs: Vec::new(), results: Vec::new(), handles: Vec::new() };
+        for w in 0..n {
+            let (job_tx, job_rx) = unbounded::<Arc<Job>>();
+            let (tx, rx) = bounded(prefetch);
+            let (dataset, collate) = (Arc::clone(dataset), Arc::clone(collate));
             let spawned = std::thread::Builder::new().name(format!("lit-loader-{w}")).spawn(move || {
-                for b in (start + w..batches).step_by(workers) {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
+                // Gathering and collating run on this thread alone: the training thread's
+                // intra-op threads have the cores.
+                #[cfg(lit_shim)]
+                let _ = crate::shim::single_threaded_here();
+                for job in job_rx {
+                    for b in (job.start + w..job.batches).step_by(n) {
+                        if job.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let range = b * job.batch_size..((b + 1) * job.batch_size).min(job.order.len());
+                        let result = load_batch(&*dataset, &*collate, &job.order[range], b, Some(w));
+                        let failed = result.is_err();
+                        if tx.send(Message::Batch(result)).is_err() {
+                            return;
+                        }
+                        if failed {
+                            break;
+                        }
                     }
-                    let result = load_batch(&*dataset, &*collate, &order[range(b)], b, Some(w));
-                    let failed = result.is_err();
-                    if tx.send(result).is_err() || failed {
+                    if tx.send(Message::Done).is_err() {
                         return;
                     }
                 }
             });
             match spawned {
-                Ok(handle) => handles.push(handle),
+                Ok(handle) => workers.handles.push(handle),
                 // Without its thread the receiver reports the worker's batches as undelivered.
                 Err(e) => tracing::error!(worker = w, error = %e, "could not start a dataloader worker"),
             }
-            receivers.push(rx);
+            workers.jobs.push(job_tx);
+            workers.results.push(rx);
         }
-        WorkerIter { receivers, handles, stop, next: start, start, batches, failed: false }
+        workers
     }
 }
 
-impl<B> Iterator for WorkerIter<B> {
+impl<B> Drop for Workers<B> {
+    fn drop(&mut self) {
+        // Without their channels the workers' sends and job reads fail, and they exit.
+        self.results.clear();
+        self.jobs.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Iterates one epoch's batches from the workers, in order, taking from them in turn. Dropped
+/// early (a batch limit, an error, a stopped fit), it stops the job and takes what the workers
+/// already made, so they are idle and ready for the next epoch.
+struct WorkerIter<'a, B> {
+    workers: &'a mut Option<Workers<B>>,
+    job: Arc<Job>,
+    /// Which workers said they are done with the job.
+    done: Vec<bool>,
+    persistent: bool,
+    next: usize,
+    failed: bool,
+}
+
+impl<'a, B> WorkerIter<'a, B> {
+    fn new(workers: &'a mut Option<Workers<B>>, job: Arc<Job>, persistent: bool) -> Self {
+        let n = workers.as_ref().map_or(0, |w| w.jobs.len());
+        let mut done = vec![false; n];
+        if let Some(w) = workers.as_ref() {
+            for (i, jobs) in w.jobs.iter().enumerate() {
+                // A worker whose thread is gone has nothing to finish.
+                done[i] = jobs.send(Arc::clone(&job)).is_err();
+            }
+        }
+        let next = job.start;
+        WorkerIter { workers, job, done, persistent, next, failed: false }
+    }
+}
+
+impl<B> Iterator for WorkerIter<'_, B> {
     type Item = Result<B>;
 
     fn next(&mut self) -> Option<Result<B>> {
-        if self.failed || self.next >= self.batches {
+        if self.failed || self.next >= self.job.batches {
             return None;
         }
-        let (batch, worker) = (self.next, (self.next - self.start) % self.receivers.len());
+        let workers = self.workers.as_ref()?;
+        let (batch, worker) = (self.next, (self.next - self.job.start) % workers.results.len());
         self.next += 1;
-        let result =
-            self.receivers[worker].recv().unwrap_or_else(|_| Err(Error::from(DataError::WorkerDied { worker, batch })));
+        let died = || Err(Error::from(DataError::WorkerDied { worker, batch }));
+        let result = match workers.results[worker].recv() {
+            Ok(Message::Batch(result)) => result,
+            Ok(Message::Done) => {
+                self.done[worker] = true;
+                died()
+            }
+            Err(_) => {
+                self.done[worker] = true;
+                died()
+            }
+        };
         self.failed = result.is_err();
         Some(result)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.batches - self.next;
-        (0, Some(left))
+        (0, Some(self.job.batches.saturating_sub(self.next)))
     }
 }
 
-impl<B> Drop for WorkerIter<B> {
+impl<B> Drop for WorkerIter<'_, B> {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Dropping the receivers unblocks workers waiting to send; then they exit.
-        self.receivers.clear();
-        for handle in self.handles.drain(..) {
-            let _ = handle.join();
+        self.job.stop.store(true, Ordering::Relaxed);
+        if let Some(workers) = self.workers.as_ref() {
+            for (results, done) in workers.results.iter().zip(&mut self.done) {
+                while !*done {
+                    *done = !matches!(results.recv(), Ok(Message::Batch(_)));
+                }
+            }
+        }
+        if !self.persistent {
+            *self.workers = None;
         }
     }
 }

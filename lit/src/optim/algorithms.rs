@@ -1,4 +1,6 @@
-//! SGD, Adam, AdamW and RMSprop, as `torch.optim` computes them (its single-tensor code path).
+//! SGD, Adam, AdamW and RMSprop, as `torch.optim` computes them: SGD, Adam and AdamW in
+//! libtorch's fused kernels (what `fused=True` calls), one call per parameter group, and RMSprop
+//! (and any group the kernels cannot take) tensor by tensor, as torch.optim's single-tensor path.
 
 use std::collections::BTreeMap;
 
@@ -39,15 +41,48 @@ impl Core {
     }
 
     /// Every parameter that has a gradient, with its name, gradient and group options
-    /// (learning rate, weight decay), in group order.
-    fn params_with_grads(&self) -> Vec<(String, Tensor, Tensor, f64, f64)> {
+    /// (learning rate, weight decay), in group order; the groups `done` marks are left out.
+    fn params_with_grads(&self, done: &[bool]) -> Vec<(String, Tensor, Tensor, f64, f64)> {
         self.groups
             .iter()
-            .flat_map(|g| {
+            .enumerate()
+            .filter(|(i, _)| !done.get(*i).copied().unwrap_or(false))
+            .flat_map(|(_, g)| {
                 g.params.iter().map(move |(n, p)| (n.clone(), p.shallow_clone(), p.grad(), g.lr, g.weight_decay))
             })
             .filter(|(_, _, grad, _, _)| grad.defined())
             .collect()
+    }
+
+    /// Steps each group in one fused call: `fused(core, group)` with the group's parameters that
+    /// have gradients (the same dtype and device, dense), or `false` where it cannot. Returns
+    /// which groups were stepped; the caller steps the others tensor by tensor.
+    fn fused_groups(&mut self, mut fused: impl FnMut(&mut Core, &FusedGroup) -> bool) -> Vec<bool> {
+        (0..self.groups.len())
+            .map(|i| {
+                let g = &self.groups[i];
+                let (mut params, mut grads, mut names) = (Vec::new(), Vec::new(), Vec::new());
+                for (name, p) in &g.params {
+                    let grad = p.grad();
+                    if grad.defined() {
+                        params.push(p.shallow_clone());
+                        grads.push(grad);
+                        names.push(name.clone());
+                    }
+                }
+                let Some(first) = params.first() else { return true };
+                let (kind, device) = (first.kind(), first.device());
+                let uniform =
+                    params.iter().chain(&grads).all(|t| t.kind() == kind && t.device() == device && !t.is_sparse());
+                let group = FusedGroup { names, params, grads, lr: g.lr, weight_decay: g.weight_decay };
+                uniform && matches!(kind, tch::Kind::Float | tch::Kind::Double) && fused(self, &group)
+            })
+            .collect()
+    }
+
+    /// The state tensors `kind` of a group's parameters, created as zeros where missing.
+    fn slots(&mut self, kind: &str, group: &FusedGroup) -> Vec<Tensor> {
+        group.names.iter().zip(&group.params).map(|(n, p)| self.slot(kind, n, p)).collect()
     }
 
     /// Drops the gradients (`set_to_none=True`, PyTorch's default); without lit's libtorch shim
@@ -127,6 +162,15 @@ impl Core {
         self.state = loaded;
         Ok(())
     }
+}
+
+/// A parameter group's parameters that have gradients, for one fused kernel call.
+struct FusedGroup {
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    grads: Vec<Tensor>,
+    lr: f64,
+    weight_decay: f64,
 }
 
 /// What one algorithm adds to [`Core`]: its name, its options and how it updates the
@@ -261,9 +305,10 @@ impl UpdateRule for Sgd {
 
     fn update(&self, core: &mut Core) {
         let Sgd { momentum, dampening, nesterov, .. } = *self;
+        let done = core.fused_groups(|core, group| self.fused(core, group));
         // -lr as a 0-d tensor, made again only when the group's learning rate changes.
         let mut neg_lr: Option<(f64, Tensor)> = None;
-        for (name, mut p, g, lr, wd) in core.params_with_grads() {
+        for (name, mut p, g, lr, wd) in core.params_with_grads(&done) {
             let mut d = core.decayed_grad(&name, &p, g, wd);
             if momentum != 0.0 {
                 let key = format!("momentum_buffer/{name}");
@@ -299,6 +344,57 @@ impl UpdateRule for Sgd {
             };
             let _ = p.addcmul_(&d, &neg);
         }
+    }
+}
+
+impl Sgd {
+    /// One group's step in libtorch's fused kernel (`torch.optim.SGD(fused=True)`): parameters
+    /// with a momentum buffer in one call, those taking their first step (the kernel fills their
+    /// buffers from the gradients) in another.
+    #[cfg(lit_shim)]
+    fn fused(&self, core: &mut Core, group: &FusedGroup) -> bool {
+        use crate::shim::{SgdStep, fused_sgd};
+        let h = SgdStep {
+            lr: group.lr,
+            momentum: self.momentum,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            weight_decay: group.weight_decay,
+        };
+        if self.momentum == 0.0 {
+            return fused_sgd(&group.params, &group.grads, &[], &h, false).is_ok();
+        }
+        let key = |name: &str| format!("momentum_buffer/{name}");
+        let first: Vec<bool> = group.names.iter().map(|n| !core.state.contains_key(&key(n))).collect();
+        for first_step in [false, true] {
+            let pick = |ts: &[Tensor]| -> Vec<Tensor> {
+                ts.iter().zip(&first).filter(|(_, f)| **f == first_step).map(|(t, _)| t.shallow_clone()).collect()
+            };
+            let (params, grads) = (pick(&group.params), pick(&group.grads));
+            if params.is_empty() {
+                continue;
+            }
+            let names = group.names.iter().zip(&first).filter(|(_, f)| **f == first_step).map(|(n, _)| n);
+            let buffers: Vec<Tensor> = if first_step {
+                grads.iter().map(Tensor::empty_like).collect()
+            } else {
+                names.clone().map(|n| core.state[&key(n)].shallow_clone()).collect()
+            };
+            if fused_sgd(&params, &grads, &buffers, &h, first_step).is_err() {
+                return false;
+            }
+            if first_step {
+                for (n, b) in names.zip(buffers) {
+                    core.state.insert(key(n), b);
+                }
+            }
+        }
+        true
+    }
+
+    #[cfg(not(lit_shim))]
+    fn fused(&self, _core: &mut Core, _group: &FusedGroup) -> bool {
+        false
     }
 }
 
@@ -412,10 +508,11 @@ impl UpdateRule for Adam {
 
     fn update(&self, core: &mut Core) {
         let Adam { betas: (beta1, beta2), eps, amsgrad, decoupled, .. } = *self;
+        let done = core.fused_groups(|core, group| self.fused(core, group));
         let step = core.step as f64;
         let bias1 = 1.0 - beta1.powf(step);
         let bias2_sqrt = (1.0 - beta2.powf(step)).sqrt();
-        for (name, mut p, g, lr, wd) in core.params_with_grads() {
+        for (name, mut p, g, lr, wd) in core.params_with_grads(&done) {
             let step_size = lr / bias1;
             if wd != 0.0 && decoupled {
                 let _ = p.g_mul_scalar_(1.0 - lr * wd);
@@ -442,6 +539,30 @@ impl UpdateRule for Adam {
             let _ = denom.g_add_scalar_(eps * bias2_sqrt).g_div_scalar_(-step_size * bias2_sqrt);
             let _ = p.addcdiv_(&m, &denom);
         }
+    }
+}
+
+impl Adam {
+    /// One group's step in libtorch's fused kernel (`torch.optim.Adam(fused=True)`).
+    #[cfg(lit_shim)]
+    fn fused(&self, core: &mut Core, group: &FusedGroup) -> bool {
+        let (m, v) = (core.slots("exp_avg", group), core.slots("exp_avg_sq", group));
+        let max_v = if self.amsgrad { core.slots("max_exp_avg_sq", group) } else { Vec::new() };
+        let step = Tensor::from(core.step as f32).to_device(group.params[0].device());
+        let h = crate::shim::AdamStep {
+            lr: group.lr,
+            betas: self.betas,
+            weight_decay: group.weight_decay,
+            eps: self.eps,
+            amsgrad: self.amsgrad,
+            decoupled: self.decoupled,
+        };
+        crate::shim::fused_adam([&group.params, &group.grads, &m, &v, &max_v], &step, &h).is_ok()
+    }
+
+    #[cfg(not(lit_shim))]
+    fn fused(&self, _core: &mut Core, _group: &FusedGroup) -> bool {
+        false
     }
 }
 
@@ -519,7 +640,7 @@ impl UpdateRule for RmsProp {
 
     fn update(&self, core: &mut Core) {
         let RmsProp { alpha, eps, momentum, centered, .. } = *self;
-        for (name, mut p, g, lr, wd) in core.params_with_grads() {
+        for (name, mut p, g, lr, wd) in core.params_with_grads(&[]) {
             let g = core.decayed_grad(&name, &p, g, wd);
             let mut sq = core.slot("square_avg", &name, &p);
             let mut scaled = core.scratch(1, &name, &p);

@@ -653,8 +653,8 @@ impl<M: LightningModule> Run<'_, M> {
         self.predict(&mut loaders)
     }
 
-    /// The loaders given to the entry point, or the module's.
-    fn loaders<'a, B>(
+    /// The loaders given to the entry point, or the module's, sharded in distributed runs.
+    fn loaders<'a, B: Batch>(
         &mut self,
         given: Option<LoaderVec<'a, B>>,
         stage: &'static str,
@@ -662,10 +662,16 @@ impl<M: LightningModule> Run<'_, M> {
         hook_name: &'static str,
         method: &'static str,
     ) -> Result<LoaderVec<'a, B>> {
-        let loaders: LoaderVec<'a, B> = match given {
+        let mut loaders: LoaderVec<'a, B> = match given {
             Some(loaders) => loaders,
             None => hook(self.model, ctx!(self))?.into_iter().map(|l| l as Box<dyn Loader<Batch = B> + 'a>).collect(),
         };
+        // Distributed: each process reads its own share, as Lightning's `DistributedSampler`
+        // does for every stage (predictions are each process's own).
+        if let Some(pg) = &self.cx.process_group {
+            let (rank, world) = (pg.rank(), pg.world_size());
+            loaders.iter_mut().for_each(|l| (**l).shard(rank, world));
+        }
         if loaders.is_empty() && method != "fit" {
             return Err(crate::error::DataError::Missing { stage, method, hook: hook_name }.into());
         }

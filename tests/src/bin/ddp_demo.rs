@@ -1,7 +1,8 @@
 //! Distributed training for the ddp tests. `ddp_demo single DIR` trains on one process with
 //! batches of 8; `ddp_demo ddp DIR` trains the same on two processes with batches of 4 each
 //! (the Trainer launches the second); `ddp_demo crash DIR` has rank 1 die during training.
-//! Each process writes its final weights to `DIR/weights-RANK.json`.
+//! Each process writes its final weights, and what it tested and predicted, to
+//! `DIR/weights-RANK.json`.
 
 use lit::data::{DataLoader, TensorDataset};
 use lit::prelude::*;
@@ -12,6 +13,7 @@ struct Net {
     l1: nn::Linear,
     l2: nn::Linear,
     crash: bool,
+    test_samples: i64,
 }
 
 #[lightning_module]
@@ -31,6 +33,12 @@ impl Net {
     fn test_step(&mut self, (x, y): (Tensor, Tensor), cx: &mut Ctx) {
         let loss = self.l2.forward(&self.l1.forward(&x).tanh()).mse_loss(&y, lit::tch::Reduction::Mean);
         cx.log("test_loss", &loss).sync_dist(true);
+        self.test_samples += x.size()[0];
+    }
+
+    /// The sample numbers this process predicts.
+    fn predict_step(&mut self, index: Tensor) -> Tensor {
+        index
     }
 
     fn configure_optimizers(&self) -> Optimizers {
@@ -46,7 +54,7 @@ fn main() -> lit::Result<()> {
     let vs = nn::VarStore::new(Device::Cpu);
     let l1 = nn::linear(vs.root() / "l1", 4, 8, Default::default());
     let l2 = nn::linear(vs.root() / "l2", 8, 1, Default::default());
-    let mut net = Net { vs, l1, l2, crash: mode == "crash" };
+    let mut net = Net { vs, l1, l2, crash: mode == "crash", test_samples: 0 };
 
     let x = Tensor::arange(32 * 4, (Kind::Float, Device::Cpu)).view([32, 4]).sin();
     let y = x.sum_dim_intlist(-1, true, Kind::Float).cos();
@@ -75,6 +83,11 @@ fn main() -> lit::Result<()> {
     let best = trainer.checkpoint_callback().and_then(|c| c.best_model_path()).map(|p| p.display().to_string());
     let loader = DataLoader::new(TensorDataset::new((x, y))?).batch_size(batch);
     let tested = trainer.test_from_checkpoint(&mut net, loader, "best")?;
+    // Test and prediction data are sharded too: each process sees its share.
+    let numbers =
+        DataLoader::new(TensorDataset::new(Tensor::arange(32, (Kind::Int64, Device::Cpu)))?).batch_size(batch);
+    let predicted: Vec<i64> =
+        trainer.predict(&mut net, numbers)?.iter().flat_map(|t| Vec::<i64>::try_from(t).unwrap()).collect();
     let text = serde_json::to_string(&serde_json::json!({
         "weights": weights,
         "global_step": trainer.global_step(),
@@ -82,6 +95,8 @@ fn main() -> lit::Result<()> {
         "rank_mean": rank_mean,
         "best_model_path": best,
         "test_loss": tested[0]["test_loss"],
+        "test_samples": net.test_samples,
+        "predicted": predicted,
     }))
     .unwrap();
     std::fs::write(dir.join(format!("weights-{rank}.json")), text).map_err(|e| lit::Error::msg(e.to_string()))?;

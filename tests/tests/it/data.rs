@@ -146,6 +146,69 @@ fn an_iterator_dropped_early_stops_its_workers() {
     assert_eq!(loader.iter(1).unwrap().count(), 1000);
 }
 
+/// The ids of this process's threads named `lit-loader-*` (the loaders' workers).
+fn loader_threads() -> BTreeSet<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            comm.starts_with("lit-loader").then(|| entry.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Workers live across epochs (Lightning's `persistent_workers=True`): the second epoch, and
+/// one cut short, are served by the threads the first started; with `persistent_workers(false)`
+/// each epoch's threads are gone at its end.
+#[test]
+fn workers_persist_across_epochs() {
+    crate::common::run_in_own_process("data::workers_persist_across_epochs_child");
+}
+
+#[test]
+#[ignore = "run by workers_persist_across_epochs in a process of its own"]
+fn workers_persist_across_epochs_child() {
+    assert!(loader_threads().is_empty());
+    let mut loader = DataLoader::new(numbers(100)).batch_size(8).num_workers(2);
+    assert_eq!(epoch(&mut loader, 0).len(), 13);
+    let first = loader_threads();
+    assert_eq!(first.len(), 2, "two workers after the first epoch");
+    let cut_short: Vec<Tensor> = loader.iter(1).unwrap().take(2).map(Result::unwrap).collect();
+    assert_eq!(cut_short.len(), 2);
+    assert_eq!(epoch(&mut loader, 2), epoch(&mut DataLoader::new(numbers(100)).batch_size(8), 2));
+    assert_eq!(loader_threads(), first, "later epochs start no new threads");
+    drop(loader);
+    assert!(loader_threads().is_empty(), "dropping the loader stops its workers");
+
+    let mut loader = DataLoader::new(numbers(100)).batch_size(8).num_workers(2).persistent_workers(false);
+    let during: Vec<BTreeSet<u32>> = loader.iter(0).unwrap().map(|_| loader_threads()).collect();
+    assert!(during.iter().all(|t| t.len() == 2));
+    assert!(loader_threads().is_empty(), "without persistent workers the epoch's threads end with it");
+}
+
+/// A worker's tensor work runs on the worker alone: a parallel operation in `collate` sees one
+/// intra-op thread there, while the training thread keeps its own number.
+#[test]
+fn workers_run_their_tensor_work_single_threaded() {
+    crate::common::run_in_own_process("data::workers_run_their_tensor_work_single_threaded_child");
+}
+
+#[test]
+#[ignore = "run by workers_run_their_tensor_work_single_threaded in a process of its own"]
+fn workers_run_their_tensor_work_single_threaded_child() {
+    lit::tch::set_num_threads(2);
+    let mut loader = DataLoader::with_collate(numbers(16), |items: Vec<Tensor>| {
+        let stacked = Tensor::stack(&items, 0);
+        Ok(Tensor::from_slice(&[lit::tch::get_num_threads() as i64, stacked.size()[0]]))
+    })
+    .batch_size(4)
+    .num_workers(2);
+    let seen: Vec<Vec<i64>> = loader.iter(0).unwrap().map(|b| Vec::try_from(b.unwrap()).unwrap()).collect();
+    assert_eq!(seen, vec![vec![1, 4]; 4], "intra-op threads in the workers, samples per batch");
+    assert_eq!(lit::tch::get_num_threads(), 2, "the training thread keeps its threads");
+}
+
 #[test]
 fn random_split_is_disjoint_complete_and_seeded() {
     let parts = random_split(numbers(100), &[70, 20, 10], 5).unwrap();

@@ -72,6 +72,17 @@ fn two_processes_match_one_with_twice_the_batch() {
     assert!(Path::new(best).exists(), "{best}");
     assert_eq!(r0["test_loss"], r1["test_loss"]);
     assert!(r0["test_loss"].as_f64().is_some_and(f64::is_finite), "{}", r0["test_loss"]);
+    // Test and predict data are sharded as `DistributedSampler` shards them (Lightning's
+    // `test_distributed_sampler_args`): each rank tests and predicts half of the 32 samples,
+    // rank r taking samples r, r + 2, ….
+    assert_eq!(
+        (one["test_samples"].as_i64(), r0["test_samples"].as_i64(), r1["test_samples"].as_i64()),
+        (Some(32), Some(16), Some(16))
+    );
+    let predicted = |r: &serde_json::Value| -> Vec<i64> { serde_json::from_value(r["predicted"].clone()).unwrap() };
+    assert_eq!(predicted(&one), (0..32).collect::<Vec<_>>());
+    assert_eq!(predicted(&r0), (0..32).step_by(2).collect::<Vec<_>>());
+    assert_eq!(predicted(&r1), (1..32).step_by(2).collect::<Vec<_>>());
 }
 
 #[test]

@@ -446,3 +446,57 @@ fn manual_optimization_steps_only_when_told() -> lit::Result<()> {
     assert!(!busy.w.equal(&before));
     Ok(())
 }
+
+/// SGD, Adam and AdamW step in libtorch's fused kernels: lit's trajectories equal those of
+/// `torch.optim.*(fused=True)` on the reference problem, to the last bit.
+#[test]
+fn sgd_and_adam_equal_torch_optim_fused() {
+    let script = r#"
+import json, torch
+F = torch.float64
+def problem():
+    w = (torch.arange(12, dtype=F).view(3, 4).sin() * 0.5).requires_grad_()
+    b = (torch.arange(4, dtype=F).cos() * 0.1).requires_grad_()
+    r = torch.arange(5, dtype=F).view(5, 1)
+    x = (r * 0.7 + torch.arange(3, dtype=F).view(1, 3)).sin()
+    y = (r + torch.arange(4, dtype=F).view(1, 4) * 0.3).cos()
+    return w, b, x, y
+cases = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1, fused=True),
+    "sgd_nesterov_wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, fused=True),
+    "sgd_momentum_dampening": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.1, fused=True),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01, fused=True),
+    "adam_wd_amsgrad": lambda p: torch.optim.Adam(p, lr=0.02, betas=(0.8, 0.99), weight_decay=0.01, amsgrad=True, fused=True),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, fused=True),
+}
+out = {}
+for name, make in cases.items():
+    w, b, x, y = problem()
+    opt = make([w, b])
+    for _ in range(20):
+        opt.zero_grad()
+        ((x @ w + b - y).square().mean() + w.pow(4).sum() * 0.1).backward()
+        opt.step()
+    out[name] = w.detach().flatten().tolist() + b.detach().tolist()
+print(json.dumps(out))
+"#;
+    let python = std::env::var("LIT_TORCH_PYTHON").expect("run the tests through scripts/with-torch");
+    let out = std::process::Command::new(python).arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases: Vec<(&str, Box<dyn OptimizerConfig>)> = vec![
+        ("sgd", Box::new(Sgd::new(0.1))),
+        ("sgd_nesterov_wd", Box::new(Sgd::new(0.05).momentum(0.9).nesterov(true).weight_decay(0.01))),
+        ("sgd_momentum_dampening", Box::new(Sgd::new(0.05).momentum(0.9).dampening(0.1))),
+        ("adam", Box::new(Adam::new(0.01))),
+        ("adam_wd_amsgrad", Box::new(Adam::new(0.02).betas(0.8, 0.99).weight_decay(0.01).amsgrad(true))),
+        ("adamw", Box::new(AdamW::new(0.01).weight_decay(0.1))),
+    ];
+    for (name, config) in cases {
+        let (_, w, b) = run(&*config, 20);
+        let ours: Vec<f64> = w.into_iter().chain(b).collect();
+        let theirs = floats(&expected[name]);
+        let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst <= 1e-15, "{name}: largest difference {worst:e} from torch.optim's fused kernel");
+    }
+}
