@@ -53,7 +53,8 @@ pub struct CheckpointMeta {
     pub libtorch_version: String,
     /// The module's hyper-parameters, as JSON.
     pub hparams: Option<serde_json::Value>,
-    /// Epochs completed.
+    /// The epoch the checkpoint was written in or, at an epoch's end, the next one (Lightning's
+    /// `epoch`: the current epoch index).
     pub epoch: usize,
     /// Optimizer steps taken.
     pub global_step: usize,

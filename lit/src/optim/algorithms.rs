@@ -123,7 +123,10 @@ impl Core {
         let groups: Vec<serde_json::Value> = self
             .groups
             .iter()
-            .map(|g| serde_json::json!({"lr": g.lr, "initial_lr": g.initial_lr, "weight_decay": g.weight_decay}))
+            .map(|g| {
+                let params: Vec<&str> = g.names().collect();
+                serde_json::json!({"lr": g.lr, "initial_lr": g.initial_lr, "weight_decay": g.weight_decay, "params": params})
+            })
             .collect();
         OptimizerState {
             tensors: self.state.iter().map(|(k, v)| (k.clone(), v.detach().copy())).collect(),
@@ -219,7 +222,9 @@ impl<R: UpdateRule> Optimizer for RuleOptimizer<R> {
         &mut self.core.groups
     }
     fn state_dict(&self) -> OptimizerState {
-        self.core.state_dict(self.rule.options())
+        let mut state = self.core.state_dict(self.rule.options());
+        state.meta["name"] = self.rule.name().into();
+        state
     }
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
         self.core.load_state_dict(state)

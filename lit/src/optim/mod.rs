@@ -163,14 +163,14 @@ impl Groups {
         self.rules.push((std::sync::Arc::new(filter), options));
     }
 
-    /// The trainable variables of `vs`, sorted by name, split into groups.
+    /// The trainable variables of `vs`, in the order the module created them (PyTorch's
+    /// `parameters()` order for a module that registers its layers in the same order), split
+    /// into groups.
     pub(crate) fn build(&self, vs: &nn::VarStore, lr: f64, weight_decay: f64) -> Vec<ParamGroup> {
-        let mut variables: Vec<(String, Tensor)> = vs
-            .variables()
+        let variables: Vec<(String, Tensor)> = creation_order(vs)
             .into_iter()
             .filter(|(n, t)| t.requires_grad() && self.only.as_ref().is_none_or(|f| f(n)))
             .collect();
-        variables.sort_by(|a, b| a.0.cmp(&b.0));
         let mut groups: Vec<ParamGroup> = self
             .rules
             .iter()
@@ -195,6 +195,21 @@ impl Groups {
         groups.retain(|g| !g.params.is_empty());
         groups
     }
+}
+
+/// `vs`'s variables in the order they were created (by name where that order is not known: a
+/// variable tch does not list as trainable, or two sharing storage).
+fn creation_order(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut by_name: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    by_name.sort_by(|a, b| a.0.cmp(&b.0));
+    let position: std::collections::HashMap<usize, usize> =
+        vs.trainable_variables().iter().enumerate().map(|(i, t)| (t.data_ptr() as usize, i)).collect();
+    let key = |t: &Tensor| position.get(&(t.data_ptr() as usize)).copied().unwrap_or(usize::MAX);
+    let distinct: std::collections::HashSet<usize> = by_name.iter().map(|(_, t)| t.data_ptr() as usize).collect();
+    if distinct.len() == by_name.len() {
+        by_name.sort_by_key(|(_, t)| key(t)); // stable: unknown ones stay sorted by name, last
+    }
+    by_name
 }
 
 /// Something that builds an [`Optimizer`] over a module's variables.
