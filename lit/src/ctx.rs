@@ -9,7 +9,7 @@ use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::loggers::Logger;
-use crate::metrics::{LogOptions, MetricStore, Reduce};
+use crate::metric_store::{LogOptions, MetricStore, Reduce};
 use crate::optim::{ActiveScheduler, Optimizer};
 use crate::progress::Progress;
 

@@ -24,7 +24,7 @@ pub mod export;
 pub mod image;
 mod interrupt;
 pub mod loggers;
-mod metrics;
+mod metric_store;
 mod module;
 pub mod optim;
 pub mod profiler;
@@ -40,7 +40,7 @@ mod warning;
 pub use callback::Callback;
 pub use ctx::{Ctx, Log, Metric, Opt, OptimizerHandle, RunningStage, Stage, StopFlag, TrainerView};
 pub use error::{ConfigError, DataError, Error, Result};
-pub use metrics::{LogOptions, NanPolicy, Reduce};
+pub use metric_store::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
 pub use summary::ModelSummary;
 pub use trainer::{
