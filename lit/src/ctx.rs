@@ -9,7 +9,7 @@ use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::loggers::Logger;
-use crate::metric_store::{LogOptions, MetricStore, Reduce};
+use crate::metric_store::{LogOptions, LogValue, MetricStore, Reduce};
 use crate::optim::{ActiveScheduler, Optimizer};
 use crate::progress::Progress;
 
@@ -88,6 +88,10 @@ pub(crate) struct State {
     pub(crate) config: crate::TrainerConfig,
     /// Training batches per epoch (after `limit_train_batches`), when the loader's length is known.
     pub(crate) num_training_batches: Option<usize>,
+    /// Validation batches per loader (after `limit_val_batches`), once the loaders are known.
+    pub(crate) num_val_batches: Vec<usize>,
+    /// Whether the training loader is known (its length may still be unknown: an endless one).
+    pub(crate) training_length_known: bool,
     /// The logger step of the current evaluation epoch's first batch: evaluation step values go
     /// to the loggers at their own step, batches of earlier evaluation epochs of the run counted.
     pub(crate) eval_step_base: usize,
@@ -162,6 +166,8 @@ impl State {
             num_dataloaders: 1,
             config: crate::TrainerConfig::default(),
             num_training_batches: None,
+            num_val_batches: Vec::new(),
+            training_length_known: false,
             eval_step_base: 0,
             device,
             metrics: MetricStore::default(),
@@ -663,33 +669,50 @@ impl Ctx<'_> {
     }
 }
 
-/// A value `cx.log` accepts: a scalar tensor or a number.
-pub struct Metric(Tensor);
+/// A value `cx.log` accepts: a scalar tensor, a number, or a metric object of
+/// [`lit::metrics`](crate::metrics) (`&metric`, `&mut metric` or a boxed handle), which the
+/// Trainer computes at the epoch's end and then resets, as Lightning logs a torchmetrics object.
+pub struct Metric(LogValue);
 
 impl From<&Tensor> for Metric {
     fn from(t: &Tensor) -> Self {
-        Metric(t.detach())
+        Metric(LogValue::Tensor(t.detach()))
     }
 }
 impl From<Tensor> for Metric {
     fn from(t: Tensor) -> Self {
-        Metric(t.detach())
+        Metric(LogValue::Tensor(t.detach()))
     }
 }
 macro_rules! number_metric {
     ($($t:ty),*) => {$(
         impl From<$t> for Metric {
-            fn from(v: $t) -> Self { Metric(Tensor::from(v as f64)) }
+            fn from(v: $t) -> Self { Metric(LogValue::Tensor(Tensor::from(v as f64))) }
         }
     )*};
 }
 number_metric!(f64, f32, i64, i32, usize, u32);
+impl<M: crate::metrics::Metric + Clone + 'static> From<&M> for Metric {
+    fn from(m: &M) -> Self {
+        Metric(LogValue::Object(Box::new(m.clone())))
+    }
+}
+impl<M: crate::metrics::Metric + Clone + 'static> From<&mut M> for Metric {
+    fn from(m: &mut M) -> Self {
+        Metric(LogValue::Object(Box::new(m.clone())))
+    }
+}
+impl From<Box<dyn crate::metrics::Metric>> for Metric {
+    fn from(m: Box<dyn crate::metrics::Metric>) -> Self {
+        Metric(LogValue::Object(m))
+    }
+}
 
 /// A `log` call being configured; recorded when dropped.
 pub struct Log<'a> {
     cx: &'a mut State,
     name: String,
-    value: Option<Tensor>,
+    value: Option<LogValue>,
     options: LogOptions,
     /// Whether `logger(true)` was asked for explicitly (then a Trainer without loggers warns).
     logger_asked: bool,
@@ -738,7 +761,9 @@ impl Log<'_> {
 impl Drop for Log<'_> {
     fn drop(&mut self) {
         let Some(value) = self.value.take() else { return };
-        if value.numel() != 1 {
+        if let LogValue::Tensor(value) = &value
+            && value.numel() != 1
+        {
             let error = Error::hook(
                 "log",
                 format!("`{}` must be a scalar, got a tensor of shape {:?}", self.name, value.size()),
@@ -764,7 +789,7 @@ impl Drop for Log<'_> {
         }
         let batch_size = self.options.batch_size.unwrap_or(self.cx.batch_size);
         let training = self.cx.running == RunningStage::Training;
-        if let Err(error) = self.cx.metrics.log(name, value.reshape([]), self.options, batch_size, training) {
+        if let Err(error) = self.cx.metrics.log(name, value, self.options, batch_size, training) {
             self.cx.error.get_or_insert(error);
         }
     }
@@ -804,10 +829,34 @@ impl TrainerView<'_> {
     pub fn global_step(&self) -> usize {
         self.cx.global_step
     }
-    /// Training batches per epoch (after `limit_train_batches`), once training has started
-    /// and when the loader's length is known.
+    /// Training batches per epoch (after `limit_train_batches` and, in distributed training,
+    /// this process's share), as Lightning's `num_training_batches`: known in
+    /// `configure_optimizers` when the loaders were given to `fit` or come from a data module,
+    /// otherwise from the start of training; `None` while unknown or for a loader without a
+    /// length.
     pub fn num_training_batches(&self) -> Option<usize> {
         self.cx.num_training_batches
+    }
+    /// Validation batches per loader (after `limit_val_batches`), as Lightning's
+    /// `num_val_batches`, once the validation loaders are known (empty before).
+    pub fn num_val_batches(&self) -> &[usize] {
+        &self.cx.num_val_batches
+    }
+    /// The optimizer steps the whole fit will take, as Lightning's `estimated_stepping_batches`:
+    /// `ceil(num_training_batches / accumulate_grad_batches) * max_epochs`, at most `max_steps`;
+    /// `max_steps` for a loader without a length. Size a one-cycle or cosine schedule with it in
+    /// `configure_optimizers`. `None` while the training loader is not known yet (a module's own
+    /// `train_dataloader` is called after `configure_optimizers`), or for endless training.
+    pub fn estimated_stepping_batches(&self) -> Option<usize> {
+        let config = &self.cx.config;
+        let Some(epochs) = config.epoch_limit() else { return config.max_steps };
+        let per_epoch = match self.cx.num_training_batches {
+            Some(batches) => batches.div_ceil(config.accumulate_grad_batches.max(1)),
+            None if self.cx.training_length_known => return config.max_steps,
+            None => return None,
+        };
+        let total = per_epoch * epochs.max(1);
+        Some(config.max_steps.map_or(total, |m| total.min(m)))
     }
     /// The entry point running (`fit`, `validate`, `test`, `predict`).
     pub fn stage(&self) -> Stage {

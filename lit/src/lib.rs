@@ -25,6 +25,7 @@ pub mod image;
 mod interrupt;
 pub mod loggers;
 mod metric_store;
+pub mod metrics;
 mod module;
 pub mod optim;
 pub mod profiler;
@@ -75,12 +76,17 @@ pub fn seed_everything(seed: u64) {
 
 /// What most modules need: `use lit::prelude::*;`.
 pub mod prelude {
-    pub use crate::callbacks::{EarlyStopping, LearningRateMonitor, ModelCheckpoint};
+    pub use crate::callbacks::{EarlyStopping, LearningRateMonitor, LoggingInterval, Mode, ModelCheckpoint};
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
-    pub use crate::optim::{Adam, AdamW, GroupOptions, Optimizer, Optimizers, RmsProp, SchedulerConfig, Sgd};
+    pub use crate::loggers::{CsvLogger, TensorBoardLogger};
+    pub use crate::optim::{
+        Adam, AdamW, ChainedScheduler, CosineAnnealingLr, ExponentialLr, GroupOptions, Interval, LambdaLr, LinearLr,
+        MultiStepLr, OneCycleLr, Optimizer, Optimizers, PlateauMode, ReduceLrOnPlateau, RmsProp, SchedulerConfig,
+        SequentialLr, Sgd, StepLr,
+    };
     pub use crate::{
-        Callback, Ctx, Hooks, Hparams, LightningModule, Opt, Reduce, Result, Stage, StepOutput, Trainer, hparams,
-        lightning_module, seed_everything,
+        Callback, Ctx, Hooks, Hparams, LightningModule, Opt, Reduce, Result, Stage, StepOutput, Trainer,
+        TrainerBuilder, TrainerConfig, hparams, lightning_module, seed_everything,
     };
     pub use tch::nn::{self, Module, ModuleT, RNN};
     pub use tch::{Device, Kind, Tensor};

@@ -34,6 +34,53 @@ fn format_metrics(metrics: &BTreeMap<String, f64>) -> String {
     metrics.iter().map(|(k, v)| format!("{k}={}", format_value(*v))).collect::<Vec<_>>().join(" ")
 }
 
+/// The tables `validate` and `test` print at their end, in the layout of Lightning's
+/// `_EvaluationLoop._print_results` without `rich`: one row per metric (sorted, without the
+/// `/dataloader_idx_N` suffix), one column per loader, centred in columns of at least 25
+/// characters, as many loaders per table as `width` (the terminal's) holds. Values show the
+/// precision they were computed in (an `f32` metric as `0.631`, not `0.630999997138977`).
+pub(crate) fn results_table(stage: &str, per_loader: &[BTreeMap<String, f64>], width: usize) -> Option<String> {
+    let per_loader: Vec<BTreeMap<String, f64>> = per_loader
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let suffix = format!("/dataloader_idx_{i}");
+            m.iter().map(|(k, v)| (k.strip_suffix(&suffix).unwrap_or(k).to_string(), *v)).collect()
+        })
+        .collect();
+    let names: std::collections::BTreeSet<&String> = per_loader.iter().flat_map(|m| m.keys()).collect();
+    if names.is_empty() {
+        return None;
+    }
+    let show = |v: f64| if v == f64::from(v as f32) { (v as f32).to_string() } else { v.to_string() };
+    let title = format!("{stage} metric");
+    let longest = names.iter().map(|n| n.chars().count()).chain([title.chars().count(), 12]).max().unwrap_or(0);
+    let column = longest.max(25).min(width / 2).max(1);
+    let loaders_per_table = (width / column).max(2) - 1;
+    let bar = "─".repeat(width);
+    let row =
+        |cells: Vec<String>| cells.iter().map(|c| format!("{c:^column$}")).collect::<String>().trim_end().to_string();
+    let mut lines = Vec::new();
+    let indices: Vec<usize> = (0..per_loader.len()).collect();
+    for chunk in indices.chunks(loaders_per_table) {
+        lines.push(bar.clone());
+        lines
+            .push(row(std::iter::once(title.clone()).chain(chunk.iter().map(|i| format!("DataLoader {i}"))).collect()));
+        lines.push(bar.clone());
+        for name in &names {
+            let values = chunk.iter().map(|&i| per_loader[i].get(*name).map_or_else(String::new, |v| show(*v)));
+            lines.push(row(std::iter::once((*name).clone()).chain(values).collect()));
+        }
+        lines.push(bar.clone());
+    }
+    Some(lines.join("\n"))
+}
+
+/// The terminal's width for [`results_table`]: `COLUMNS`, else 120 (Python's fallback).
+pub(crate) fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&w| w > 0).unwrap_or(120)
+}
+
 fn format_value(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) { format!("{v:.3e}") } else { format!("{v:.4}") }
 }
@@ -62,8 +109,14 @@ impl Progress {
                 _ => ProgressBar::no_length(),
             };
             let style = ProgressStyle::with_template(
-                "{prefix}: {percent:>3}%|{wide_bar}| {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
+                "{prefix}: {percent:>3}%|{wide_bar}| {pos}/{len} [{elapsed_precise}<{eta_precise}, {rate}] {msg}",
             )
+            .map(|style| {
+                // tqdm's rate: two decimals, `it/s`.
+                style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.2}it/s", state.per_sec());
+                })
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             let bar = multi.add(bar.with_style(style));
             bar.set_prefix(label.clone());
@@ -142,5 +195,67 @@ impl Progress {
                 let _ = writeln!(out, "{message}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(values: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        values.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    /// Ports `loops/test_evaluation_loop.py::test_native_print_results` (its `case1` and `case3`,
+    /// at Python's fallback width of 120).
+    #[test]
+    fn results_tables_are_lightnings() {
+        let bar = "─".repeat(120);
+        let case1 = [
+            metrics(&[
+                ("value", 2.0),
+                ("performance:log:1", 0.0),
+                ("performance:log2", 3.0),
+                ("performance:log3", 7.0),
+                ("extra:log3", 7.0),
+            ]),
+            metrics(&[("different value", 1.5), ("tes:t:no_log1", 6.0), ("tes:t:no_log2", 1.0)]),
+        ];
+        let expected1 = [
+            bar.as_str(),
+            "       Test metric             DataLoader 0             DataLoader 1",
+            &bar,
+            "     different value                                         1.5",
+            "       extra:log3                    7",
+            "    performance:log2                 3",
+            "    performance:log3                 7",
+            "    performance:log:1                0",
+            "      tes:t:no_log1                                           6",
+            "      tes:t:no_log2                                           1",
+            "          value                      2",
+            &bar,
+        ]
+        .join("\n");
+        assert_eq!(results_table("Test", &case1, 120).unwrap(), expected1);
+
+        let case3: Vec<_> = (0..5).map(|i| metrics(&[(&format!("log/dataloader_idx_{i}"), 5.0)])).collect();
+        let expected3 = [
+            bar.as_str(),
+            "      Foobar metric            DataLoader 0             DataLoader 1             DataLoader 2",
+            &bar,
+            "           log                       5                        5                        5",
+            &bar,
+            &bar,
+            "      Foobar metric            DataLoader 3             DataLoader 4",
+            &bar,
+            "           log                       5                        5",
+            &bar,
+        ]
+        .join("\n");
+        assert_eq!(results_table("Foobar", &case3, 120).unwrap(), expected3);
+        assert_eq!(results_table("Foo", &[BTreeMap::new()], 120), None, "the empty case prints nothing");
+        // No float noise: an f32 value shows as such.
+        let noisy = results_table("Test", &[metrics(&[("acc", f64::from(0.631f32))])], 120).unwrap();
+        assert!(noisy.contains(" 0.631") && !noisy.contains("0.6309999"), "{noisy}");
     }
 }

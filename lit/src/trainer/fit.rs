@@ -44,6 +44,15 @@ impl<M: LightningModule> Run<'_, M> {
         reload: Option<Reload<'_, M>>,
     ) -> Result<()> {
         let (train_from_hooks, val_from_hooks) = (train.is_none(), val.is_none());
+        // The run's length, for `configure_optimizers` (`estimated_stepping_batches`), when the
+        // training loaders are already here.
+        let mut train = train;
+        self.cx.training_length_known = false;
+        if let Some(train) = train.as_mut() {
+            let mut none = Vec::new();
+            self.shard(train, &mut none);
+            self.note_training_length(train.first().map(|l| l.len()));
+        }
         let (optimizers, frequencies, schedulers) =
             self.model.configure_optimizers(ctx!(self))?.build(self.model.var_store())?;
         if optimizers.is_empty() && M::AUTOMATIC_OPTIMIZATION {
@@ -95,6 +104,8 @@ impl<M: LightningModule> Run<'_, M> {
         let _sigint = self.config.handle_sigint.then(crate::interrupt::install);
         crate::interrupt::clear();
         self.cx.validation_enabled = !val.is_empty();
+        self.cx.num_val_batches =
+            val.iter().map(|l| self.config.limit_val_batches.of(l.len(), "limit_val_batches").unwrap_or(0)).collect();
         self.sanity_check(&mut val)?;
 
         let train = self.loaders(
@@ -175,6 +186,15 @@ impl<M: LightningModule> Run<'_, M> {
         }
         self.cx.current_epoch = epoch;
         Ok(())
+    }
+
+    /// Records the training loader's batches per epoch (`len`: the loader's length, if known),
+    /// after `limit_train_batches`.
+    fn note_training_length(&mut self, len: Option<Option<usize>>) {
+        self.cx.training_length_known = len.is_some();
+        self.cx.num_training_batches = len
+            .and_then(|len| self.config.limit_train_batches.of(len, "limit_train_batches").ok())
+            .filter(|&n| n != usize::MAX);
     }
 
     /// Shards the loaders for distributed training, checks there is one training loader, and
@@ -351,7 +371,7 @@ impl<M: LightningModule> Run<'_, M> {
         val: &mut LoaderVec<'_, M::ValBatch>,
     ) -> Result<()> {
         let limit = self.config.limit_train_batches.of(train.len(), "limit_train_batches")?;
-        self.cx.num_training_batches = Some(limit).filter(|&n| n != usize::MAX);
+        self.note_training_length(Some(train.len()));
         let schedule = self.val_schedule(limit, !val.is_empty(), epoch)?;
         let keep_outputs = M::HOOKS.training_epoch_end;
         let mut outputs = Vec::new();

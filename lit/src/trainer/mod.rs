@@ -636,14 +636,26 @@ impl<M: LightningModule> Run<'_, M> {
         let mut loaders =
             self.loaders(val, "validation", |m, cx| m.val_dataloader(cx), "val_dataloader", "validate")?;
         self.eval::<eval::Validation>(&mut loaders, RunningStage::Validating)?;
-        Ok(self.cx.metrics.per_dataloader(loaders.len()))
+        Ok(self.print_results("Validate", self.cx.metrics.per_dataloader(loaders.len())))
     }
 
     /// `test`'s body: the test loop over `test` (or the module's loaders).
     fn test<'a>(&mut self, test: Option<LoaderVec<'a, M::TestBatch>>) -> Result<Vec<EvalMetrics>> {
         let mut loaders = self.loaders(test, "test", |m, cx| m.test_dataloader(cx), "test_dataloader", "test")?;
         self.eval::<eval::Test>(&mut loaders, RunningStage::Testing)?;
-        Ok(self.cx.metrics.per_dataloader(loaders.len()))
+        Ok(self.print_results("Test", self.cx.metrics.per_dataloader(loaders.len())))
+    }
+
+    /// Prints the results table of `validate`/`test` (with the progress bar, on rank 0), as
+    /// Lightning does at their end; returns the results.
+    fn print_results(&self, stage: &str, results: Vec<EvalMetrics>) -> Vec<EvalMetrics> {
+        if self.config.enable_progress_bar
+            && self.cx.global_rank() == 0
+            && let Some(table) = crate::progress::results_table(stage, &results, crate::progress::terminal_width())
+        {
+            self.cx.progress.println(&table);
+        }
+        results
     }
 
     /// `predict`'s body: the prediction loop over `data` (or the module's loaders).

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use lit::Limit;
 use lit::callbacks::Timer;
-use lit::optim::StepLr;
+use lit::optim::{Interval, OneCycleLr, SchedulerConfig, StepLr};
 use lit::prelude::*;
 
 use super::{StopAtOnce, boring_layer, boring_loss, random_batches};
@@ -876,5 +876,105 @@ fn zero_grad_and_step_follow_the_accumulation_windows() -> lit::Result<()> {
             "step",
         ]
     );
+    Ok(())
+}
+
+/// Reads the run's length in `configure_optimizers` and sizes a one-cycle schedule with it, as
+/// `OneCycleLR(total_steps=self.trainer.estimated_stepping_batches)` does in Lightning.
+#[lightning_module]
+struct Stepping {
+    vs: nn::VarStore,
+    layer: nn::Linear,
+    estimated: Option<usize>,
+    num_training_batches: Option<usize>,
+    lrs: Vec<f64>,
+}
+
+#[lightning_module]
+impl Stepping {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = boring_layer(&vs);
+        Stepping { vs, layer, estimated: None, num_training_batches: None, lrs: Vec::new() }
+    }
+
+    fn training_step(&mut self, batch: Tensor, cx: &mut Ctx) -> Tensor {
+        self.lrs.push(cx.optimizer(0).map(|o| o.lr()).unwrap_or(f64::NAN));
+        boring_loss(&self.layer, &batch)
+    }
+
+    fn configure_optimizers(&mut self, cx: &mut Ctx) -> Optimizers {
+        let trainer = cx.trainer();
+        self.estimated = trainer.estimated_stepping_batches();
+        self.num_training_batches = trainer.num_training_batches();
+        let total = self.estimated.unwrap_or(1);
+        Optimizers::from(Sgd::new(0.1))
+            .scheduler(SchedulerConfig::new(OneCycleLr::new(0.1, total)).interval(Interval::Step))
+    }
+}
+
+/// Ports `trainer/properties/test_estimated_stepping_batches.py`: `test_num_stepping_batches_basic`
+/// (64 batches, `max_epochs=2`: 128), `test_num_stepping_batches_with_max_steps` (`max_steps` 2
+/// and 100, no `max_epochs`: `max_steps`), `test_num_stepping_batches_accumulate_gradients`
+/// (`accumulate_grad_batches` 2 and 3, one epoch: 32 and 22) and
+/// `test_num_stepping_batches_iterable_dataset` (a loader without a length, `max_steps=1000`:
+/// 1000), read inside `configure_optimizers`; plus `limit_train_batches` (Lightning's
+/// `num_training_batches` is after the limit). A one-cycle schedule sized by it ends its cycle at
+/// the last step.
+#[test]
+fn estimated_stepping_batches_as_lightning_computes_it() -> lit::Result<()> {
+    type Case = (Option<usize>, Option<usize>, usize, Option<usize>, usize);
+    let cases: [Case; 6] = [
+        // (max_epochs, max_steps, accumulate, limit_train_batches, expected)
+        (Some(2), None, 1, None, 128),
+        (None, Some(2), 1, None, 2),
+        (None, Some(100), 1, None, 100),
+        (Some(1), None, 2, None, 32),
+        (Some(1), None, 3, None, 22),
+        (Some(3), None, 1, Some(10), 30),
+    ];
+    for (max_epochs, max_steps, accumulate, limit, expected) in cases {
+        let case = (max_epochs, max_steps, accumulate, limit);
+        let mut builder = quiet_trainer(&temp_dir("conf-estimated-steps")).accumulate_grad_batches(accumulate);
+        if let Some(n) = max_epochs {
+            builder = builder.max_epochs(n);
+        }
+        if let Some(n) = max_steps {
+            builder = builder.max_steps(n);
+        }
+        if let Some(n) = limit {
+            builder = builder.limit_train_batches(n);
+        }
+        let mut trainer = builder.build()?;
+        let mut model = Stepping::new();
+        trainer.fit(&mut model, random_batches(64, 1), ())?;
+        assert_eq!(model.estimated, Some(expected), "{case:?}");
+        assert_eq!(model.num_training_batches, Some(limit.unwrap_or(64)), "{case:?}");
+        assert_eq!(trainer.global_step(), expected, "{case:?}: the fit takes as many steps");
+        // OneCycleLR sized by it: warm-up to max_lr, then annealing to max_lr / 25 / 1e4 at the
+        // last step, which it reaches exactly.
+        let last = *model.lrs.last().unwrap();
+        let peak = model.lrs.iter().copied().fold(f64::MIN, f64::max);
+        assert!((peak - 0.1).abs() < 0.1 * 0.05 || expected < 4, "{case:?}: peak {peak}");
+        assert!(last < 0.1 / 25.0, "{case:?}: the cycle is near its end at the last step ({last})");
+    }
+
+    // A loader without a length, `max_steps=1000`: `max_steps`.
+    struct Endless;
+    impl lit::data::Loader for Endless {
+        type Batch = Tensor;
+        fn len(&self) -> Option<usize> {
+            None
+        }
+        fn iter(&mut self, _epoch: usize) -> lit::Result<lit::data::BatchIter<'_, Tensor>> {
+            Ok(Box::new(std::iter::repeat_with(|| Ok(Tensor::randn([1, 32], (Kind::Float, Device::Cpu))))))
+        }
+    }
+    let mut trainer = quiet_trainer(&temp_dir("conf-estimated-steps-endless")).max_steps(1000).build()?;
+    let mut model = Stepping::new();
+    trainer.fit(&mut model, Endless, ())?;
+    assert_eq!(model.estimated, Some(1000));
+    assert_eq!(model.num_training_batches, None);
+    assert_eq!(trainer.global_step(), 1000);
     Ok(())
 }
