@@ -45,8 +45,8 @@ pub use metric_store::{LogOptions, NanPolicy, Reduce};
 pub use module::{GradientClipAlgorithm, Hooks, LightningModule, Loaders, StepOutput};
 pub use summary::ModelSummary;
 pub use trainer::{
-    Accelerator, EvalMetrics, IntoLoaders, Limit, NonFinitePolicy, OptionValue, Strategy, Trainer, TrainerBuilder,
-    TrainerConfig,
+    Accelerator, EvalMetrics, FromCheckpoint, IntoLoaders, Limit, NonFinitePolicy, OptionValue, Strategy, Trainer,
+    TrainerBuilder, TrainerConfig,
 };
 pub use warning::set_stderr_warnings;
 

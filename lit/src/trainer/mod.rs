@@ -6,6 +6,7 @@ mod ddp;
 mod eval;
 mod events;
 mod fit;
+mod from_checkpoint;
 mod options;
 mod predict;
 
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use tch::Device;
 
 pub use config::{Limit, NonFinitePolicy, TrainerBuilder, TrainerConfig};
+pub use from_checkpoint::FromCheckpoint;
 pub use options::{Accelerator, OptionValue, Strategy};
 
 use crate::callback::{self, Callback};
@@ -229,6 +231,13 @@ impl Trainer {
         let path = self.resolve_checkpoint(ckpt)?;
         crate::checkpoint::Checkpoint::load(&path)?.load_into(model.var_store_mut())?;
         self.test(model, test)
+    }
+
+    /// Any entry point from a checkpoint, as Lightning's `ckpt_path=` argument: `"best"` or
+    /// `"last"` (the first `ModelCheckpoint`'s) or a path, e.g.
+    /// `trainer.ckpt_path("best").test_datamodule(&mut model, &mut dm)`. See [`FromCheckpoint`].
+    pub fn ckpt_path(&mut self, ckpt: impl Into<String>) -> FromCheckpoint<'_> {
+        FromCheckpoint::new(self, ckpt.into())
     }
 
     /// The first `ModelCheckpoint` callback (Lightning's `trainer.checkpoint_callback`): its

@@ -148,6 +148,31 @@ fn model_checkpoint_keeps_the_best_k_and_test_loads_the_best() -> Result<(), Box
     for (a, b) in weights(&reloaded).iter().zip(weights(&fresh)) {
         assert!(a.equal(&b), "test_from_checkpoint(\"best\") loads the best weights");
     }
+
+    // Lightning's `ckpt_path=` on any entry point: `trainer.ckpt_path("best").validate(…)` and
+    // `.predict(…)` load the best weights, `"last"` the last checkpoint's, a path that file's;
+    // `fit` continues from it.
+    for (ckpt, expected) in [("best", dir.join("epoch=3-val_loss=0.20.ckpt")), ("last", dir.join("last.ckpt"))] {
+        let reloaded = Mlp::load_from_checkpoint(&expected)?;
+        for stage in ["validate", "predict"] {
+            let mut fresh = Mlp::new(MlpConfig { hidden: 8 });
+            match stage {
+                "validate" => drop(trainer.ckpt_path(ckpt).validate(&mut fresh, Batches::new(vec![]))),
+                _ => drop(trainer.ckpt_path(ckpt).predict(&mut fresh, Batches::new(vec![]))),
+            }
+            for (a, b) in weights(&reloaded).iter().zip(weights(&fresh)) {
+                assert!(a.equal(&b), "ckpt_path({ckpt:?}).{stage} loads that checkpoint's weights");
+            }
+        }
+    }
+    let mut resumed = Mlp::new(MlpConfig { hidden: 8 });
+    let mut again = quiet(&root).max_epochs(7).build()?;
+    let last = dir.join("last.ckpt").display().to_string();
+    again.ckpt_path(last).fit(&mut resumed, data(), data())?;
+    assert_eq!(again.current_epoch(), 7, "fit continues from the last checkpoint's epoch 6");
+    let mut no_callback = quiet(&root).max_epochs(1).enable_checkpointing(false).build()?;
+    let e = no_callback.ckpt_path("best").validate(&mut resumed, data()).unwrap_err().to_string();
+    assert!(e.contains("no `best` checkpoint"), "{e}");
     Ok(())
 }
 
