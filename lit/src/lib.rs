@@ -25,7 +25,6 @@ pub mod image;
 mod interrupt;
 pub mod loggers;
 mod metric_store;
-pub mod metrics;
 mod module;
 pub mod optim;
 pub mod profiler;
