@@ -17,7 +17,8 @@ fn human(n: usize) -> String {
 /// parameter was created.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSummary {
-    /// Each top-level module (first component of the variable paths) and its parameter count.
+    /// Each module (a prefix of the variable paths, down to the summary's depth) and its
+    /// parameter count, depth first.
     pub modules: Vec<(String, usize)>,
     /// Parameters that require grad.
     pub trainable: usize,
@@ -28,8 +29,17 @@ pub struct ModelSummary {
 }
 
 impl ModelSummary {
-    /// The summary of `vs`.
+    /// The summary of `vs`: its top-level modules (Lightning's default `max_depth=1`).
     pub fn of(vs: &nn::VarStore) -> Self {
+        Self::with_depth(vs, Some(1))
+    }
+
+    /// The summary of `vs` down to `max_depth` levels of nesting (`None`: every level), as
+    /// Lightning's `ModelSummary(max_depth)`: a module is a prefix of the variable paths
+    /// (`encoder`, `encoder.0`, …), listed depth first in the order their first parameter was
+    /// created, with the parameters under it. (Modules without parameters, which tch does not
+    /// record, are not listed.)
+    pub fn with_depth(vs: &nn::VarStore, max_depth: Option<usize>) -> Self {
         // The VarStore keeps its parameters in creation order, without names; the names come
         // from the named variables holding the same storage.
         let named = vs.variables();
@@ -41,10 +51,16 @@ impl ModelSummary {
         for p in vs.trainable_variables() {
             let n = p.numel();
             let name = name_of(&p).unwrap_or_default();
-            let top = name.split('.').next().unwrap_or(&name).to_string();
-            match modules.iter_mut().find(|(m, _)| *m == top) {
-                Some((_, count)) => *count += n,
-                None => modules.push((top, n)),
+            let parts: Vec<&str> = name.split('.').collect();
+            // The modules holding this parameter: every prefix but the parameter's own name
+            // (a variable at the top level is its own row).
+            let levels = parts.len().saturating_sub(1).max(1);
+            for depth in 1..=levels.min(max_depth.unwrap_or(usize::MAX)) {
+                let module = parts[..depth].join(".");
+                match modules.iter_mut().find(|(m, _)| *m == module) {
+                    Some((_, count)) => *count += n,
+                    None => modules.push((module, n)),
+                }
             }
             if p.requires_grad() {
                 trainable += n

@@ -1,5 +1,5 @@
 //! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
-//! [`LearningRateMonitor`], [`Timer`] and [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
+//! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`] and [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
 //! stop request).
 
 mod early_stopping;
@@ -17,6 +17,34 @@ pub use prediction_writer::{PredictionFormat, PredictionTensors, PredictionWrite
 use crate::callback::Callback;
 use crate::ctx::Ctx;
 use crate::error::{ConfigError, Result};
+
+/// The model summary printed when `fit` starts, to `max_depth` levels of nesting, as
+/// Lightning's `ModelSummary(max_depth=1)` callback (`-1`: every level; `0`: no summary). Without
+/// it the Trainer prints the top level when `enable_model_summary` is on (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelSummary {
+    max_depth: i64,
+}
+
+impl ModelSummary {
+    /// A summary `max_depth` levels deep (`-1`: every level; `0`: none).
+    pub fn new(max_depth: i64) -> Self {
+        ModelSummary { max_depth }
+    }
+
+    /// The depth to summarise to: `None` for every level.
+    pub(crate) fn depth(&self) -> Option<usize> {
+        usize::try_from(self.max_depth).ok()
+    }
+}
+
+impl Default for ModelSummary {
+    fn default() -> Self {
+        ModelSummary::new(1)
+    }
+}
+
+impl Callback for ModelSummary {}
 
 /// Whether lower or higher values of a monitored metric are better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

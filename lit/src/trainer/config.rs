@@ -554,6 +554,16 @@ impl TrainerBuilder {
         self.config.apply_debugging_flags();
         let device = self.config.validate()?;
         let mut callbacks = self.callbacks;
+        let is_summary = |c: &Box<dyn crate::Callback>| {
+            (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelSummary>().is_some()
+        };
+        if !self.config.enable_model_summary && !self.config.barebones && callbacks.iter().any(is_summary) {
+            return Err(ConfigError::invalid(
+                "enable_model_summary",
+                "is false, but a `ModelSummary` callback was given: remove one of the two",
+            )
+            .into());
+        }
         let is_checkpoint = |c: &dyn crate::Callback| c.order() == crate::callback::CallbackOrder::Checkpoint;
         if self.config.fast_dev_run > 0 || self.config.barebones {
             callbacks.retain(|c| !is_checkpoint(&**c));

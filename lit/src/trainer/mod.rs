@@ -586,9 +586,19 @@ impl<M: LightningModule> Run<'_, M> {
             self.model.var_store_mut().set_kind(kind);
         }
         self.model.on_post_move_to_device(ctx!(self))?;
-        if stage == Stage::Fit && self.config.enable_model_summary && self.cx.global_rank() == 0 {
-            let summary = crate::ModelSummary::of(self.model.var_store());
-            self.cx.progress.println(&summary.table());
+        if stage == Stage::Fit && self.cx.global_rank() == 0 {
+            let callback = self
+                .callbacks
+                .iter()
+                .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelSummary>());
+            let depth = match callback {
+                Some(c) => c.depth(),
+                None => Some(1),
+            };
+            if self.config.enable_model_summary && depth != Some(0) {
+                let summary = crate::ModelSummary::with_depth(self.model.var_store(), depth);
+                self.cx.progress.println(&summary.table());
+            }
         }
         Ok(())
     }

@@ -363,3 +363,37 @@ fn the_model_summary_counts_parameters_per_module() {
     );
     assert!(table.contains("0.814     Total estimated model params size (MB)"), "{table}");
 }
+
+/// Ports `utilities/test_model_summary.py::test_summary_with_nested_modules`-style depth checks
+/// and `callbacks/test_model_summary.py::test_model_summary_callback_with_enable_model_summary_false`:
+/// `ModelSummary(max_depth)` lists nested modules depth first down to `max_depth` (`-1`: all),
+/// each with the parameters under it; the totals do not depend on the depth; a `ModelSummary`
+/// callback with `enable_model_summary=False` is a configuration error.
+#[test]
+fn the_model_summary_goes_to_max_depth() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let p = vs.root();
+    let _a = nn::linear(&p / "encoder" / "0", 4, 3, Default::default()); // 15
+    let _b = nn::linear(&p / "encoder" / "1" / "proj", 3, 2, Default::default()); // 8
+    let _c = nn::linear(&p / "head", 2, 1, Default::default()); // 3
+    let rows = |depth| -> Vec<(String, usize)> { ModelSummary::with_depth(&vs, depth).modules };
+    let owned = |v: &[(&str, usize)]| -> Vec<(String, usize)> { v.iter().map(|(n, c)| (n.to_string(), *c)).collect() };
+    assert_eq!(rows(Some(1)), owned(&[("encoder", 23), ("head", 3)]));
+    assert_eq!(rows(Some(1)), ModelSummary::of(&vs).modules, "depth 1 is the default");
+    assert_eq!(rows(Some(2)), owned(&[("encoder", 23), ("encoder.0", 15), ("encoder.1", 8), ("head", 3)]));
+    let all = owned(&[("encoder", 23), ("encoder.0", 15), ("encoder.1", 8), ("encoder.1.proj", 8), ("head", 3)]);
+    assert_eq!(rows(None), all);
+    assert_eq!(rows(Some(9)), all);
+    for depth in [Some(1), Some(2), None] {
+        let s = ModelSummary::with_depth(&vs, depth);
+        assert_eq!((s.trainable, s.non_trainable), (26, 0), "{depth:?}");
+    }
+    let e = Trainer::builder()
+        .enable_model_summary(false)
+        .callback(lit::callbacks::ModelSummary::new(2))
+        .build()
+        .err()
+        .expect("a ModelSummary callback with enable_model_summary(false) is refused")
+        .to_string();
+    assert!(e.contains("enable_model_summary") && e.contains("ModelSummary"), "{e}");
+}
