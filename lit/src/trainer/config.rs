@@ -554,10 +554,10 @@ impl TrainerBuilder {
         self.config.apply_debugging_flags();
         let device = self.config.validate()?;
         let mut callbacks = self.callbacks;
-        let is_summary = |c: &Box<dyn crate::Callback>| {
-            (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelSummary>().is_some()
+        let is_summary = |c: &dyn crate::Callback| {
+            (c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelSummary>().is_some()
         };
-        if !self.config.enable_model_summary && !self.config.barebones && callbacks.iter().any(is_summary) {
+        if !self.config.enable_model_summary && !self.config.barebones && callbacks.iter().any(|c| is_summary(&**c)) {
             return Err(ConfigError::invalid(
                 "enable_model_summary",
                 "is false, but a `ModelSummary` callback was given: remove one of the two",
