@@ -90,6 +90,11 @@ pub(crate) struct State {
     pub(crate) num_training_batches: Option<usize>,
     /// Validation batches per loader (after `limit_val_batches`), once the loaders are known.
     pub(crate) num_val_batches: Vec<usize>,
+    /// Batches per optimizer step in this epoch (`accumulate_grad_batches`, or the
+    /// `GradientAccumulationScheduler`'s factor).
+    pub(crate) accumulate_grad_batches: usize,
+    /// Whether the factor changes between epochs (a `GradientAccumulationScheduler`).
+    pub(crate) accumulation_varies: bool,
     /// Whether the training loader is known (its length may still be unknown: an endless one).
     pub(crate) training_length_known: bool,
     /// The logger step of the current evaluation epoch's first batch: evaluation step values go
@@ -167,6 +172,8 @@ impl State {
             config: crate::TrainerConfig::default(),
             num_training_batches: None,
             num_val_batches: Vec::new(),
+            accumulate_grad_batches: 1,
+            accumulation_varies: false,
             training_length_known: false,
             eval_step_base: 0,
             device,
@@ -837,6 +844,12 @@ impl TrainerView<'_> {
     pub fn num_training_batches(&self) -> Option<usize> {
         self.cx.num_training_batches
     }
+    /// Batches accumulated per optimizer step in this epoch (Lightning's
+    /// `trainer.accumulate_grad_batches`): the Trainer's option, or a
+    /// `GradientAccumulationScheduler`'s factor for the epoch.
+    pub fn accumulate_grad_batches(&self) -> usize {
+        self.cx.accumulate_grad_batches
+    }
     /// Validation batches per loader (after `limit_val_batches`), as Lightning's
     /// `num_val_batches`, once the validation loaders are known (empty before).
     pub fn num_val_batches(&self) -> &[usize] {
@@ -850,8 +863,11 @@ impl TrainerView<'_> {
     pub fn estimated_stepping_batches(&self) -> Option<usize> {
         let config = &self.cx.config;
         let Some(epochs) = config.epoch_limit() else { return config.max_steps };
+        if self.cx.accumulation_varies {
+            return None; // Lightning: "cannot be computed with different accumulate_grad_batches"
+        }
         let per_epoch = match self.cx.num_training_batches {
-            Some(batches) => batches.div_ceil(config.accumulate_grad_batches.max(1)),
+            Some(batches) => batches.div_ceil(self.cx.accumulate_grad_batches.max(1)),
             None if self.cx.training_length_known => return config.max_steps,
             None => return None,
         };

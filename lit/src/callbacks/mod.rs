@@ -1,5 +1,6 @@
 //! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
-//! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`] and [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
+//! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`], [`GradientAccumulationScheduler`] and
+//! [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
 //! stop request).
 
 mod early_stopping;
@@ -45,6 +46,56 @@ impl Default for ModelSummary {
 }
 
 impl Callback for ModelSummary {}
+
+/// Changes `accumulate_grad_batches` by epoch, as Lightning's
+/// `GradientAccumulationScheduler(scheduling={epoch: factor})`: from each listed epoch on, the
+/// Trainer accumulates that many batches per optimizer step (before the first listed epoch, 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GradientAccumulationScheduler {
+    /// (first epoch, factor), sorted by epoch, starting at epoch 0.
+    scheduling: Vec<(usize, usize)>,
+}
+
+impl GradientAccumulationScheduler {
+    /// The schedule `{epoch: factor}`: a factor of 0 or an empty schedule is an error, as in
+    /// Lightning.
+    pub fn new(scheduling: impl IntoIterator<Item = (usize, usize)>) -> Result<Self> {
+        let mut scheduling: Vec<(usize, usize)> = scheduling.into_iter().collect();
+        if scheduling.is_empty() {
+            return Err(ConfigError::invalid("GradientAccumulationScheduler", "the schedule is empty").into());
+        }
+        if let Some((epoch, _)) = scheduling.iter().find(|(_, factor)| *factor == 0) {
+            return Err(ConfigError::invalid(
+                "GradientAccumulationScheduler",
+                format!("the factor for epoch {epoch} is 0; accumulate at least 1 batch"),
+            )
+            .into());
+        }
+        scheduling.sort_unstable();
+        scheduling.dedup_by_key(|(epoch, _)| *epoch);
+        if scheduling[0].0 != 0 {
+            scheduling.insert(0, (0, 1));
+        }
+        Ok(GradientAccumulationScheduler { scheduling })
+    }
+
+    /// The factor in `epoch`.
+    pub fn factor(&self, epoch: usize) -> usize {
+        self.scheduling.iter().rev().find(|(first, _)| *first <= epoch).map_or(1, |(_, f)| *f)
+    }
+
+    /// Whether every epoch has the same factor.
+    pub(crate) fn constant(&self) -> bool {
+        self.scheduling.iter().all(|(_, f)| *f == self.scheduling[0].1)
+    }
+}
+
+impl Callback for GradientAccumulationScheduler {}
+
+/// The schedule among `callbacks`, if there is one.
+pub(crate) fn accumulation_scheduler(callbacks: &[Box<dyn Callback>]) -> Option<&GradientAccumulationScheduler> {
+    callbacks.iter().find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<GradientAccumulationScheduler>())
+}
 
 /// Whether lower or higher values of a monitored metric are better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

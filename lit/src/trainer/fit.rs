@@ -44,6 +44,29 @@ impl<M: LightningModule> Run<'_, M> {
         reload: Option<Reload<'_, M>>,
     ) -> Result<()> {
         let (train_from_hooks, val_from_hooks) = (train.is_none(), val.is_none());
+        let schedule = crate::callbacks::accumulation_scheduler(self.callbacks).cloned();
+        if let Some(schedule) = &schedule {
+            if self.config.accumulate_grad_batches != 1 {
+                return Err(crate::error::ConfigError::invalid(
+                    "accumulate_grad_batches",
+                    "is set and a `GradientAccumulationScheduler` is given: remove one of the two",
+                )
+                .into());
+            }
+            if !M::AUTOMATIC_OPTIMIZATION {
+                return Err(Error::hook(
+                    "fit",
+                    "a `GradientAccumulationScheduler` needs automatic optimization (the module accumulates itself)",
+                ));
+            }
+            self.cx.accumulation_varies = !schedule.constant();
+        } else {
+            self.cx.accumulation_varies = false;
+        }
+        self.cx.accumulate_grad_batches = match &schedule {
+            Some(schedule) => schedule.factor(self.cx.current_epoch),
+            None => self.config.accumulate_grad_batches.max(1),
+        };
         // The run's length, for `configure_optimizers` (`estimated_stepping_batches`), when the
         // training loaders are already here.
         let mut train = train;
@@ -283,7 +306,7 @@ impl<M: LightningModule> Run<'_, M> {
     /// window, one process, automatic optimization, no TBPTT), the run's state is whole: a
     /// resumable `on_exception.ckpt` is saved first, as on Ctrl-C, and the error names it.
     pub(super) fn panic_error(&mut self, payload: &(dyn std::any::Any + Send)) -> Error {
-        let accumulate = self.config.accumulate_grad_batches.max(1);
+        let accumulate = self.cx.accumulate_grad_batches.max(1);
         let whole = self.cx.stage == crate::Stage::Fit
             && self.cx.running == RunningStage::Training
             && self.cx.hook == "training_step"
@@ -372,6 +395,9 @@ impl<M: LightningModule> Run<'_, M> {
     ) -> Result<()> {
         let limit = self.config.limit_train_batches.of(train.len(), "limit_train_batches")?;
         self.note_training_length(Some(train.len()));
+        if let Some(schedule) = crate::callbacks::accumulation_scheduler(self.callbacks) {
+            self.cx.accumulate_grad_batches = schedule.factor(epoch);
+        }
         let schedule = self.val_schedule(limit, !val.is_empty(), epoch)?;
         let keep_outputs = M::HOOKS.training_epoch_end;
         let mut outputs = Vec::new();
@@ -411,7 +437,7 @@ impl<M: LightningModule> Run<'_, M> {
             // Ctrl-C is taken where an accumulation window closes, so that the checkpoint holds
             // no half-accumulated gradients and a resumed run is exact.
             let window_closed =
-                !M::AUTOMATIC_OPTIMIZATION || Window::of(self.config.accumulate_grad_batches, batch_idx, is_last).steps;
+                !M::AUTOMATIC_OPTIMIZATION || Window::of(self.cx.accumulate_grad_batches, batch_idx, is_last).steps;
             batch_idx += 1;
             self.cx.epoch_progress = Some((epoch, batch_idx));
             self.process_requests()?;
@@ -497,7 +523,7 @@ impl<M: LightningModule> Run<'_, M> {
             for &idx in &active {
                 self.cx.optimizer_idx = idx;
                 let batch = batch.shallow_clone();
-                let window = Window::of(self.config.accumulate_grad_batches, batch_idx, is_last);
+                let window = Window::of(self.cx.accumulate_grad_batches, batch_idx, is_last);
                 let o = match M::TRUNCATED_BPTT_STEPS {
                     None => self.step(epoch, batch, batch_idx, Some((idx, window)))?,
                     Some(steps) => self.tbptt_steps(epoch, batch, batch_idx, steps, idx, window)?,

@@ -978,3 +978,74 @@ fn estimated_stepping_batches_as_lightning_computes_it() -> lit::Result<()> {
     assert_eq!(trainer.global_step(), 1000);
     Ok(())
 }
+
+/// Records the accumulation factor each training step sees.
+#[lightning_module]
+struct Accumulating {
+    vs: nn::VarStore,
+    layer: nn::Linear,
+    factors: BTreeMap<usize, usize>,
+}
+
+#[lightning_module]
+impl Accumulating {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = boring_layer(&vs);
+        Accumulating { vs, layer, factors: BTreeMap::new() }
+    }
+
+    fn training_step(&mut self, batch: Tensor, cx: &mut Ctx) -> Tensor {
+        self.factors.insert(cx.current_epoch(), cx.trainer().accumulate_grad_batches());
+        boring_loss(&self.layer, &batch)
+    }
+
+    fn configure_optimizers(&self) -> Sgd {
+        Sgd::new(0.1)
+    }
+}
+
+/// Counts `on_before_zero_grad` calls (one per accumulation window, as `SGD.zero_grad`).
+struct ZeroGrads(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Callback for ZeroGrads {
+    fn on_before_zero_grad(&mut self, _cx: &mut Ctx) -> lit::Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Ports `trainer/test_trainer.py::test_trainer_accumulate_grad_batches_dict_zero_grad` (10 batches,
+/// 4 epochs, `GradientAccumulationScheduler({1: 2, 3: 4})`: 10 + 5 + 5 + 3 zero_grads;
+/// `{0: 2, 2: 1}`: 5 + 5 + 10 + 10) and `callbacks/test_gradient_accumulation_scheduler.py`'s
+/// checks: the factor per epoch, and the errors for a schedule with the Trainer's own
+/// `accumulate_grad_batches` or a zero factor.
+#[test]
+fn gradient_accumulation_scheduler_changes_the_factor_by_epoch() -> lit::Result<()> {
+    use lit::callbacks::GradientAccumulationScheduler;
+    for (schedule, expected, factors) in
+        [(vec![(1, 2), (3, 4)], 10 + 5 + 5 + 3, [1, 2, 2, 4]), (vec![(0, 2), (2, 1)], 5 + 5 + 10 + 10, [2, 2, 1, 1])]
+    {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut trainer = quiet_trainer(&temp_dir("conf-accumulation-scheduler"))
+            .max_epochs(4)
+            .limit_train_batches(10)
+            .callback(GradientAccumulationScheduler::new(schedule.clone())?)
+            .callback(ZeroGrads(count.clone()))
+            .build()?;
+        let mut model = Accumulating::new();
+        trainer.fit(&mut model, random_batches(64, 1), ())?;
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), expected, "{schedule:?}");
+        assert_eq!(trainer.global_step(), expected, "{schedule:?}");
+        assert_eq!(model.factors.values().copied().collect::<Vec<_>>(), factors, "{schedule:?}");
+    }
+    assert!(GradientAccumulationScheduler::new([(0, 0)]).is_err(), "a zero factor");
+    assert!(GradientAccumulationScheduler::new(Vec::new()).is_err(), "an empty schedule");
+    let mut trainer = quiet_trainer(&temp_dir("conf-accumulation-both"))
+        .accumulate_grad_batches(2)
+        .callback(GradientAccumulationScheduler::new([(1, 2)])?)
+        .build()?;
+    let e = trainer.fit(&mut Accumulating::new(), random_batches(4, 1), ()).unwrap_err().to_string();
+    assert!(e.contains("GradientAccumulationScheduler") && e.contains("accumulate_grad_batches"), "{e}");
+    Ok(())
+}
