@@ -1,6 +1,6 @@
 //! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
-//! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`], [`GradientAccumulationScheduler`] and
-//! [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
+//! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`], [`GradientAccumulationScheduler`],
+//! [`OnExceptionCheckpoint`] and [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
 //! stop request).
 
 mod early_stopping;
@@ -95,6 +95,40 @@ impl Callback for GradientAccumulationScheduler {}
 /// The schedule among `callbacks`, if there is one.
 pub(crate) fn accumulation_scheduler(callbacks: &[Box<dyn Callback>]) -> Option<&GradientAccumulationScheduler> {
     callbacks.iter().find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<GradientAccumulationScheduler>())
+}
+
+/// Saves a checkpoint when `fit` ends with an error (a hook's error or panic, a data error,
+/// Ctrl-C), as Lightning's `OnExceptionCheckpoint(dirpath, filename="on_exception")`: the file is
+/// `dirpath/filename.ckpt`, written by rank 0 with the state of the moment the error arose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnExceptionCheckpoint {
+    dirpath: std::path::PathBuf,
+    filename: String,
+}
+
+impl OnExceptionCheckpoint {
+    /// Saves `dirpath/on_exception.ckpt`.
+    pub fn new(dirpath: impl Into<std::path::PathBuf>) -> Self {
+        OnExceptionCheckpoint { dirpath: dirpath.into(), filename: "on_exception".into() }
+    }
+
+    /// Another file name (without `.ckpt`).
+    pub fn filename(mut self, filename: impl Into<String>) -> Self {
+        self.filename = filename.into();
+        self
+    }
+
+    /// The file it writes.
+    pub fn ckpt_path(&self) -> std::path::PathBuf {
+        self.dirpath.join(format!("{}.ckpt", self.filename))
+    }
+}
+
+impl Callback for OnExceptionCheckpoint {}
+
+/// The `OnExceptionCheckpoint` among `callbacks`, if there is one.
+pub(crate) fn on_exception_checkpoint(callbacks: &[Box<dyn Callback>]) -> Option<&OnExceptionCheckpoint> {
+    callbacks.iter().find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<OnExceptionCheckpoint>())
 }
 
 /// Whether lower or higher values of a monitored metric are better.

@@ -611,6 +611,14 @@ impl<M: LightningModule> Run<'_, M> {
         for cb in self.callbacks.iter_mut() {
             cb.on_exception(error, &mut cx);
         }
+        let on_exception = crate::callbacks::on_exception_checkpoint(self.callbacks).map(|c| c.ckpt_path());
+        if let Some(path) = on_exception.filter(|_| stage == Stage::Fit && self.cx.global_rank() == 0) {
+            match self.write_checkpoint(&path) {
+                Ok(()) => self.warn(&format!("OnExceptionCheckpoint: saved {} after the error", path.display())),
+                Err(e) => self.warn(&format!("OnExceptionCheckpoint: could not save {}: {e}", path.display())),
+            }
+        }
+        let cx = Ctx { state: &mut *self.cx, datamodule: self.datamodule.as_deref_mut() };
         if self.datamodule_set_up
             && let Some(dm) = cx.datamodule
             && let Err(torn) = dm.teardown(stage)

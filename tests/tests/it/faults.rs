@@ -451,3 +451,26 @@ fn a_bad_distributed_environment_is_an_immediate_precise_error() {
     assert!(secs < 30.0, "the join timeout bounds the wait: {secs} s");
     assert!(!stderr.contains("frame #"), "the C++ frames are trimmed: {stderr}");
 }
+
+/// Ports `callbacks/test_on_exception_checkpoint.py`'s check: with `OnExceptionCheckpoint(dirpath)`
+/// a `fit` that fails (here a panic in `validation_step`, where lit saves no checkpoint of its
+/// own) writes `dirpath/on_exception.ckpt`, with the weights and step of the moment, and says so.
+#[test]
+fn on_exception_checkpoint_saves_when_fit_fails() {
+    let root = temp_dir("fault-on-exception-callback");
+    let mut model = Faulty::new();
+    model.val_panic_at = Some(1);
+    let mut trainer = crate::common::quiet_trainer(&root)
+        .max_epochs(3)
+        .num_sanity_val_steps(0)
+        .callback(lit::callbacks::OnExceptionCheckpoint::new(root.join("saved")).filename("crash"))
+        .build()
+        .unwrap();
+    let regression = || Batches::new(crate::common::regression_batches(4));
+    trainer.fit(&mut model, regression(), regression()).expect_err("validation panics");
+    let saved = Checkpoint::load(root.join("saved/crash.ckpt")).expect("the callback's checkpoint");
+    assert_eq!(saved.meta.global_step, 4, "the state when validation failed: epoch 0's 4 steps");
+    let mut reloaded = Faulty::new();
+    saved.load_into(&mut reloaded.vs).unwrap();
+    assert!(reloaded.w.equal(&model.w), "the weights of the moment");
+}
