@@ -655,6 +655,20 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// A normalisation's scale and bias operands: the given tensors, or ones and zeros of
+    /// `shape` where `None` was passed.
+    fn scale_and_bias(&mut self, scale: u64, bias: u64, shape: &[i64], kind: Kind) -> Res<[String; 2]> {
+        let mut operand = |id: u64, fill: f64| -> Res<String> {
+            if self.is_none(id) {
+                let name = self.temp();
+                Ok(self.initializer(name, Tensor::full(shape, fill, (kind, tch::Device::Cpu))))
+            } else {
+                self.tensor(id)
+            }
+        };
+        Ok([operand(scale, 1.0)?, operand(bias, 0.0)?])
+    }
+
     /// `aten::batch_norm`.
     fn batch_norm(&mut self, op: Op<'_>) -> Res<()> {
         let Op { ins, y, kind, .. } = op;
@@ -663,14 +677,7 @@ impl Builder<'_> {
         }
         let channels = self.sizes(ins[3])?[0];
         let mut inputs = vec![self.tensor(ins[0])?];
-        for (id, fill) in [(ins[1], 1.0), (ins[2], 0.0)] {
-            inputs.push(if self.is_none(id) {
-                let name = self.temp();
-                self.initializer(name, Tensor::full([channels], fill, (kind, tch::Device::Cpu)))
-            } else {
-                self.tensor(id)?
-            });
-        }
+        inputs.extend(self.scale_and_bias(ins[1], ins[2], &[channels], kind)?);
         inputs.push(self.tensor(ins[3])?);
         inputs.push(self.tensor(ins[4])?);
         let attrs = vec![("epsilon", Attr::Float(self.float(ins[7])? as f32)), ("momentum", Attr::Float(0.9))];
@@ -683,14 +690,7 @@ impl Builder<'_> {
         let Op { ins, y, kind, .. } = op;
         let shape = self.ints(ins[1])?;
         let mut inputs = vec![self.tensor(ins[0])?];
-        for (id, fill) in [(ins[2], 1.0), (ins[3], 0.0)] {
-            inputs.push(if self.is_none(id) {
-                let name = self.temp();
-                self.initializer(name, Tensor::full(shape.as_slice(), fill, (kind, tch::Device::Cpu)))
-            } else {
-                self.tensor(id)?
-            });
-        }
+        inputs.extend(self.scale_and_bias(ins[2], ins[3], &shape, kind)?);
         let attrs =
             vec![("axis", Attr::Int(-(shape.len() as i64))), ("epsilon", Attr::Float(self.float(ins[4])? as f32))];
         self.push("LayerNormalization", inputs, vec![y], attrs);
@@ -973,14 +973,7 @@ impl Builder<'_> {
         }
         let channels = self.sizes(ins[0])?[1];
         let mut inputs = vec![self.tensor(ins[0])?];
-        for (id, fill) in [(ins[1], 1.0), (ins[2], 0.0)] {
-            inputs.push(if self.is_none(id) {
-                let name = self.temp();
-                self.initializer(name, Tensor::full([channels], fill, (kind, tch::Device::Cpu)))
-            } else {
-                self.tensor(id)?
-            });
-        }
+        inputs.extend(self.scale_and_bias(ins[1], ins[2], &[channels], kind)?);
         let attrs = vec![("epsilon", Attr::Float(self.float(ins[7])? as f32))];
         self.push("InstanceNormalization", inputs, vec![y], attrs);
         Ok(())
