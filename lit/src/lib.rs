@@ -25,6 +25,7 @@ pub mod image;
 mod interrupt;
 pub mod loggers;
 mod metric_store;
+pub mod metrics;
 mod module;
 pub mod optim;
 pub mod profiler;
@@ -78,6 +79,9 @@ pub mod prelude {
     pub use crate::callbacks::{EarlyStopping, LearningRateMonitor, LoggingInterval, Mode, ModelCheckpoint};
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
     pub use crate::loggers::{CsvLogger, TensorBoardLogger};
+    pub use crate::metrics::{
+        Accuracy, Auroc, Average, F1Score, MeanMetric, Metric as _, MetricCollection, Update as _,
+    };
     pub use crate::optim::{
         Adam, AdamW, ChainedScheduler, CosineAnnealingLr, ExponentialLr, GroupOptions, Interval, LambdaLr, LinearLr,
         MultiStepLr, OneCycleLr, Optimizer, Optimizers, PlateauMode, ReduceLrOnPlateau, RmsProp, SchedulerConfig,

@@ -1,5 +1,7 @@
 //! The metric store behind `cx.log`: step values and epoch reductions, kept as tensors and read
 //! only when someone asks (a logger flush, the progress bar, a callback): no device sync per step.
+//! A logged metric object ([`crate::metrics`]) is held until the epoch's end, then computed
+//! (synced across processes), published and reset, as Lightning does with a torchmetrics object.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::metrics::{Metric, Reduction, sync_tensor};
 
 /// How values logged over an epoch are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,11 +67,21 @@ struct Accumulator {
     weight: f64,
 }
 
-/// A key logged in the current epoch: its options and, when reduced, its running value.
+/// What `cx.log` was given: a value, or a metric object that computes its own.
+pub(crate) enum LogValue {
+    /// A detached tensor (one element).
+    Tensor(Tensor),
+    /// A handle on a metric object, computed at the epoch's end.
+    Object(Box<dyn Metric>),
+}
+
+/// A key logged in the current epoch: its options and, when reduced, its running value (or the
+/// metric object that holds it).
 struct Entry {
     training: bool,
     options: LogOptions,
     acc: Option<Accumulator>,
+    object: Option<Box<dyn Metric>>,
 }
 
 /// Values logged during the current run, by key.
@@ -97,6 +110,21 @@ fn forked(key: &str, which: &str) -> String {
     }
 }
 
+/// A metric object's value as a scalar to log, or an error naming the key and the shape.
+fn scalar(key: &str, metric: &str, value: Tensor) -> Result<Tensor> {
+    if value.numel() != 1 {
+        return Err(Error::hook(
+            "log",
+            format!(
+                "`{key}` logs a `{metric}`, whose value has shape {:?}; only one-element values can be logged \
+                 (average it, or log its elements one by one)",
+                value.size()
+            ),
+        ));
+    }
+    Ok(value.detach().reshape([]).to_kind(Kind::Double))
+}
+
 fn to_f64(metrics: &BTreeMap<String, Tensor>) -> BTreeMap<String, f64> {
     metrics.iter().map(|(k, v)| (k.clone(), v.double_value(&[]))).collect()
 }
@@ -116,12 +144,12 @@ impl MetricStore {
         self.callback.insert(name, value.shallow_clone());
     }
 
-    /// Records one value; `value` is a detached scalar tensor. `training` tells training values
-    /// from evaluation ones, whose epochs end separately.
+    /// Records one value; `value` is a detached one-element tensor or a metric object.
+    /// `training` tells training values from evaluation ones, whose epochs end separately.
     pub(crate) fn log(
         &mut self,
         key: String,
-        value: Tensor,
+        value: LogValue,
         options: LogOptions,
         batch_size: usize,
         training: bool,
@@ -132,8 +160,18 @@ impl MetricStore {
                 format!("`{key}` logged with on_step(false) and on_epoch(false) is not useful: it records nothing"),
             ));
         }
+        let value = match value {
+            LogValue::Tensor(value) => value.reshape([]),
+            LogValue::Object(metric) => return self.log_object(key, metric, options, training),
+        };
         let slot = (training, key.clone());
         match self.epoch.get(&slot) {
+            Some(entry) if entry.object.is_some() => {
+                return Err(Error::hook(
+                    "log",
+                    format!("`{key}` was logged as a metric object and as a value in one epoch; log one of them"),
+                ));
+            }
             Some(entry) if !entry.options.same_as(&options) => {
                 return Err(Error::hook(
                     "log",
@@ -145,21 +183,11 @@ impl MetricStore {
             }
             Some(_) => {}
             None => {
-                self.epoch.insert(slot.clone(), Entry { training, options, acc: None });
+                self.epoch.insert(slot.clone(), Entry { training, options, acc: None, object: None });
             }
         }
         if options.on_step {
-            let name = if options.on_epoch { forked(&key, "_step") } else { key.clone() };
-            if training {
-                self.publish(&key, name, &value, &options);
-            } else {
-                if options.logger {
-                    self.eval_steps.insert(name.clone(), value.shallow_clone());
-                }
-                if options.prog_bar {
-                    self.progress.insert(name, value.shallow_clone());
-                }
-            }
+            self.log_step(&key, &value, &options, training);
         }
         if options.on_epoch {
             let value = value.to_kind(Kind::Double);
@@ -183,31 +211,76 @@ impl MetricStore {
         Ok(())
     }
 
+    /// A step value: published now in training, kept for the loggers' evaluation step otherwise.
+    fn log_step(&mut self, key: &str, value: &Tensor, options: &LogOptions, training: bool) {
+        let name = if options.on_epoch { forked(key, "_step") } else { key.to_string() };
+        if training {
+            self.publish(key, name, value, options);
+        } else {
+            if options.logger {
+                self.eval_steps.insert(name.clone(), value.shallow_clone());
+            }
+            if options.prog_bar {
+                self.progress.insert(name, value.shallow_clone());
+            }
+        }
+    }
+
+    /// Registers a metric object under `key` (the latest handle logged under a key is the one
+    /// computed). With `on_step`, the value of its last `forward` is the step value, as
+    /// Lightning logs a torchmetrics object's `_forward_cache` (nothing when there is none).
+    fn log_object(&mut self, key: String, metric: Box<dyn Metric>, options: LogOptions, training: bool) -> Result<()> {
+        let slot = (training, key.clone());
+        match self.epoch.get(&slot) {
+            Some(entry) if entry.acc.is_some() => {
+                return Err(Error::hook(
+                    "log",
+                    format!("`{key}` was logged as a value and as a metric object in one epoch; log one of them"),
+                ));
+            }
+            Some(entry) if !entry.options.same_as(&options) => {
+                return Err(Error::hook(
+                    "log",
+                    format!(
+                        "`{key}` was logged twice in one epoch with different options: first {:?}, now {:?}",
+                        entry.options, options
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if options.on_step
+            && let Some(value) = metric.forward_value()
+        {
+            let value = scalar(&key, &metric.name(), value)?;
+            self.log_step(&key, &value, &options, training);
+        }
+        self.epoch.insert(slot, Entry { training, options, acc: None, object: Some(metric) });
+        Ok(())
+    }
+
     /// Reduces the epoch's training (or evaluation) values and publishes them (`key` or
-    /// `key_epoch`). A NaN result is a warning or an error, as the policy says.
+    /// `key_epoch`). A NaN result is a warning or an error, as the policy says. Metric objects
+    /// are computed (their state synced across processes), then all reset.
     pub(crate) fn end_epoch(&mut self, training: bool, pg: Option<&crate::dist::ProcessGroup>) -> Result<()> {
         let (ending, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
             std::mem::take(&mut self.epoch).into_iter().partition(|(_, e)| e.training == training);
         self.epoch = rest;
-        for ((_, key), entry) in ending {
-            let Some(mut acc) = entry.acc else { continue };
-            if let (Some(pg), true) = (pg, entry.options.sync_dist) {
-                use crate::dist::ReduceOp;
-                let op = match entry.options.reduce_fx {
-                    Reduce::Mean | Reduce::Sum => ReduceOp::Sum,
-                    Reduce::Max => ReduceOp::Max,
-                    Reduce::Min => ReduceOp::Min,
-                };
-                pg.all_reduce(&mut acc.value, op)?;
-                if entry.options.reduce_fx == Reduce::Mean {
-                    let mut weight = Tensor::from(acc.weight);
-                    pg.all_reduce(&mut weight, ReduceOp::Sum)?;
-                    acc.weight = weight.double_value(&[]);
-                }
+        // Every object is computed before any is reset: one metric may be logged under two keys.
+        let mut computed = Vec::new();
+        for ((_, key), entry) in &ending {
+            if let (Some(metric), true) = (&entry.object, entry.options.on_epoch) {
+                let value = metric.compute_synced(pg)?;
+                computed.push((key.clone(), scalar(key, &metric.name(), value)?));
             }
-            let value = match entry.options.reduce_fx {
-                Reduce::Mean => acc.value / acc.weight.max(1.0),
-                _ => acc.value,
+        }
+        ending.values().filter_map(|e| e.object.as_ref()).for_each(|m| m.reset());
+        let mut computed = computed.into_iter().collect::<BTreeMap<_, _>>();
+        for ((_, key), entry) in ending {
+            let value = match (entry.acc, computed.remove(&key)) {
+                (_, Some(value)) => value,
+                (Some(acc), None) => self.reduce(acc, &entry.options, pg)?,
+                (None, None) => continue,
             };
             if value.double_value(&[]).is_nan() {
                 match self.nan {
@@ -223,8 +296,34 @@ impl MetricStore {
         Ok(())
     }
 
-    /// Forgets everything (after the sanity check, or at the start of a run).
+    /// An epoch's accumulated value, reduced across processes with `sync_dist`.
+    fn reduce(
+        &self,
+        mut acc: Accumulator,
+        options: &LogOptions,
+        pg: Option<&crate::dist::ProcessGroup>,
+    ) -> Result<Tensor> {
+        if let (Some(pg), true) = (pg, options.sync_dist) {
+            let reduction = match options.reduce_fx {
+                Reduce::Mean | Reduce::Sum => Reduction::Sum,
+                Reduce::Max => Reduction::Max,
+                Reduce::Min => Reduction::Min,
+            };
+            acc.value = sync_tensor(pg, &acc.value, reduction)?;
+            if options.reduce_fx == Reduce::Mean {
+                acc.weight = sync_tensor(pg, &Tensor::from(acc.weight), Reduction::Sum)?.double_value(&[]);
+            }
+        }
+        Ok(match options.reduce_fx {
+            Reduce::Mean => acc.value / acc.weight.max(1.0),
+            _ => acc.value,
+        })
+    }
+
+    /// Forgets everything (after the sanity check, or at the start of a run); metric objects
+    /// still held are reset, as Lightning resets its results.
     pub(crate) fn reset(&mut self) {
+        self.epoch.values().filter_map(|e| e.object.as_ref()).for_each(|m| m.reset());
         *self = MetricStore { nan: self.nan, ..MetricStore::default() };
     }
 

@@ -15,6 +15,7 @@ mod idx;
 mod interop;
 mod logging;
 mod macros;
+mod metrics;
 mod mnist;
 mod optim;
 mod precision;
