@@ -173,13 +173,7 @@ impl MetricStore {
                 ));
             }
             Some(entry) if !entry.options.same_as(&options) => {
-                return Err(Error::hook(
-                    "log",
-                    format!(
-                        "`{key}` was logged twice in one epoch with different options: first {:?}, now {:?}",
-                        entry.options, options
-                    ),
-                ));
+                return Err(options_changed(&key, &entry.options, &options));
             }
             Some(_) => {}
             None => {
@@ -239,13 +233,7 @@ impl MetricStore {
                 ));
             }
             Some(entry) if !entry.options.same_as(&options) => {
-                return Err(Error::hook(
-                    "log",
-                    format!(
-                        "`{key}` was logged twice in one epoch with different options: first {:?}, now {:?}",
-                        entry.options, options
-                    ),
-                ));
+                return Err(options_changed(&key, &entry.options, &options));
             }
             _ => {}
         }
@@ -368,4 +356,12 @@ impl MetricStore {
             })
             .collect()
     }
+}
+
+/// The error for a key logged twice in one epoch with different options.
+fn options_changed(key: &str, first: &LogOptions, now: &LogOptions) -> Error {
+    Error::hook(
+        "log",
+        format!("`{key}` was logged twice in one epoch with different options: first {first:?}, now {now:?}"),
+    )
 }
