@@ -13,7 +13,7 @@
 use tch::{Kind, Tensor};
 
 use super::state::{Kernel, Shared, Spec, States, metric_type};
-use super::{Reduction, metric_error};
+use super::{Reduction, metric_error, same_shape};
 use crate::error::Result;
 
 /// What is being classified.
@@ -93,20 +93,6 @@ pub enum Normalize {
 
 // ---------------------------------------------------------------------------------------------
 // Input checks and formatting shared by the classification metrics.
-
-fn same_shape(name: &str, preds: &Tensor, target: &Tensor) -> Result<()> {
-    if preds.size() != target.size() {
-        return Err(metric_error(
-            name,
-            format!(
-                "`preds` of shape {:?} and `target` of shape {:?} must have the same shape",
-                preds.size(),
-                target.size()
-            ),
-        ));
-    }
-    Ok(())
-}
 
 /// Up to five of `t`'s values where `bad` holds, for an error message.
 fn some_values(t: &Tensor, bad: &Tensor) -> Vec<f64> {

@@ -209,6 +209,21 @@ pub struct MetricError {
     pub message: String,
 }
 
+/// An error unless `preds` and `target` have the same shape (named in it with the metric).
+pub(crate) fn same_shape(name: &str, preds: &Tensor, target: &Tensor) -> Result<()> {
+    if preds.size() != target.size() {
+        return Err(metric_error(
+            name,
+            format!(
+                "`preds` of shape {:?} and `target` of shape {:?} must have the same shape",
+                preds.size(),
+                target.size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An error of metric `name`: "`MulticlassAccuracy`: …".
 pub(crate) fn metric_error(name: &str, message: impl std::fmt::Display) -> Error {
     Error::from(MetricError { metric: name.to_string(), message: message.to_string() })

@@ -4,22 +4,8 @@
 use tch::{Kind, Tensor};
 
 use super::state::{Kernel, Shared, Spec, States, metric_type};
-use super::{Reduction, metric_error};
+use super::{Reduction, metric_error, same_shape};
 use crate::error::Result;
-
-fn same_shape(name: &str, preds: &Tensor, target: &Tensor) -> Result<()> {
-    if preds.size() != target.size() {
-        return Err(metric_error(
-            name,
-            format!(
-                "`preds` of shape {:?} and `target` of shape {:?} must have the same shape",
-                preds.size(),
-                target.size()
-            ),
-        ));
-    }
-    Ok(())
-}
 
 /// Mean squared or absolute error.
 #[derive(Debug, Clone)]
