@@ -92,9 +92,14 @@ impl GradientAccumulationScheduler {
 
 impl Callback for GradientAccumulationScheduler {}
 
-/// The schedule among `callbacks`, if there is one.
-pub(crate) fn accumulation_scheduler(callbacks: &[Box<dyn Callback>]) -> Option<&GradientAccumulationScheduler> {
-    callbacks.iter().find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<GradientAccumulationScheduler>())
+/// The callbacks of type `T` among `callbacks` (a built-in the Trainer acts on), in order.
+pub(crate) fn of_type<T: Callback>(callbacks: &[Box<dyn Callback>]) -> impl Iterator<Item = &T> {
+    callbacks.iter().filter_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<T>())
+}
+
+/// The first callback of type `T` among `callbacks`, if there is one.
+pub(crate) fn first_of<T: Callback>(callbacks: &[Box<dyn Callback>]) -> Option<&T> {
+    of_type(callbacks).next()
 }
 
 /// Saves a checkpoint when `fit` ends with an error (a hook's error or panic, a data error,
@@ -125,11 +130,6 @@ impl OnExceptionCheckpoint {
 }
 
 impl Callback for OnExceptionCheckpoint {}
-
-/// The `OnExceptionCheckpoint` among `callbacks`, if there is one.
-pub(crate) fn on_exception_checkpoint(callbacks: &[Box<dyn Callback>]) -> Option<&OnExceptionCheckpoint> {
-    callbacks.iter().find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<OnExceptionCheckpoint>())
-}
 
 /// Whether lower or higher values of a monitored metric are better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

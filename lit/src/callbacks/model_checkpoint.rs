@@ -413,5 +413,5 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 /// The `ModelCheckpoint`s among `callbacks`, in order.
 pub(crate) fn model_checkpoints(callbacks: &[Box<dyn Callback>]) -> impl Iterator<Item = &ModelCheckpoint> {
-    callbacks.iter().filter_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<ModelCheckpoint>())
+    super::of_type(callbacks)
 }

@@ -554,10 +554,8 @@ impl TrainerBuilder {
         self.config.apply_debugging_flags();
         let device = self.config.validate()?;
         let mut callbacks = self.callbacks;
-        let is_summary = |c: &dyn crate::Callback| {
-            (c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelSummary>().is_some()
-        };
-        if !self.config.enable_model_summary && !self.config.barebones && callbacks.iter().any(|c| is_summary(&**c)) {
+        let summary = crate::callbacks::first_of::<crate::callbacks::ModelSummary>(&callbacks);
+        if !self.config.enable_model_summary && !self.config.barebones && summary.is_some() {
             return Err(ConfigError::invalid(
                 "enable_model_summary",
                 "is false, but a `ModelSummary` callback was given: remove one of the two",

@@ -44,7 +44,8 @@ impl<M: LightningModule> Run<'_, M> {
         reload: Option<Reload<'_, M>>,
     ) -> Result<()> {
         let (train_from_hooks, val_from_hooks) = (train.is_none(), val.is_none());
-        let schedule = crate::callbacks::accumulation_scheduler(self.callbacks).cloned();
+        let schedule =
+            crate::callbacks::first_of::<crate::callbacks::GradientAccumulationScheduler>(self.callbacks).cloned();
         if let Some(schedule) = &schedule {
             if self.config.accumulate_grad_batches != 1 {
                 return Err(crate::error::ConfigError::invalid(
@@ -395,7 +396,9 @@ impl<M: LightningModule> Run<'_, M> {
     ) -> Result<()> {
         let limit = self.config.limit_train_batches.of(train.len(), "limit_train_batches")?;
         self.note_training_length(Some(train.len()));
-        if let Some(schedule) = crate::callbacks::accumulation_scheduler(self.callbacks) {
+        if let Some(schedule) =
+            crate::callbacks::first_of::<crate::callbacks::GradientAccumulationScheduler>(self.callbacks)
+        {
             self.cx.accumulate_grad_batches = schedule.factor(epoch);
         }
         let schedule = self.val_schedule(limit, !val.is_empty(), epoch)?;

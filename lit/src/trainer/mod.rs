@@ -587,11 +587,7 @@ impl<M: LightningModule> Run<'_, M> {
         }
         self.model.on_post_move_to_device(ctx!(self))?;
         if stage == Stage::Fit && self.cx.global_rank() == 0 {
-            let callback = self
-                .callbacks
-                .iter()
-                .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<crate::callbacks::ModelSummary>());
-            let depth = match callback {
+            let depth = match crate::callbacks::first_of::<crate::callbacks::ModelSummary>(self.callbacks) {
                 Some(c) => c.depth(),
                 None => Some(1),
             };
@@ -611,7 +607,8 @@ impl<M: LightningModule> Run<'_, M> {
         for cb in self.callbacks.iter_mut() {
             cb.on_exception(error, &mut cx);
         }
-        let on_exception = crate::callbacks::on_exception_checkpoint(self.callbacks).map(|c| c.ckpt_path());
+        let on_exception = crate::callbacks::first_of::<crate::callbacks::OnExceptionCheckpoint>(self.callbacks)
+            .map(|c| c.ckpt_path());
         if let Some(path) = on_exception.filter(|_| stage == Stage::Fit && self.cx.global_rank() == 0) {
             match self.write_checkpoint(&path) {
                 Ok(()) => self.warn(&format!("OnExceptionCheckpoint: saved {} after the error", path.display())),
