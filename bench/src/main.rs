@@ -4,7 +4,7 @@
 //! scripts/with-torch cargo build --release -p lit-bench
 //! scripts/with-torch target/release/lit-bench [mlp|rnn|all] [--epochs N] [--progress]
 //! scripts/with-torch target/release/lit-bench optim
-//! scripts/with-torch target/release/lit-bench ddp
+//! scripts/with-torch target/release/lit-bench ddp [ROUNDS]
 //! scripts/with-torch target/release/lit-bench precision [--device cpu|cuda] [--epochs N]
 //! ```
 //!
@@ -329,7 +329,7 @@ fn median(v: &[f64]) -> f64 {
 fn usage() -> lit::Error {
     lit::Error::msg(
         "usage: lit-bench [mlp|rnn|all] [--epochs N] [--progress]   (N timed epochs after a warm-up, default 6; \
-         --progress: lit shows its progress bar)",
+         --progress: lit shows its progress bar); lit-bench optim; lit-bench ddp [ROUNDS]; lit-bench precision",
     )
 }
 
@@ -423,75 +423,148 @@ fn optim_speed() -> Result<()> {
     Ok(())
 }
 
-/// Times the epochs of a fit and, on the first, the all-reduce of a 100 MB tensor.
-struct DdpProbe {
-    epoch_start: Option<Instant>,
-    epochs: Vec<f64>,
-    all_reduce_ms: Vec<f64>,
-    shared: std::rc::Rc<std::cell::RefCell<(Vec<f64>, Vec<f64>)>>,
+/// The models of `lit-bench ddp`: the mlp task's (203,530 parameters) and one of 20,037,642
+/// (784-4096-4096-10), where overlapping the all-reduce with backward decides.
+const DDP_MODELS: [&str; 2] = ["mlp", "mlp20m"];
+
+/// A DDP bench model: linear layers with ReLU between them, as `bench/ddp_torch.py` builds it.
+#[lightning_module]
+struct DdpNet {
+    vs: nn::VarStore,
+    layers: Vec<nn::Linear>,
 }
 
-impl Callback for DdpProbe {
-    fn on_train_start(&mut self, cx: &mut Ctx) -> Result<()> {
-        if let Some(pg) = cx.process_group() {
-            let mut t = Tensor::ones([25_000_000], (Kind::Float, Device::Cpu));
-            for _ in 0..5 {
-                let start = Instant::now();
-                pg.all_reduce(&mut t, lit::dist::ReduceOp::Sum)?;
-                self.all_reduce_ms.push(start.elapsed().as_secs_f64() * 1e3);
+impl DdpNet {
+    fn new(name: &str) -> Result<Self> {
+        let sizes: &[i64] = match name {
+            "mlp" => &[784, 256, 10],
+            "mlp20m" => &[784, 4096, 4096, 10],
+            other => return Err(lit::Error::msg(format!("unknown ddp bench model {other}"))),
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| nn::linear(vs.root() / i, w[0], w[1], Default::default()))
+            .collect();
+        Ok(DdpNet { vs, layers })
+    }
+}
+
+#[lightning_module]
+impl DdpNet {
+    fn training_step(&mut self, (x, y): (Tensor, Tensor)) -> Tensor {
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h);
+            if i + 1 < self.layers.len() {
+                h = h.relu();
             }
+        }
+        h.cross_entropy_for_logits(&y)
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        Adam::new(1e-3).into()
+    }
+}
+
+/// Times each training step (`on_train_batch_start` to `on_train_batch_end`).
+struct StepTimer {
+    start: Option<Instant>,
+    steps: Rc<RefCell<Vec<f64>>>,
+}
+
+impl Callback for StepTimer {
+    fn on_train_batch_start(&mut self, _batch_idx: usize, _cx: &mut Ctx) -> Result<()> {
+        self.start = Some(Instant::now());
+        Ok(())
+    }
+    fn on_train_batch_end(&mut self, _out: Option<&StepOutput>, _batch_idx: usize, _cx: &mut Ctx) -> Result<()> {
+        if let Some(start) = self.start.take() {
+            self.steps.borrow_mut().push(start.elapsed().as_secs_f64() * 1e3);
         }
         Ok(())
     }
-    fn on_train_epoch_start(&mut self, _cx: &mut Ctx) -> Result<()> {
-        self.epoch_start = Some(Instant::now());
-        Ok(())
-    }
-    fn on_train_epoch_end(&mut self, _cx: &mut Ctx) -> Result<()> {
-        self.epochs.push(self.epoch_start.map_or(0.0, |t| t.elapsed().as_secs_f64()));
-        *self.shared.borrow_mut() = (self.epochs.clone(), self.all_reduce_ms.clone());
-        Ok(())
-    }
 }
 
-/// `lit-bench ddp`: the shim's all-reduce of 100 MB across 2 CPU processes, and the time per
-/// step of the mlp task with DDP (2 processes, each batch 64) against one process; one torch
-/// thread per process so that both fit on 2 cores.
-fn ddp_speed() -> Result<()> {
+/// `lit-bench ddp-lit MODEL STEPS`: lit's DDP (2 processes, one torch thread each, Adam, a batch
+/// of 64 per process) over `STEPS` steps; rank 0 prints the median step time in milliseconds
+/// over the steps after the first 5.
+fn ddp_lit(name: &str, steps: usize) -> Result<()> {
     tch::set_num_threads(1);
-    let batches: Vec<Pair> = Task::Mlp.batches().into_iter().take(300).collect();
-    let run = |devices: usize| -> Result<(Vec<f64>, Vec<f64>, usize)> {
-        let shared = std::rc::Rc::new(std::cell::RefCell::new((Vec::new(), Vec::new())));
-        let probe =
-            DdpProbe { epoch_start: None, epochs: Vec::new(), all_reduce_ms: Vec::new(), shared: shared.clone() };
-        let mut trainer =
-            trainer(3).devices(devices).strategy(if devices > 1 { "ddp" } else { "auto" }).callback(probe).build()?;
-        let batches = batches.iter().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())).collect();
-        trainer.fit(&mut LitNet(Net::new(Task::Mlp)), Batches::new(batches), ())?;
-        let (epochs, ms) = shared.borrow().clone();
-        Ok((epochs, ms, trainer.global_rank()))
+    let mut net = DdpNet::new(name)?;
+    tch::manual_seed(1);
+    let batches: Vec<Pair> = (0..2 * steps)
+        .map(|_| {
+            (
+                Tensor::randn([64, 784], (Kind::Float, Device::Cpu)),
+                Tensor::randint(10, [64], (Kind::Int64, Device::Cpu)),
+            )
+        })
+        .collect();
+    let times = Rc::new(RefCell::new(Vec::new()));
+    let mut trainer =
+        trainer(1).devices(2).strategy("ddp").callback(StepTimer { start: None, steps: times.clone() }).build()?;
+    trainer.fit(&mut net, Batches::new(batches), ())?;
+    if trainer.global_rank() == 0 {
+        let mut t = times.borrow()[5..].to_vec();
+        t.sort_by(f64::total_cmp);
+        println!("{:.3}", t[t.len() / 2]);
+    }
+    Ok(())
+}
+
+/// `lit-bench ddp`: a training step of lit's DDP against PyTorch's `DistributedDataParallel`
+/// (`bench/ddp_torch.py`), both on Gloo with 2 processes of one torch thread each, the same
+/// models, batch (64 per process) and optimizer (Adam). Each side runs as whole processes,
+/// alternating, `ROUNDS` times per model; the medians are compared.
+fn ddp_speed(args: &[String]) -> Result<()> {
+    let rounds: usize = args.first().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let python = std::env::var("LIT_TORCH_PYTHON")
+        .map_err(|_| lit::Error::msg("LIT_TORCH_PYTHON is not set: run through scripts/with-torch"))?;
+    let exe = std::env::current_exe().map_err(|e| lit::Error::msg(e.to_string()))?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ddp_torch.py");
+    let measure = |mut command: Command, what: &str| -> Result<f64> {
+        let out = command.output().map_err(|e| lit::Error::msg(format!("{what}: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().last().and_then(|l| l.trim().parse().ok()).ok_or_else(|| {
+            lit::Error::msg(format!("{what} printed no time: {text} {}", String::from_utf8_lossy(&out.stderr)))
+        })
     };
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    let worker = std::env::var("RANK").is_ok();
-    let single = if worker { None } else { Some(run(1)?) };
-    let (epochs, all_reduce, rank) = run(2)?;
-    if rank == 0
-        && let Some((single_epochs, _, _)) = single
-    {
-        let one = median(&single_epochs[1..]) / 300.0 * 1e3;
-        let two = median(&epochs[1..]) / 150.0 * 1e3;
-        let ms = median(&all_reduce);
+    println!("DDP training step, 2 processes on Gloo, 1 torch thread each, batch 64 per process, Adam;");
+    println!("milliseconds per step (median over steps 6..N), {rounds} alternating rounds, median [range]");
+    println!("{:<8} {:>12} {:>22} {:>22} {:>10}", "model", "parameters", "lit", "torch DDP", "lit/torch");
+    for name in DDP_MODELS {
+        let steps = if name == "mlp" { 200 } else { 25 };
+        let (mut lit_ms, mut torch_ms) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let mut lit_run = Command::new(&exe);
+            lit_run.args(["ddp-lit", name, &steps.to_string()]);
+            for var in ["RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"] {
+                lit_run.env_remove(var);
+            }
+            lit_ms.push(measure(lit_run, "lit-bench ddp-lit")?);
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| lit::Error::msg(e.to_string()))?
+                .port();
+            let mut torch_run = Command::new(&python);
+            torch_run.arg(&script).args([name, &steps.to_string(), &port.to_string()]).env("OMP_NUM_THREADS", "1");
+            torch_ms.push(measure(torch_run, "bench/ddp_torch.py")?);
+        }
+        let summary = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let (l, l_lo, l_hi) = summary(&mut lit_ms);
+        let (t, t_lo, t_hi) = summary(&mut torch_ms);
+        let params = DdpNet::new(name)?.vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>();
         println!(
-            "all_reduce of 100 MB (25M floats) across 2 CPU processes (Gloo): {ms:.1} ms, {:.2} GB/s",
-            0.1 / (ms / 1e3)
-        );
-        println!(
-            "mlp step (batch 64 per process, 1 torch thread each): one process {one:.3} ms, ddp on 2 processes {two:.3} ms, ratio {:.3}",
-            two / one
+            "{name:<8} {params:>12} {:>22} {:>22} {:>10.3}",
+            format!("{l:.2} [{l_lo:.2}-{l_hi:.2}]"),
+            format!("{t:.2} [{t_lo:.2}-{t_hi:.2}]"),
+            l / t
         );
     }
     Ok(())
@@ -613,7 +686,12 @@ fn main() -> Result<()> {
         return optim_speed();
     }
     if args.first().map(String::as_str) == Some("ddp") {
-        return ddp_speed();
+        return ddp_speed(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("ddp-lit") {
+        let name = args.get(1).ok_or_else(usage)?;
+        let steps = args.get(2).and_then(|s| s.parse().ok()).filter(|&s: &usize| s > 5).ok_or_else(usage)?;
+        return ddp_lit(name, steps);
     }
     if args.first().map(String::as_str) == Some("rss") {
         let task = args.get(1).and_then(|t| Task::parse(t)).ok_or_else(usage)?;

@@ -137,6 +137,8 @@ pub(crate) struct State {
     /// Keys logged with `logger(true)` while there was no logger, already warned about.
     pub(crate) warned_no_logger: std::collections::BTreeSet<String>,
     pub(crate) process_group: Option<crate::dist::ProcessGroup>,
+    /// In distributed training, during `fit`: the module's replica (gradient reducer, buffers).
+    pub(crate) replica: Option<crate::dist::Replica>,
     pub(crate) local_rank: usize,
     pub(crate) precision: crate::amp::Precision,
     pub(crate) scaler: Option<crate::amp::GradScaler>,
@@ -202,6 +204,7 @@ impl State {
             warned_no_logger: Default::default(),
             interrupt_agreed: false,
             process_group: None,
+            replica: None,
             local_rank: 0,
             precision: crate::amp::Precision::F32,
             scaler: None,
@@ -650,6 +653,11 @@ impl Ctx<'_> {
     /// Manual optimization: back-propagates `loss` (Lightning's `self.manual_backward`).
     /// With "16-mixed" the loss is scaled first.
     pub fn manual_backward(&mut self, loss: &Tensor) -> Result<()> {
+        // In distributed training this backward averages the gradients across the processes
+        // (Lightning's DDP `pre_backward` in manual optimization).
+        if let Some(replica) = &mut self.state.replica {
+            replica.before_backward(loss)?;
+        }
         match &self.state.scaler {
             Some(scaler) => Ok(scaler.scale_loss(loss).f_backward()?),
             None => Ok(loss.f_backward()?),

@@ -113,6 +113,17 @@ pub struct TrainerConfig {
     /// How long joining the process group may wait for the other processes (a wrong
     /// `MASTER_ADDR`/`MASTER_PORT`, a process that never started), in seconds.
     pub ddp_join_timeout_secs: u64,
+    /// DDP: search each step's graph for parameters that take no part in the loss and reduce
+    /// without them (DDP's `find_unused_parameters`; also the strategy
+    /// `"ddp_find_unused_parameters_true"`). Needed when some parameters get no gradient in some
+    /// steps; it costs a graph traversal per step.
+    pub ddp_find_unused_parameters: bool,
+    /// DDP: gradients are views into the all-reduce buckets instead of copies (DDP's
+    /// `gradient_as_bucket_view`: less memory, no copy back).
+    pub ddp_gradient_as_bucket_view: bool,
+    /// DDP: gradients are all-reduced in buckets of this many MiB, each as soon as backward has
+    /// filled it (DDP's `bucket_cap_mb`, default 25).
+    pub ddp_bucket_cap_mb: f64,
     /// Seeds libtorch's generators when a run starts.
     pub seed: Option<u64>,
     /// "32-true" (default), "64-true", "bf16-mixed", "16-mixed" (CUDA), "bf16-true" or "16-true";
@@ -222,6 +233,9 @@ impl Default for TrainerConfig {
             strategy: Strategy::Auto,
             ddp_timeout_secs: 1800,
             ddp_join_timeout_secs: 60,
+            ddp_find_unused_parameters: false,
+            ddp_gradient_as_bucket_view: false,
+            ddp_bucket_cap_mb: 25.0,
             seed: None,
             precision: Precision::F32,
             deterministic: false,
@@ -251,6 +265,16 @@ impl Default for TrainerConfig {
 }
 
 impl TrainerConfig {
+    /// How DDP's reducer buckets and reduces gradients.
+    pub(crate) fn reducer_options(&self) -> crate::dist::ReducerOptions {
+        crate::dist::ReducerOptions {
+            bucket_bytes_cap: (self.ddp_bucket_cap_mb * 1024.0 * 1024.0) as i64,
+            find_unused_parameters: self.ddp_find_unused_parameters
+                || self.strategy == Strategy::DdpFindUnusedParametersTrue,
+            gradient_as_bucket_view: self.ddp_gradient_as_bucket_view,
+        }
+    }
+
     /// Checks every option and combination, and picks the device.
     pub fn validate(&self) -> Result<Device> {
         if self.max_epochs == Some(0) && self.max_steps == Some(0) {
@@ -309,11 +333,18 @@ impl TrainerConfig {
         if self.log_every_n_steps == 0 {
             return Err(ConfigError::invalid("log_every_n_steps", "must be at least 1").into());
         }
+        if !(self.ddp_bucket_cap_mb > 0.0 && self.ddp_bucket_cap_mb.is_finite()) {
+            return Err(ConfigError::invalid(
+                "ddp_bucket_cap_mb",
+                format!("must be a finite number of MiB above 0, got {}", self.ddp_bucket_cap_mb),
+            )
+            .into());
+        }
         let processes = self.devices * self.num_nodes;
         if processes == 0 {
             return Err(ConfigError::invalid("devices", "must be at least 1").into());
         }
-        if (processes > 1 || self.strategy == Strategy::Ddp) && !crate::dist::ProcessGroup::available() {
+        if (processes > 1 || self.strategy.is_ddp()) && !crate::dist::ProcessGroup::available() {
             return Err(ConfigError::invalid(
                 "strategy",
                 "distributed training needs torch.distributed, which this build of lit lacks (install libgloo-dev and rebuild)",
@@ -475,6 +506,12 @@ impl TrainerBuilder {
         ddp_timeout_secs: u64 => std::convert::identity;
         /// Seconds joining the process group waits for the other processes (default 60).
         ddp_join_timeout_secs: u64 => std::convert::identity;
+        /// DDP's `find_unused_parameters` (default false).
+        ddp_find_unused_parameters: bool => std::convert::identity;
+        /// DDP's `gradient_as_bucket_view` (default false).
+        ddp_gradient_as_bucket_view: bool => std::convert::identity;
+        /// DDP's `bucket_cap_mb` (default 25).
+        ddp_bucket_cap_mb: f64 => std::convert::identity;
         /// Seed libtorch's generators when a run starts.
         seed: u64 => Some;
         /// Deterministic algorithms only (default false).

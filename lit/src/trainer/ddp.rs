@@ -31,7 +31,7 @@ fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T> {
 /// single process.
 pub(crate) fn setup(config: &TrainerConfig) -> Result<Option<(Ddp, ProcessGroup)>> {
     let processes = config.devices * config.num_nodes;
-    if processes <= 1 && config.strategy != super::Strategy::Ddp {
+    if processes <= 1 && !config.strategy.is_ddp() {
         return Ok(None);
     }
     let timeout = Duration::from_secs(config.ddp_timeout_secs.max(1));

@@ -90,11 +90,11 @@ impl<M: LightningModule> Run<'_, M> {
                 let mut variables: Vec<(String, tch::Tensor)> =
                     self.model.var_store().variables().into_iter().collect();
                 variables.sort_by(|a, b| a.0.cmp(&b.0));
-                for (_, mut v) in variables {
-                    pg.broadcast(&mut v, 0)?;
-                }
-                Ok(())
+                let mut tensors: Vec<tch::Tensor> = variables.into_iter().map(|(_, v)| v).collect();
+                pg.broadcast_coalesced(&mut tensors, 0)
             })?;
+            self.cx.replica =
+                Some(crate::dist::Replica::new(self.model.var_store(), pg, self.config.reducer_options())?);
         }
         self.cx.optimizers = optimizers;
         self.cx.frequencies = frequencies;
@@ -155,6 +155,7 @@ impl<M: LightningModule> Run<'_, M> {
             hook!(self, on_train_end());
         }
         hook!(self, on_fit_end());
+        self.cx.replica = None;
         Ok(())
     }
 
@@ -357,6 +358,7 @@ impl<M: LightningModule> Run<'_, M> {
             return Ok(());
         }
         self.cx.running = RunningStage::SanityChecking;
+        self.ddp_before_eval()?;
         for cb in self.callbacks.iter_mut() {
             cb.on_sanity_check_start(ctx!(self))?;
         }
@@ -445,6 +447,7 @@ impl<M: LightningModule> Run<'_, M> {
             self.cx.epoch_progress = Some((epoch, batch_idx));
             self.process_requests()?;
             if validate {
+                self.ddp_before_eval()?;
                 self.eval_limited::<eval::Validation>(val, RunningStage::Validating, None)?;
                 self.cx.running = RunningStage::Training;
                 self.process_requests()?;
@@ -584,6 +587,14 @@ impl<M: LightningModule> Run<'_, M> {
         batch_idx: usize,
         optimize: Option<(usize, Window)>,
     ) -> Result<Option<StepOutput>> {
+        if let (Some(replica), Some(pg)) = (&mut self.cx.replica, &self.cx.process_group) {
+            // Gradients are reduced in this step unless it is inside an accumulation window.
+            let grad_sync = match optimize {
+                Some((_, window)) => window.steps,
+                None => !M::AUTOMATIC_OPTIMIZATION,
+            };
+            replica.before_training_forward(pg, grad_sync)?;
+        }
         let out = self.step_hook("training_step", |m, cx| m.training_step(batch, batch_idx, cx))?;
         let Some(out) = out else {
             self.cx.check()?;
@@ -686,6 +697,19 @@ impl<M: LightningModule> Run<'_, M> {
                 cb.on_before_backward(ctx!(self))?;
             }
             self.model.on_before_backward(loss, ctx!(self))?;
+            // Distributed training: backward averages the gradients across the processes,
+            // bucket by bucket while it runs; beside them goes whether Ctrl-C was pressed, so
+            // that every process learns of any process's interrupt at the same step.
+            let interrupt = match (&mut self.cx.replica, &self.cx.process_group) {
+                (Some(replica), Some(pg)) if window.steps => {
+                    replica.before_backward(loss)?;
+                    let pressed = if crate::interrupt::requested() { 1.0 } else { 0.0 };
+                    let mut flag = tch::Tensor::from_slice(&[pressed as f32]);
+                    let work = pg.all_reduce_async(&mut flag)?;
+                    Some((flag, work))
+                }
+                _ => None,
+            };
             let started = self.cx.profile_start();
             self.cx.hook = "backward";
             match self.cx.scaler.as_ref().map(|s| s.scale_loss(loss)) {
@@ -695,8 +719,9 @@ impl<M: LightningModule> Run<'_, M> {
             .map_err(|e| backward_error(e, epoch, batch_idx))?;
             self.cx.hook = "";
             self.cx.profile_end("backward", started);
-            if window.steps {
-                self.all_reduce_gradients()?;
+            if let Some((flag, work)) = interrupt {
+                work.wait()?;
+                self.cx.interrupt_agreed = flag.double_value(&[0]) > 0.0;
             }
             hook!(self, on_after_backward());
             if window.steps {
@@ -725,41 +750,13 @@ impl<M: LightningModule> Run<'_, M> {
         result
     }
 
-    /// Distributed training: averages the gradients of every trainable variable across the
-    /// processes, in one all-reduce of one flat buffer.
-    fn all_reduce_gradients(&mut self) -> Result<()> {
-        let Some(pg) = &self.cx.process_group else { return Ok(()) };
-        tch::no_grad(|| {
-            // Every trainable variable takes part, in one order on every process: a variable
-            // without a gradient here (unused in this step) contributes zeros.
-            let variables = self.model.var_store().trainable_variables();
-            if variables.is_empty() {
-                return Ok(());
-            }
-            let grads: Vec<tch::Tensor> = variables.iter().map(tch::Tensor::grad).collect();
-            let mut parts: Vec<tch::Tensor> = grads
-                .iter()
-                .zip(&variables)
-                .map(|(g, v)| if g.defined() { g.reshape([-1]) } else { v.zeros_like().reshape([-1]) })
-                .collect();
-            // One more element: whether Ctrl-C was pressed here, so that every process learns
-            // of any process's interrupt at the same step, with no collective of its own.
-            let pressed = if crate::interrupt::requested() { 1.0 } else { 0.0 };
-            parts.push(tch::Tensor::from_slice(&[pressed]).to_kind(parts[0].kind()).to_device(parts[0].device()));
-            let mut flat = tch::Tensor::cat(&parts, 0);
-            pg.all_reduce(&mut flat, crate::dist::ReduceOp::Avg)?;
-            self.cx.interrupt_agreed = flat.double_value(&[flat.numel() as i64 - 1]) > 0.0;
-            let mut offset = 0;
-            for (g, v) in grads.iter().zip(&variables) {
-                let n = v.numel() as i64;
-                if g.defined() {
-                    let mut g = g.shallow_clone();
-                    g.copy_(&flat.narrow(0, offset, n).view_as(&g));
-                }
-                offset += n;
-            }
-            Ok(())
-        })
+    /// Distributed training: the validation forward passes inside `fit` start from rank 0's
+    /// buffers, as DDP's do.
+    fn ddp_before_eval(&mut self) -> Result<()> {
+        match (&mut self.cx.replica, &self.cx.process_group) {
+            (Some(replica), Some(pg)) => replica.before_eval_forward(pg),
+            _ => Ok(()),
+        }
     }
 
     /// Steps the schedulers of `interval` whose frequency divides `count` (steps or epochs).

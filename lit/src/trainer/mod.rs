@@ -434,10 +434,12 @@ impl Trainer {
             }
             (Err(e), Some(ddp)) => {
                 let report = ddp.worker_report();
-                Err(if report.is_empty() {
-                    e
-                } else {
-                    crate::Error::Distributed { operation: "ddp", message: format!("{e}; {report}") }
+                Err(match (e, report.is_empty()) {
+                    (e, true) => e,
+                    (crate::Error::Distributed { operation, message }, false) => {
+                        crate::Error::Distributed { operation, message: format!("{message}; {report}") }
+                    }
+                    (e, false) => crate::Error::Distributed { operation: "ddp", message: format!("{e}; {report}") },
                 })
             }
             (result, _) => result,
@@ -627,6 +629,8 @@ impl<M: LightningModule> Run<'_, M> {
     /// The end of every run, whatever its result: the profiler's report, the loggers closed with
     /// `status`.
     fn finish(&mut self, stage: Stage, status: crate::loggers::RunStatus) -> Result<()> {
+        // The reducer's autograd hooks leave the parameters when the run ends.
+        self.cx.replica = None;
         if let Some(profiler) = self.cx.profiler.take() {
             let dir = self.cx.run_dir();
             let (report, path) = profiler.finish(&dir, stage.as_str())?;

@@ -117,8 +117,19 @@ pub enum Strategy {
     /// One process, or distributed data parallel with several devices.
     #[default]
     Auto,
-    /// Distributed data parallel (`"ddp"`), even with one process.
+    /// Distributed data parallel (`"ddp"`, also `"ddp_find_unused_parameters_false"`), even
+    /// with one process.
     Ddp,
+    /// Distributed data parallel that searches each step's graph for parameters that take no
+    /// part (`"ddp_find_unused_parameters_true"`: DDP's `find_unused_parameters=True`).
+    DdpFindUnusedParametersTrue,
+}
+
+impl Strategy {
+    /// Whether this is one of the distributed data parallel strategies.
+    pub fn is_ddp(self) -> bool {
+        matches!(self, Strategy::Ddp | Strategy::DdpFindUnusedParametersTrue)
+    }
 }
 
 impl fmt::Display for Strategy {
@@ -126,6 +137,7 @@ impl fmt::Display for Strategy {
         f.write_str(match self {
             Strategy::Auto => "auto",
             Strategy::Ddp => "ddp",
+            Strategy::DdpFindUnusedParametersTrue => "ddp_find_unused_parameters_true",
         })
     }
 }
@@ -136,10 +148,13 @@ impl FromStr for Strategy {
     fn from_str(text: &str) -> Result<Self, ConfigError> {
         match text {
             "auto" => Ok(Strategy::Auto),
-            "ddp" => Ok(Strategy::Ddp),
+            "ddp" | "ddp_find_unused_parameters_false" => Ok(Strategy::Ddp),
+            "ddp_find_unused_parameters_true" => Ok(Strategy::DdpFindUnusedParametersTrue),
             other => Err(ConfigError::invalid(
                 "strategy",
-                format!("unknown strategy \"{other}\"; expected \"auto\" or \"ddp\""),
+                format!(
+                    "unknown strategy \"{other}\"; expected \"auto\", \"ddp\", \"ddp_find_unused_parameters_false\" or \"ddp_find_unused_parameters_true\""
+                ),
             )),
         }
     }
@@ -150,6 +165,26 @@ spelled!(Accelerator, Strategy, crate::amp::Precision, crate::profiler::Profiler
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lightning's `test_ddp_find_parameters_strategy_registry`: the registered names set DDP's
+    /// `find_unused_parameters`.
+    #[test]
+    fn ddp_find_unused_parameters_strategy_names() {
+        let find = |name: &str| {
+            let config = crate::TrainerConfig { strategy: name.parse().unwrap(), ..Default::default() };
+            config.reducer_options().find_unused_parameters
+        };
+        assert!(!find("ddp"));
+        assert!(!find("ddp_find_unused_parameters_false"));
+        assert!(find("ddp_find_unused_parameters_true"));
+        assert_eq!(
+            "ddp_find_unused_parameters_true".parse::<Strategy>().unwrap().to_string(),
+            "ddp_find_unused_parameters_true"
+        );
+        assert!("ddp_find_unused_parameters_true".parse::<Strategy>().unwrap().is_ddp());
+        let config = crate::TrainerConfig { ddp_bucket_cap_mb: 25.0, ..Default::default() };
+        assert_eq!(config.reducer_options().bucket_bytes_cap, 25 * 1024 * 1024, "DDP's bucket_cap_mb=25");
+    }
     use crate::amp::Precision;
     use crate::profiler::ProfilerKind;
 

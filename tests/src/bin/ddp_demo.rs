@@ -2,7 +2,11 @@
 //! batches of 8; `ddp_demo ddp DIR` trains the same on two processes with batches of 4 each
 //! (the Trainer launches the second); `ddp_demo crash DIR` has rank 1 die during training.
 //! Each process writes its final weights, and what it tested and predicted, to
-//! `DIR/weights-RANK.json`.
+//! `DIR/weights-RANK.json`. Further arguments change the run: `acc` accumulates gradients over 2
+//! batches, `view` makes gradients bucket views in tiny buckets (many all-reduces per step),
+//! `unused` leaves layer `l3` out of every other step, `find` sets `find_unused_parameters`,
+//! `manual` trains with manual optimization, `bn` adds a batch norm whose running statistics each
+//! rank reports from validation.
 
 use lit::data::{DataLoader, TensorDataset};
 use lit::prelude::*;
@@ -12,8 +16,36 @@ struct Net {
     vs: nn::VarStore,
     l1: nn::Linear,
     l2: nn::Linear,
+    l3: Option<nn::Linear>,
+    bn: Option<nn::BatchNorm>,
     crash: bool,
     test_samples: i64,
+    /// The batch norm's running mean as the first validation batch of each epoch saw it.
+    val_running_means: Vec<Vec<f64>>,
+}
+
+impl Net {
+    fn new(vs: nn::VarStore, args: &[String], mode: &str) -> Self {
+        let l1 = nn::linear(vs.root() / "l1", 4, 8, Default::default());
+        let l2 = nn::linear(vs.root() / "l2", 8, 1, Default::default());
+        let unused = args.iter().any(|a| a == "unused");
+        let l3 = unused.then(|| nn::linear(vs.root() / "l3", 8, 8, Default::default()));
+        let bn = args.iter().any(|a| a == "bn").then(|| nn::batch_norm1d(vs.root() / "bn", 8, Default::default()));
+        Net { vs, l1, l2, l3, bn, crash: mode == "crash", test_samples: 0, val_running_means: Vec::new() }
+    }
+
+    /// `l3` (made with `unused` only) takes part in even steps.
+    fn forward(&self, x: &Tensor, batch_idx: usize, train: bool) -> Tensor {
+        let mut h = self.l1.forward(x);
+        if let Some(bn) = &self.bn {
+            h = bn.forward_t(&h, train);
+        }
+        let mut h = h.tanh();
+        if let Some(l3) = self.l3.as_ref().filter(|_| batch_idx.is_multiple_of(2)) {
+            h = l3.forward(&h).tanh();
+        }
+        self.l2.forward(&h)
+    }
 }
 
 #[lightning_module]
@@ -22,7 +54,7 @@ impl Net {
         if self.crash && cx.global_rank() == 1 && batch_idx == 2 {
             std::process::exit(3);
         }
-        let loss = self.l2.forward(&self.l1.forward(&x).tanh()).mse_loss(&y, lit::tch::Reduction::Mean);
+        let loss = self.forward(&x, batch_idx, true).mse_loss(&y, lit::tch::Reduction::Mean);
         cx.log("train_loss", &loss);
         // Reduced across processes at the end of the epoch: the global mean.
         cx.log("epoch_loss", &loss).on_step(false).on_epoch(true).sync_dist(true);
@@ -30,8 +62,15 @@ impl Net {
         loss
     }
 
+    fn validation_step(&mut self, (x, _y): (Tensor, Tensor), batch_idx: usize) {
+        if let (Some(bn), 0) = (&self.bn, batch_idx) {
+            self.val_running_means.push(Vec::<f64>::try_from(bn.running_mean.to_kind(Kind::Double)).unwrap());
+        }
+        let _ = x;
+    }
+
     fn test_step(&mut self, (x, y): (Tensor, Tensor), cx: &mut Ctx) {
-        let loss = self.l2.forward(&self.l1.forward(&x).tanh()).mse_loss(&y, lit::tch::Reduction::Mean);
+        let loss = self.forward(&x, 1, false).mse_loss(&y, lit::tch::Reduction::Mean);
         cx.log("test_loss", &loss).sync_dist(true);
         self.test_samples += x.size()[0];
     }
@@ -46,15 +85,37 @@ impl Net {
     }
 }
 
+/// The same network trained with manual optimization.
+#[lightning_module]
+struct ManualNet {
+    vs: nn::VarStore,
+    net: Net,
+}
+
+#[lightning_module(automatic_optimization = false)]
+impl ManualNet {
+    fn training_step(&mut self, (x, y): (Tensor, Tensor), batch_idx: usize, cx: &mut Ctx) -> lit::Result<()> {
+        let [opt] = cx.optimizers()?;
+        let loss = self.net.forward(&x, batch_idx, true).mse_loss(&y, lit::tch::Reduction::Mean);
+        opt.zero_grad(cx);
+        cx.manual_backward(&loss)?;
+        opt.step(cx)?;
+        Ok(())
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.1).momentum(0.9).into()
+    }
+}
+
 fn main() -> lit::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, dir) = (args[0].as_str(), std::path::PathBuf::from(&args[1]));
     // Rank 1 gets another seed on purpose: the Trainer must broadcast rank 0's weights.
     seed_everything(7 + std::env::var("RANK").ok().and_then(|r| r.parse::<u64>().ok()).unwrap_or(0));
     let vs = nn::VarStore::new(Device::Cpu);
-    let l1 = nn::linear(vs.root() / "l1", 4, 8, Default::default());
-    let l2 = nn::linear(vs.root() / "l2", 8, 1, Default::default());
-    let mut net = Net { vs, l1, l2, crash: mode == "crash", test_samples: 0 };
+    let mut net = Net::new(vs, &args[2..], mode);
+    let has = |flag: &str| args[2..].iter().any(|a| a == flag);
 
     let x = Tensor::arange(32 * 4, (Kind::Float, Device::Cpu)).view([32, 4]).sin();
     let y = x.sum_dim_intlist(-1, true, Kind::Float).cos();
@@ -62,6 +123,7 @@ fn main() -> lit::Result<()> {
     // `interrupt`: train until Ctrl-C (the test signals both processes).
     let max_epochs = if mode == "interrupt" { 100_000 } else { 2 };
     let loader = DataLoader::new(TensorDataset::new((x.shallow_clone(), y.shallow_clone()))?).batch_size(batch);
+    let val_loader = DataLoader::new(TensorDataset::new((x.shallow_clone(), y.shallow_clone()))?).batch_size(batch);
     let mut trainer = Trainer::builder()
         .accelerator("cpu")
         .devices(devices)
@@ -70,15 +132,34 @@ fn main() -> lit::Result<()> {
         .max_epochs(max_epochs)
         .enable_progress_bar(false)
         .default_root_dir(&dir)
+        .accumulate_grad_batches(if has("acc") { 2 } else { 1 })
+        .ddp_gradient_as_bucket_view(has("view"))
+        .ddp_bucket_cap_mb(if has("view") { 1e-4 } else { 25.0 })
+        .ddp_find_unused_parameters(has("find"))
+        .num_sanity_val_steps(0)
         .build()?;
-    trainer.fit(&mut net, loader, ())?;
+    if has("manual") {
+        // The manual module's store is the network's.
+        let vs = std::mem::replace(&mut net.vs, nn::VarStore::new(Device::Cpu));
+        let mut manual = ManualNet { vs, net };
+        trainer.fit(&mut manual, loader, ())?;
+        net = manual.net;
+        net.vs = manual.vs;
+    } else if net.bn.is_some() {
+        trainer.fit(&mut net, loader, val_loader)?;
+    } else {
+        trainer.fit(&mut net, loader, ())?;
+    }
 
     let rank = std::env::var("RANK").unwrap_or_else(|_| "0".into());
     let mut weights: Vec<f64> = Vec::new();
-    for name in ["l1.weight", "l1.bias", "l2.weight", "l2.bias"] {
-        weights.extend(Vec::<f64>::try_from(net.vs.variables()[name].to_kind(Kind::Double).flatten(0, -1))?);
+    let variables = net.vs.variables();
+    for name in ["l1.weight", "l1.bias", "l2.weight", "l2.bias", "l3.weight", "l3.bias"] {
+        let Some(v) = variables.get(name) else { continue };
+        weights.extend(Vec::<f64>::try_from(v.to_kind(Kind::Double).flatten(0, -1))?);
     }
-    let (epoch_loss, rank_mean) = (trainer.callback_metrics()["epoch_loss"], trainer.callback_metrics()["rank_mean"]);
+    let (epoch_loss, rank_mean) =
+        (trainer.callback_metrics().get("epoch_loss").copied(), trainer.callback_metrics().get("rank_mean").copied());
     // Every rank reads the same best checkpoint (rank 0's directory) and tests from it.
     let best = trainer.checkpoint_callback().and_then(|c| c.best_model_path()).map(|p| p.display().to_string());
     let loader = DataLoader::new(TensorDataset::new((x, y))?).batch_size(batch);
@@ -97,6 +178,7 @@ fn main() -> lit::Result<()> {
         "test_loss": tested[0]["test_loss"],
         "test_samples": net.test_samples,
         "predicted": predicted,
+        "val_running_means": net.val_running_means,
     }))
     .unwrap();
     std::fs::write(dir.join(format!("weights-{rank}.json")), text).map_err(|e| lit::Error::msg(e.to_string()))?;

@@ -34,6 +34,13 @@ fn assert_close(a: &[f64], b: &[f64], what: &str) {
     assert!(diff / norm <= 1e-6, "{what}: relative difference {}", diff / norm);
 }
 
+/// `ddp_demo MODE DIR OPTIONS…`.
+fn demo_with(mode: &str, dir: &Path, options: &[&str]) -> Command {
+    let mut c = demo(mode, dir);
+    c.args(options);
+    c
+}
+
 fn run(mut c: Command) -> std::process::Output {
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -83,6 +90,83 @@ fn two_processes_match_one_with_twice_the_batch() {
     assert_eq!(predicted(&one), (0..32).collect::<Vec<_>>());
     assert_eq!(predicted(&r0), (0..32).step_by(2).collect::<Vec<_>>());
     assert_eq!(predicted(&r1), (1..32).step_by(2).collect::<Vec<_>>());
+}
+
+/// Gradients are averaged once per accumulation window, as DDP's `no_sync` has Lightning do
+/// (`_block_parallel_sync_behavior`): two processes accumulating 2 batches of 4 take the steps of
+/// one process accumulating 2 batches of 8.
+#[test]
+fn accumulated_gradients_are_reduced_once_per_window() {
+    let (single, ddp) = (temp_dir("ddp-acc-single"), temp_dir("ddp-acc-two"));
+    run(demo_with("single", &single, &["acc"]));
+    run(demo_with("ddp", &ddp, &["acc"]));
+    let (one, one_steps) = weights(&single, 0);
+    let (rank0, steps0) = weights(&ddp, 0);
+    assert_eq!((one_steps, steps0), (4, 4), "2 epochs of 4 batches, a step every 2");
+    assert_eq!(rank0, weights(&ddp, 1).0);
+    assert_close(&rank0, &one, "ddp with accumulation against one process");
+}
+
+/// `gradient_as_bucket_view` with buckets of about 100 bytes (an all-reduce per parameter,
+/// started while backward goes on) gives one process's result.
+#[test]
+fn gradients_as_bucket_views_in_small_buckets_match_one_process() {
+    let (single, ddp) = (temp_dir("ddp-view-single"), temp_dir("ddp-view-two"));
+    run(demo("single", &single));
+    run(demo_with("ddp", &ddp, &["view"]));
+    let (rank0, rank1) = (weights(&ddp, 0).0, weights(&ddp, 1).0);
+    assert_eq!(rank0, rank1);
+    assert_close(&rank0, &weights(&single, 0).0, "bucket views against one process");
+}
+
+/// A parameter that takes no part in a step (layer `l3`, skipped in odd steps) fails the next
+/// step without `find_unused_parameters`, naming the parameter and the option (PyTorch DDP's
+/// error, which Lightning's `ddp_find_unused_parameters_true` answers); with it, the run gives
+/// one process's result.
+#[test]
+fn an_unused_parameter_is_named_and_find_unused_parameters_handles_it() {
+    let dir = temp_dir("ddp-unused");
+    let out = demo_with("ddp", &dir, &["unused"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("l3.weight") && stderr.contains("l3.bias"), "{stderr}");
+    assert!(stderr.contains("ddp_find_unused_parameters"), "{stderr}");
+
+    let (single, ddp) = (temp_dir("ddp-unused-single"), temp_dir("ddp-unused-find"));
+    run(demo_with("single", &single, &["unused"]));
+    run(demo_with("ddp", &ddp, &["unused", "find"]));
+    let (rank0, rank1) = (weights(&ddp, 0).0, weights(&ddp, 1).0);
+    assert_eq!(rank0, rank1);
+    assert_close(&rank0, &weights(&single, 0).0, "find_unused_parameters against one process");
+}
+
+/// In manual optimization `cx.manual_backward` averages the gradients across the processes
+/// (Lightning's `DDPStrategy.pre_backward` prepares DDP's reducer there).
+#[test]
+fn manual_optimization_averages_gradients_across_processes() {
+    let (single, ddp) = (temp_dir("ddp-manual-single"), temp_dir("ddp-manual-two"));
+    run(demo_with("single", &single, &["manual"]));
+    run(demo_with("ddp", &ddp, &["manual"]));
+    let (one, one_steps) = weights(&single, 0);
+    let (rank0, steps0) = weights(&ddp, 0);
+    assert_eq!((one_steps, steps0), (8, 8));
+    assert_eq!(rank0, weights(&ddp, 1).0);
+    assert_close(&rank0, &one, "manual optimization under ddp against one process");
+}
+
+/// Buffers (a batch norm's running statistics) follow rank 0's before forward passes, as DDP's
+/// `broadcast_buffers=True` (Lightning's default) has them: each rank trains on other samples,
+/// yet both validate with rank 0's statistics.
+#[test]
+fn buffers_follow_rank_0_in_validation() {
+    let dir = temp_dir("ddp-bn");
+    run(demo_with("ddp", &dir, &["bn"]));
+    let means =
+        |rank| -> Vec<Vec<f64>> { serde_json::from_value(report(&dir, rank)["val_running_means"].clone()).unwrap() };
+    let (rank0, rank1) = (means(0), means(1));
+    assert_eq!(rank0.len(), 2, "one validation per epoch");
+    assert!(rank0[0].iter().any(|m| *m != 0.0), "the statistics moved: {rank0:?}");
+    assert_eq!(rank0, rank1);
 }
 
 #[test]
