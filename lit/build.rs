@@ -2,6 +2,10 @@
 //! state, autocast, determinism flags, tracing) and `c10d_shim.cpp` (torch.distributed's Gloo
 //! backend, when Gloo's headers are installed: Debian's libgloo-dev, which `scripts/with-torch`
 //! installs). Without them lit builds without those features and says so where they are asked for.
+//! The c10d shim also gets NCCL (torch.distributed on CUDA devices) when the headers that the
+//! torch wheel's NVIDIA packages install are there: `nvidia/nccl/include` (nccl.h) and
+//! `nvidia/cu13/include` (the CUDA runtime; `nv/target` and `crt/` from `nvidia-cuda-cccl` and
+//! `nvidia-cuda-crt`).
 
 use std::path::Path;
 
@@ -42,20 +46,49 @@ fn main() {
         );
         return;
     }
-    let built = cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .std("c++17")
-        .file("csrc/c10d_shim.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .include(&gloo)
-        .define("USE_C10D_GLOO", None)
-        .define("USE_DISTRIBUTED", None)
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .warnings(false)
-        .try_compile("lit_c10d");
-    match built {
+    let c10d = || {
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .pic(true)
+            .std("c++17")
+            .file("csrc/c10d_shim.cpp")
+            .include(&include)
+            .include(include.join("torch/csrc/api/include"))
+            .include(&gloo)
+            .define("USE_C10D_GLOO", None)
+            .define("USE_DISTRIBUTED", None)
+            .define("_GLIBCXX_USE_CXX11_ABI", "1")
+            .warnings(false);
+        build
+    };
+    // The torch wheel's site-packages: `…/site-packages/torch/lib` is libtorch's directory.
+    let nvidia = Path::new(&lib).parent().and_then(Path::parent).map(|site| site.join("nvidia")).unwrap_or_default();
+    let (nccl, cuda) = (nvidia.join("nccl/include"), nvidia.join("cu13/include"));
+    let with_nccl = nccl.join("nccl.h").exists()
+        && ["cuda_runtime.h", "nv/target", "crt/host_config.h"].iter().all(|h| cuda.join(h).exists());
+    if with_nccl {
+        let built = c10d()
+            .include(&cuda)
+            .include(&nccl)
+            .define("USE_C10D_NCCL", None)
+            .define("USE_CUDA", None)
+            .define("LIT_NCCL", None)
+            .try_compile("lit_c10d");
+        match built {
+            Ok(()) => {
+                println!("cargo:rustc-cfg=lit_c10d");
+                return;
+            }
+            Err(e) => println!("cargo:warning=lit: the c10d shim did not compile with NCCL ({e}); building it without"),
+        }
+    } else {
+        println!(
+            "cargo:warning=lit: NCCL or CUDA headers not found in {} (scripts/with-torch installs them); ddp on CUDA devices is disabled",
+            nvidia.display()
+        );
+    }
+    match c10d().try_compile("lit_c10d") {
         Ok(()) => println!("cargo:rustc-cfg=lit_c10d"),
         Err(e) => println!("cargo:warning=lit: the c10d shim did not compile ({e}); distributed training is disabled"),
     }

@@ -23,6 +23,11 @@
 
 #include "shim_error.h"
 
+#ifdef LIT_NCCL
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
 struct lit_pg {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
@@ -91,7 +96,7 @@ char* lit_c10d_allreduce(lit_pg* pg, at::Tensor* tensor, int op) {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions opts;
     opts.reduceOp = reduce_op(op);
-    pg->pg->allreduce(tensors, opts)->wait();
+    pg->group->allreduce(tensors, opts)->wait();
   })
 }
 
@@ -99,7 +104,7 @@ char* lit_c10d_allreduce(lit_pg* pg, at::Tensor* tensor, int op) {
 char* lit_c10d_allreduce_async(lit_pg* pg, at::Tensor* tensor, lit_work** out) {
   LIT_TRY("in c10d", {
     std::vector<at::Tensor> tensors{*tensor};
-    *out = new lit_work{pg->pg->allreduce(tensors)};
+    *out = new lit_work{pg->group->allreduce(tensors)};
   })
 }
 
@@ -187,7 +192,7 @@ char* lit_c10d_broadcast(lit_pg* pg, at::Tensor* tensor, int root) {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    pg->pg->broadcast(tensors, opts)->wait();
+    pg->group->broadcast(tensors, opts)->wait();
   })
 }
 
@@ -199,9 +204,36 @@ char* lit_c10d_allgather(lit_pg* pg, at::Tensor* input, at::Tensor* output) {
     std::vector<std::vector<at::Tensor>> outputs(1);
     for (int r = 0; r < world; ++r) outputs[0].push_back(at::empty_like(*input));
     std::vector<at::Tensor> inputs{*input};
-    pg->pg->allgather(outputs, inputs)->wait();
+    pg->group->allgather(outputs, inputs)->wait();
     for (int r = 0; r < world; ++r) flat[r].copy_(outputs[0][r].reshape({-1}));
   })
+}
+
+// Whether this build has the NCCL backend.
+int lit_c10d_has_nccl() {
+#ifdef LIT_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// Adds NCCL for CUDA tensors to the group (Gloo keeps the CPU's), as
+// init_process_group("cpu:gloo,cuda:nccl") does; its communicators start at the first collective.
+char* lit_c10d_add_nccl(lit_pg* pg, long timeout_ms) {
+#ifdef LIT_NCCL
+  LIT_TRY("in c10d (NCCL)", {
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = std::chrono::milliseconds(timeout_ms);
+    auto store = c10::make_intrusive<c10d::PrefixStore>("nccl", pg->store);
+    auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, pg->group->getRank(), pg->group->getSize(), options);
+    pg->group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
+  })
+#else
+  (void)pg;
+  (void)timeout_ms;
+  return lit_error_string("this build of lit has no NCCL backend");
+#endif
 }
 
 char* lit_c10d_barrier(lit_pg* pg) {

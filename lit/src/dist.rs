@@ -58,6 +58,8 @@ mod ffi {
         pub(super) fn lit_c10d_broadcast(pg: *mut LitPg, tensor: *mut C_tensor, root: c_int) -> *mut c_char;
         pub(super) fn lit_c10d_allgather(pg: *mut LitPg, input: *mut C_tensor, output: *mut C_tensor) -> *mut c_char;
         pub(super) fn lit_c10d_barrier(pg: *mut LitPg) -> *mut c_char;
+        pub(super) fn lit_c10d_has_nccl() -> c_int;
+        pub(super) fn lit_c10d_add_nccl(pg: *mut LitPg, timeout_ms: c_long) -> *mut c_char;
         pub(super) fn lit_c10d_allreduce_async(
             pg: *mut LitPg,
             tensor: *mut C_tensor,
@@ -176,6 +178,34 @@ impl ProcessGroup {
     /// Whether this build of lit has torch.distributed.
     pub fn available() -> bool {
         cfg!(lit_c10d)
+    }
+
+    /// Whether this build of lit has torch.distributed's NCCL backend (collectives of CUDA
+    /// tensors): the NCCL and CUDA headers of the torch wheel's NVIDIA packages were found when
+    /// lit was built.
+    pub fn nccl_available() -> bool {
+        #[cfg(lit_c10d)]
+        // SAFETY: a constant query.
+        return unsafe { ffi::lit_c10d_has_nccl() } != 0;
+        #[cfg(not(lit_c10d))]
+        false
+    }
+
+    /// Adds NCCL for CUDA tensors (Gloo keeps the CPU's), as
+    /// `init_process_group("cpu:gloo,cuda:nccl")`; each collective waits at most `timeout`.
+    pub(crate) fn add_nccl(&mut self, timeout: Duration) -> Result<()> {
+        #[cfg(lit_c10d)]
+        {
+            // SAFETY: `self.ptr` is a live process group.
+            check("init_process_group", unsafe {
+                ffi::lit_c10d_add_nccl(self.ptr, timeout.as_millis() as std::ffi::c_long)
+            })
+        }
+        #[cfg(not(lit_c10d))]
+        {
+            let _ = timeout;
+            unreachable_group()
+        }
     }
 
     /// This process's rank.

@@ -117,7 +117,9 @@ type CollateFn<D, B> = dyn Fn(&D, &[usize]) -> Result<B> + Send + Sync;
 /// The worker threads start with the first epoch and serve every later one
 /// (`persistent_workers`, on by default); their tensor work runs single-threaded, so that they
 /// never compete with the training thread's intra-op threads for the cores. A tensor dataset's
-/// batch is gathered in one indexed read ([`Dataset::get_stacked`]).
+/// batch is gathered in one indexed read ([`Dataset::get_stacked`]); such a batch leaves nothing
+/// for workers to overlap, so with the default collate the loader then reads it in the training
+/// thread whatever `num_workers` says (handing it over would cost more than the read).
 ///
 /// A dataset that fails or panics ends the epoch with a [`DataError`]; workers never hang.
 pub struct DataLoader<D: Dataset, B = <D as Dataset>::Item> {
@@ -132,6 +134,9 @@ pub struct DataLoader<D: Dataset, B = <D as Dataset>::Item> {
     persistent_workers: bool,
     shard: Option<(usize, usize)>,
     workers: Option<Workers<B>>,
+    /// Made by `new` (the default collate), whose batches a dataset with `get_stacked` gathers
+    /// in one indexed read.
+    default_collate: bool,
 }
 
 fn fetch<D: Dataset>(dataset: &D, indices: &[usize]) -> Result<Vec<D::Item>> {
@@ -145,13 +150,15 @@ where
     /// A loader that stacks samples into batches (batch size 1, in order, no workers: set the
     /// rest with the builder methods).
     pub fn new(dataset: D) -> Self {
-        Self::with_collate_fn(
+        let mut loader = Self::with_collate_fn(
             dataset,
             Arc::new(|d: &D, indices: &[usize]| match d.get_stacked(indices) {
                 Some(batch) => batch,
                 None => Tensors::stack(fetch(d, indices)?),
             }),
-        )
+        );
+        loader.default_collate = true;
+        loader
     }
 }
 
@@ -169,6 +176,7 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
             persistent_workers: true,
             shard: None,
             workers: None,
+            default_collate: false,
         }
     }
 
@@ -208,6 +216,20 @@ impl<D: Dataset, B: Batch> DataLoader<D, B> {
     pub fn num_workers(mut self, num_workers: usize) -> Self {
         self.num_workers = num_workers;
         self
+    }
+
+    /// Whether a batch is one indexed read of the dataset (the default collate over a dataset
+    /// with [`Dataset::get_stacked`]), which workers could not overlap with anything.
+    fn reads_batches_at_once(&self) -> bool {
+        let at_once = self.default_collate && !self.dataset.is_empty() && self.dataset.get_stacked(&[0]).is_some();
+        if at_once && self.num_workers > 0 && self.workers.is_none() {
+            tracing::debug!(
+                target: "lit",
+                num_workers = self.num_workers,
+                "the dataset gathers each batch in one indexed read: the loader reads batches in the training thread"
+            );
+        }
+        at_once
     }
 
     /// Batches each worker prepares ahead (at least 1, default 2).
@@ -308,7 +330,7 @@ impl<D: Dataset, B: Batch> Loader for DataLoader<D, B> {
         let batches = self.num_batches();
         let (batch_size, samples) = (self.batch_size, order.len());
         let range = move |b: usize| b * batch_size..((b + 1) * batch_size).min(samples);
-        if self.num_workers == 0 {
+        if self.num_workers == 0 || self.reads_batches_at_once() {
             let (dataset, collate) = (&*self.dataset, &*self.collate);
             let mut failed = false;
             return Ok(Box::new((start.min(batches)..batches).map_while(move |b| {

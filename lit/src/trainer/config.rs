@@ -351,13 +351,6 @@ impl TrainerConfig {
             )
             .into());
         }
-        if self.accelerator.is_cuda() && processes > 1 {
-            return Err(ConfigError::invalid(
-                "strategy",
-                "ddp on CUDA (NCCL) is not supported by this build; use the CPU (Gloo)",
-            )
-            .into());
-        }
         if self.deterministic && self.benchmark == Some(true) {
             return Err(ConfigError::invalid(
                 "benchmark",
@@ -366,6 +359,25 @@ impl TrainerConfig {
             .into());
         }
         let device = resolve_device(self.accelerator)?;
+        if device.is_cuda() && processes > 1 {
+            if !crate::dist::ProcessGroup::nccl_available() {
+                return Err(ConfigError::invalid(
+                    "strategy",
+                    "ddp on CUDA devices needs NCCL, which this build of lit lacks (its headers come with the \
+                     torch wheel's nvidia-nccl and nvidia-cuda-cccl packages, which scripts/with-torch installs; \
+                     rebuild lit through it); or train on the CPU (Gloo)",
+                )
+                .into());
+            }
+            let found = tch::Cuda::device_count() as usize;
+            if self.devices > found {
+                return Err(ConfigError::invalid(
+                    "devices",
+                    format!("{} processes on CUDA need one device each; this machine has {found}", self.devices),
+                )
+                .into());
+            }
+        }
         self.precision.check_device(device)?;
         Ok(device)
     }
@@ -415,7 +427,7 @@ impl TrainerConfig {
     }
 }
 
-fn resolve_device(accelerator: Accelerator) -> Result<Device, ConfigError> {
+pub(super) fn resolve_device(accelerator: Accelerator) -> Result<Device, ConfigError> {
     let cuda = tch::Cuda::is_available();
     let unavailable = |why: String| ConfigError::Unavailable(accelerator.to_string(), why);
     match accelerator {

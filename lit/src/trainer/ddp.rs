@@ -94,11 +94,24 @@ pub(crate) fn setup(config: &TrainerConfig) -> Result<Option<(Ddp, ProcessGroup)
         }
     };
     let join_timeout = Duration::from_secs(config.ddp_join_timeout_secs.max(1));
-    let pg = ProcessGroup::gloo_with_join_timeout(&addr, port, rank, world, join_timeout, timeout)?;
+    let mut pg = ProcessGroup::gloo_with_join_timeout(&addr, port, rank, world, join_timeout, timeout)?;
+    if super::config::resolve_device(config.accelerator)?.is_cuda() {
+        // CUDA tensors go through NCCL, CPU tensors (lit's own small collectives) through Gloo.
+        pg.add_nccl(timeout)?;
+    }
     Ok(Some((Ddp { local_rank, children, timeout }, pg)))
 }
 
 impl Ddp {
+    /// This process's device: on CUDA, the device of its local rank (`cuda:LOCAL_RANK`), as
+    /// Lightning's DDP gives each process its own GPU.
+    pub(crate) fn device(&self, configured: tch::Device) -> tch::Device {
+        match configured {
+            tch::Device::Cuda(_) => tch::Device::Cuda(self.local_rank),
+            other => other,
+        }
+    }
+
     /// After a failure on this rank: how the launched workers ended (waiting up to the timeout).
     pub(crate) fn worker_report(&mut self) -> String {
         let deadline = Instant::now() + self.timeout.min(Duration::from_secs(60));

@@ -486,6 +486,8 @@ impl Trainer {
                     self.cx.progress = crate::progress::Progress::silent();
                 }
                 self.cx.local_rank = ddp.local_rank;
+                // On CUDA each process trains on its own device, `cuda:LOCAL_RANK`.
+                self.cx.device = ddp.device(self.cx.device);
                 self.cx.process_group = Some(pg);
                 self.ddp = Some(ddp);
             }

@@ -165,6 +165,8 @@ spelled!(Accelerator, Strategy, crate::amp::Precision, crate::profiler::Profiler
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amp::Precision;
+    use crate::profiler::ProfilerKind;
 
     /// Lightning's `test_ddp_find_parameters_strategy_registry`: the registered names set DDP's
     /// `find_unused_parameters`.
@@ -185,15 +187,12 @@ mod tests {
         let config = crate::TrainerConfig { ddp_bucket_cap_mb: 25.0, ..Default::default() };
         assert_eq!(config.reducer_options().bucket_bytes_cap, 25 * 1024 * 1024, "DDP's bucket_cap_mb=25");
     }
-    use crate::amp::Precision;
-    use crate::profiler::ProfilerKind;
-
     #[test]
     fn every_spelling_reads_back_as_it_is_written() {
         for text in ["auto", "cpu", "gpu", "cuda", "cuda:1"] {
             assert_eq!(text.parse::<Accelerator>().unwrap().to_string(), text);
         }
-        for text in ["auto", "ddp"] {
+        for text in ["auto", "ddp", "ddp_find_unused_parameters_true"] {
             assert_eq!(text.parse::<Strategy>().unwrap().to_string(), text);
         }
         for text in ["32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"] {
@@ -203,7 +202,7 @@ mod tests {
         let e = "tpu".parse::<Accelerator>().unwrap_err().to_string();
         assert!(e.contains("unknown accelerator \"tpu\"") && e.contains("\"cuda:N\""), "{e}");
         let e = "fsdp".parse::<Strategy>().unwrap_err().to_string();
-        assert!(e.contains("expected \"auto\" or \"ddp\""), "{e}");
+        assert!(e.contains("unknown strategy \"fsdp\"") && e.contains("\"ddp_find_unused_parameters_true\""), "{e}");
         let json = serde_json::to_string(&Accelerator::Cuda(Some(2))).unwrap();
         assert_eq!(json, "\"cuda:2\"");
         assert_eq!(serde_json::from_str::<Accelerator>(&json).unwrap(), Accelerator::Cuda(Some(2)));

@@ -6,7 +6,8 @@
 //! batches, `view` makes gradients bucket views in tiny buckets (many all-reduces per step),
 //! `unused` leaves layer `l3` out of every other step, `find` sets `find_unused_parameters`,
 //! `manual` trains with manual optimization, `bn` adds a batch norm whose running statistics each
-//! rank reports from validation.
+//! rank reports from validation, `cuda` trains on CUDA (NCCL). Mode `ddp1` is DDP in a world of
+//! one process with batches of 8.
 
 use lit::data::{DataLoader, TensorDataset};
 use lit::prelude::*;
@@ -119,13 +120,16 @@ fn main() -> lit::Result<()> {
 
     let x = Tensor::arange(32 * 4, (Kind::Float, Device::Cpu)).view([32, 4]).sin();
     let y = x.sum_dim_intlist(-1, true, Kind::Float).cos();
-    let (devices, batch) = if mode == "single" { (1, 8) } else { (2, 4) };
+    let (devices, batch) = match mode {
+        "single" | "ddp1" => (1, 8),
+        _ => (2, 4),
+    };
     // `interrupt`: train until Ctrl-C (the test signals both processes).
     let max_epochs = if mode == "interrupt" { 100_000 } else { 2 };
     let loader = DataLoader::new(TensorDataset::new((x.shallow_clone(), y.shallow_clone()))?).batch_size(batch);
     let val_loader = DataLoader::new(TensorDataset::new((x.shallow_clone(), y.shallow_clone()))?).batch_size(batch);
     let mut trainer = Trainer::builder()
-        .accelerator("cpu")
+        .accelerator(if has("cuda") { "cuda" } else { "cpu" })
         .devices(devices)
         .strategy(if mode == "single" { "auto" } else { "ddp" })
         .ddp_timeout_secs(20)
@@ -156,7 +160,7 @@ fn main() -> lit::Result<()> {
     let variables = net.vs.variables();
     for name in ["l1.weight", "l1.bias", "l2.weight", "l2.bias", "l3.weight", "l3.bias"] {
         let Some(v) = variables.get(name) else { continue };
-        weights.extend(Vec::<f64>::try_from(v.to_kind(Kind::Double).flatten(0, -1))?);
+        weights.extend(Vec::<f64>::try_from(v.to_device(Device::Cpu).to_kind(Kind::Double).flatten(0, -1))?);
     }
     let (epoch_loss, rank_mean) =
         (trainer.callback_metrics().get("epoch_loss").copied(), trainer.callback_metrics().get("rank_mean").copied());

@@ -10,6 +10,23 @@ fn numbers(n: i64) -> TensorDataset<Tensor> {
     TensorDataset::new(Tensor::arange(n, (Kind::Int64, Device::Cpu))).unwrap()
 }
 
+/// `numbers(n)` read sample by sample (no one-read gather), so that its loader's workers work.
+struct Rows(TensorDataset<Tensor>);
+
+impl Dataset for Rows {
+    type Item = Tensor;
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, index: usize) -> lit::Result<Tensor> {
+        self.0.get(index)
+    }
+}
+
+fn rows(n: i64) -> Rows {
+    Rows(numbers(n))
+}
+
 fn epoch<L: Loader<Batch = Tensor>>(loader: &mut L, epoch: usize) -> Vec<Vec<i64>> {
     loader.iter(epoch).unwrap().map(|b| Vec::<i64>::try_from(b.unwrap()).unwrap()).collect()
 }
@@ -46,8 +63,7 @@ fn shuffling_is_seeded_and_new_each_epoch() {
 #[test]
 fn workers_deliver_the_same_batches_in_the_same_order() {
     let mut serial = DataLoader::new(numbers(103)).batch_size(8).shuffle(true).seed(9);
-    let mut parallel =
-        DataLoader::new(numbers(103)).batch_size(8).shuffle(true).seed(9).num_workers(3).prefetch_factor(2);
+    let mut parallel = DataLoader::new(rows(103)).batch_size(8).shuffle(true).seed(9).num_workers(3).prefetch_factor(2);
     for e in 0..3 {
         assert_eq!(epoch(&mut serial, e), epoch(&mut parallel, e), "epoch {e}");
     }
@@ -139,7 +155,7 @@ fn a_panicking_dataset_is_an_error_not_a_crash_or_a_hang() {
 
 #[test]
 fn an_iterator_dropped_early_stops_its_workers() {
-    let mut loader = DataLoader::new(numbers(1000)).batch_size(1).num_workers(4).prefetch_factor(1);
+    let mut loader = DataLoader::new(rows(1000)).batch_size(1).num_workers(4).prefetch_factor(1);
     let first: Vec<Tensor> = loader.iter(0).unwrap().take(3).map(Result::unwrap).collect();
     assert_eq!(first.len(), 3);
     // Dropping the iterator joined the workers; the next epoch starts cleanly.
@@ -170,7 +186,14 @@ fn workers_persist_across_epochs() {
 #[ignore = "run by workers_persist_across_epochs in a process of its own"]
 fn workers_persist_across_epochs_child() {
     assert!(loader_threads().is_empty());
-    let mut loader = DataLoader::new(numbers(100)).batch_size(8).num_workers(2);
+    // A tensor dataset gathers a batch in one read: nothing for workers to overlap, so its
+    // batches are read in this thread whatever `num_workers` says.
+    let mut at_once = DataLoader::new(numbers(100)).batch_size(8).shuffle(true).num_workers(2);
+    let reference = epoch(&mut DataLoader::new(numbers(100)).batch_size(8).shuffle(true), 0);
+    assert_eq!(epoch(&mut at_once, 0), reference);
+    assert!(loader_threads().is_empty(), "no workers for one-read batches");
+
+    let mut loader = DataLoader::new(rows(100)).batch_size(8).num_workers(2);
     assert_eq!(epoch(&mut loader, 0).len(), 13);
     let first = loader_threads();
     assert_eq!(first.len(), 2, "two workers after the first epoch");
@@ -181,7 +204,7 @@ fn workers_persist_across_epochs_child() {
     drop(loader);
     assert!(loader_threads().is_empty(), "dropping the loader stops its workers");
 
-    let mut loader = DataLoader::new(numbers(100)).batch_size(8).num_workers(2).persistent_workers(false);
+    let mut loader = DataLoader::new(rows(100)).batch_size(8).num_workers(2).persistent_workers(false);
     let during: Vec<BTreeSet<u32>> = loader.iter(0).unwrap().map(|_| loader_threads()).collect();
     // From the second batch on both workers have delivered (and so carry their names: a thread
     // names itself when it starts).

@@ -169,6 +169,29 @@ fn buffers_follow_rank_0_in_validation() {
     assert_eq!(rank0, rank1);
 }
 
+/// DDP on CUDA goes through NCCL (a world of one process here, as a machine with one GPU allows),
+/// and gives the CPU's result; without a CUDA device, asking for it is an error that says so.
+/// Skipped without a CUDA device unless `LIT_TEST_CUDA=1` demands one.
+#[test]
+fn ddp_on_cuda_goes_through_nccl() {
+    let dir = temp_dir("ddp-cuda");
+    if !lit::tch::Cuda::is_available() {
+        assert!(std::env::var("LIT_TEST_CUDA").is_err(), "LIT_TEST_CUDA is set but libtorch finds no CUDA device");
+        let out = demo_with("ddp1", &dir, &["cuda"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("accelerator") && stderr.contains("no CUDA device"), "{stderr}");
+        return;
+    }
+    assert!(lit::dist::ProcessGroup::nccl_available(), "this build of lit has no NCCL");
+    let single = temp_dir("ddp-cuda-single");
+    run(demo("single", &single));
+    run(demo_with("ddp1", &dir, &["cuda"]));
+    let diff: f64 =
+        weights(&dir, 0).0.iter().zip(&weights(&single, 0).0).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(diff < 1e-4, "NCCL on CUDA against the CPU: largest difference {diff}");
+}
+
 #[test]
 fn a_dead_worker_is_reported_not_waited_for() {
     let dir = temp_dir("ddp-crash");
