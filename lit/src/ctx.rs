@@ -333,10 +333,20 @@ impl State {
             .map_or_else(|| self.default_root_dir.clone(), std::path::Path::to_path_buf)
     }
 
-    /// Where checkpoints go by default: `checkpoints/` in the log directory, or in
+    /// Where checkpoints go by default: `checkpoints/` in the log directory; for a first logger
+    /// without a directory (MLflow's), in `default_root_dir/<name>/<version>` as Lightning; in
     /// `default_root_dir` without a logger.
     pub(crate) fn checkpoints_dir(&self) -> std::path::PathBuf {
-        self.log_dir().unwrap_or_else(|| self.default_root_dir.clone()).join("checkpoints")
+        let remote = (self.loggers.first())
+            .filter(|l| l.log_dir().is_none())
+            .map(|l| (l.name(), l.version()))
+            .filter(|(name, version)| !name.is_empty() && !version.is_empty());
+        match (remote, self.log_dir()) {
+            (Some((name, version)), _) => self.default_root_dir.join(name).join(version),
+            (None, Some(dir)) => dir,
+            (None, None) => self.default_root_dir.clone(),
+        }
+        .join("checkpoints")
     }
 
     pub(crate) fn log_dir(&self) -> Option<std::path::PathBuf> {

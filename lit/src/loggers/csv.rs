@@ -75,7 +75,7 @@ impl CsvLogger {
 
 /// `repr(value)` as Python writes a float: the shortest text that reads back the same, with
 /// `.0` on whole numbers and an exponent of at least two digits outside [1e-4, 1e16).
-fn python_repr(value: f64) -> String {
+pub(super) fn python_repr(value: f64) -> String {
     if value.is_nan() {
         return "nan".into();
     }

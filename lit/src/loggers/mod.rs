@@ -2,6 +2,7 @@
 //! [`Logger`] trait; the default is a [`CsvLogger`] under the Trainer's `default_root_dir`.
 
 mod csv;
+mod mlflow;
 mod plot;
 mod tensorboard;
 mod yaml;
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use csv::CsvLogger;
+pub use mlflow::{LogModel, MlflowClient, MlflowError, MlflowLogger, MlflowMetric, MlflowRunInfo};
 pub use tensorboard::{SummaryWriter, TensorBoardLogger};
 
 use crate::error::{Error, Result};
@@ -37,6 +39,12 @@ pub trait Logger: Any {
         let _ = status;
         self.save()
     }
+    /// A `ModelCheckpoint` had the Trainer write a checkpoint (Lightning's
+    /// `after_save_checkpoint`): loggers that keep checkpoints as artifacts take them from here.
+    fn after_save_checkpoint(&mut self, checkpoint: &SavedCheckpoint<'_>) -> Result<()> {
+        let _ = checkpoint;
+        Ok(())
+    }
     /// Takes `version` (`version_N`, the Trainer's first logger's) when this logger was given
     /// none and has not made its directory yet, so that one run's loggers share one `version_N`
     /// as in Lightning. Loggers without versions ignore it.
@@ -45,6 +53,20 @@ pub trait Logger: Any {
     }
     /// The logger as `Any`, to reach its concrete type (its experiment handle).
     fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// A checkpoint file the Trainer has just written for a `ModelCheckpoint`, as
+/// [`Logger::after_save_checkpoint`] sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SavedCheckpoint<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Its value of the `ModelCheckpoint`'s monitored metric (`None` without a monitor, and
+    /// for `last.ckpt`).
+    pub score: Option<f64>,
+    /// The `ModelCheckpoint`'s best checkpoint so far (its `best_model_path`).
+    pub best_model_path: Option<&'a Path>,
 }
 
 /// How a run ended, for [`Logger::finalize`] (Lightning's `"success"`, `"failed"`,

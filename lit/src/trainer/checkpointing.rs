@@ -85,7 +85,10 @@ impl<M: LightningModule> Run<'_, M> {
     fn carry_out(&mut self, requests: Vec<CheckpointRequest>) -> Result<()> {
         for request in requests {
             match request {
-                CheckpointRequest::Save(path) => self.write_checkpoint(&path)?,
+                CheckpointRequest::Save(path) => {
+                    self.write_checkpoint(&path)?;
+                    self.after_save_checkpoint(&path)?;
+                }
                 CheckpointRequest::Remove(path) => match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(path, e)),
                     _ => {}
@@ -93,6 +96,20 @@ impl<M: LightningModule> Run<'_, M> {
             }
         }
         Ok(())
+    }
+
+    /// Tells the loggers that `path` was written (Lightning's `Logger.after_save_checkpoint`),
+    /// with the `ModelCheckpoint`'s view of it: its score and the best checkpoint so far.
+    fn after_save_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let callback = crate::callbacks::first_of::<crate::callbacks::ModelCheckpoint>(self.callbacks);
+        let saved = crate::loggers::SavedCheckpoint {
+            path,
+            score: callback
+                .filter(|c| c.best_model_score().is_some())
+                .and_then(|c| c.best_k_models().get(path).copied()),
+            best_model_path: callback.and_then(|c| c.best_model_path()),
+        };
+        self.cx.loggers.iter_mut().try_for_each(|logger| logger.after_save_checkpoint(&saved))
     }
 
     /// Restores what `fit` needs to continue from `ckpt` (the weights were loaded before): the

@@ -641,7 +641,16 @@ impl<M: LightningModule> Run<'_, M> {
             }
             tracing::info!(target: "lit", path = %path.display(), "profiler report written");
         }
-        self.cx.loggers.iter_mut().try_for_each(|l| l.finalize(status))
+        // Every logger closes, even after another failed to (a server gone away must not cost
+        // the local files); the first failure is reported.
+        let mut result = Ok(());
+        for logger in self.cx.loggers.iter_mut() {
+            let finalized = logger.finalize(status);
+            if result.is_ok() {
+                result = finalized;
+            }
+        }
+        result
     }
 
     fn teardown(&mut self, stage: Stage) -> Result<()> {

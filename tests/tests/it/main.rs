@@ -16,6 +16,7 @@ mod interop;
 mod logging;
 mod macros;
 mod metrics;
+mod mlflow;
 mod mnist;
 mod optim;
 mod precision;
