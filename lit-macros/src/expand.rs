@@ -697,6 +697,7 @@ fn hparams_struct(args: TokenStream, mut item: syn::ItemStruct) -> TokenStream {
     if !errors.is_empty() {
         return quote!(#item #errors);
     }
+    let field_docs = field_docs_impl(&lit, &item);
     let default_fns = defaults.iter().map(|(_, _, f)| f);
     let default_impl = (all_default && !defaults.is_empty()).then(|| {
         let fields = defaults.iter().map(|(field, f, _)| quote!(#field: #f()));
@@ -719,5 +720,58 @@ fn hparams_struct(args: TokenStream, mut item: syn::ItemStruct) -> TokenStream {
 
         #[automatically_derived]
         impl #lit::Hparams for #ident {}
+
+        #field_docs
     }
+}
+
+// ----- #[derive(FieldDocs)] -----
+
+pub(crate) fn field_docs(input: TokenStream) -> TokenStream {
+    let out = match syn::parse2::<syn::ItemStruct>(input) {
+        Ok(item) if matches!(item.fields, syn::Fields::Named(_)) => field_docs_impl(&quote!(::lit), &item),
+        Ok(item) => syn::Error::new_spanned(&item.ident, "`FieldDocs` is derived for structs with named fields")
+            .to_compile_error(),
+        Err(e) => e.to_compile_error(),
+    };
+    debug_print("derive(FieldDocs)", &out);
+    out
+}
+
+/// `impl lit::cli::FieldDocs`: each named field's doc comment, its lines joined, in declaration
+/// order (fields without one are left out).
+fn field_docs_impl(lit: &TokenStream, item: &syn::ItemStruct) -> TokenStream {
+    let ident = &item.ident;
+    let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
+    let entries = item.fields.iter().filter_map(|field| {
+        let name = field.ident.as_ref()?.to_string();
+        let name = name.strip_prefix("r#").unwrap_or(&name).to_string();
+        let doc = doc_text(&field.attrs)?;
+        Some(quote!((#name, #doc)))
+    });
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #lit::cli::FieldDocs for #ident #ty_generics #where_clause {
+            fn field_docs() -> &'static [(&'static str, &'static str)] {
+                &[#(#entries),*]
+            }
+        }
+    }
+}
+
+/// The `///` lines of `attrs`, trimmed and joined by spaces; `None` without any.
+fn doc_text(attrs: &[syn::Attribute]) -> Option<String> {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(syn::MetaNameValue {
+                value: syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }),
+                ..
+            }) => Some(s.value().trim().to_string()),
+            _ => None,
+        })
+        .filter(|line| !line.is_empty())
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(" "))
 }

@@ -33,10 +33,17 @@ pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::lightning_module(args.into(), input.into()).into()
 }
 
-/// Makes a struct a hyper-parameter set: derives `Clone`, `Debug`, `Serialize`, `Deserialize`
-/// and `lit::Hparams`; `#[hparams(default = expr)]` on a field gives it a default when a saved
-/// config lacks it.
+/// Makes a struct a hyper-parameter set: derives `Clone`, `Debug`, `Serialize`, `Deserialize`,
+/// `lit::Hparams` and `lit::cli::FieldDocs` (its fields' doc comments, for `--help`);
+/// `#[hparams(default = expr)]` on a field gives it a default when a saved config lacks it.
 #[proc_macro_attribute]
 pub fn hparams(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::hparams(args.into(), input.into()).into()
+}
+
+/// Derives `lit::cli::FieldDocs` for a struct with named fields: each field's doc comment, which
+/// the command line's `--help` shows next to the field's flag (`#[hparams]` structs get it too).
+#[proc_macro_derive(FieldDocs)]
+pub fn field_docs(input: TokenStream) -> TokenStream {
+    expand::field_docs(input.into()).into()
 }

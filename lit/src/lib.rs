@@ -8,6 +8,9 @@
 // Hooks take `cx: &mut Ctx`, as users write them; the context's lifetime stays implicit.
 #![allow(elided_lifetimes_in_paths)]
 
+// Lets code generated for users (`::lit::…` paths) compile inside lit too (`#[derive(FieldDocs)]`).
+extern crate self as lit;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

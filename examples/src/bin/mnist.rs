@@ -175,8 +175,8 @@ fn main() -> lit::Result<()> {
     let start = Instant::now();
     let mut defaults = lit::TrainerConfig::default();
     defaults.max_epochs = Some(3);
-    let cli = LitCli::new().trainer_defaults(defaults).seed_everything_default(42);
-    let Some(mut cli) = cli.build::<LitMnist, MnistData>(std::env::args_os())? else { return Ok(()) };
+    let cli = LitCli::<LitMnist, MnistData>::new().trainer_defaults(defaults).seed_everything_default(42);
+    let Some(mut cli) = cli.build(std::env::args_os())? else { return Ok(()) };
     let outcome = cli.run()?;
     let trainer = &mut cli.trainer;
     match outcome {

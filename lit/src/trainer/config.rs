@@ -74,7 +74,7 @@ impl Limit {
 /// Everything the Trainer can be told; `Trainer::builder()` sets it field by field, or it
 /// deserialises from a config file. Field names, spellings and defaults are Lightning's. New
 /// options may be added in any release: start from `TrainerConfig::default()`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, crate::cli::FieldDocs)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TrainerConfig {

@@ -1,0 +1,364 @@
+//! lit's built-in callbacks and loggers as the command line names them: one line each in
+//! [`register`], and the init args each takes, named and defaulted as Lightning's (the subset lit
+//! implements).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::FieldDocs;
+use super::registry::Registry;
+use crate::callbacks::{
+    EarlyStopping, GradientAccumulationScheduler, LearningRateMonitor, LoggingInterval, Mode, ModelCheckpoint,
+    ModelSummary, OnExceptionCheckpoint, PredictionFormat, PredictionWriter, Timer, WriteInterval,
+};
+use crate::error::Result;
+use crate::loggers::{CsvLogger, TensorBoardLogger};
+
+/// Every built-in class, one line each: its configuration path (Lightning's, so that configurations
+/// read the same), its init args and how they build it.
+pub(super) fn register(r: &mut Registry) {
+    r.callback(
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        ModelCheckpointArgs::field_docs(),
+        ModelCheckpointArgs::build,
+    );
+    r.callback("lightning.pytorch.callbacks.EarlyStopping", EarlyStoppingArgs::field_docs(), EarlyStoppingArgs::build);
+    r.callback(
+        "lightning.pytorch.callbacks.LearningRateMonitor",
+        LearningRateMonitorArgs::field_docs(),
+        LearningRateMonitorArgs::build,
+    );
+    r.callback("lightning.pytorch.callbacks.ModelSummary", ModelSummaryArgs::field_docs(), ModelSummaryArgs::build);
+    r.callback("lightning.pytorch.callbacks.Timer", TimerArgs::field_docs(), TimerArgs::build);
+    r.callback(
+        "lightning.pytorch.callbacks.GradientAccumulationScheduler",
+        GradientAccumulationSchedulerArgs::field_docs(),
+        GradientAccumulationSchedulerArgs::build,
+    );
+    r.callback(
+        "lightning.pytorch.callbacks.OnExceptionCheckpoint",
+        OnExceptionCheckpointArgs::field_docs(),
+        OnExceptionCheckpointArgs::build,
+    );
+    r.callback("lit.callbacks.PredictionWriter", PredictionWriterArgs::field_docs(), PredictionWriterArgs::build);
+    r.logger("lightning.pytorch.loggers.CSVLogger", LoggerArgs::field_docs(), LoggerArgs::csv).alias("CsvLogger");
+    r.logger("lightning.pytorch.loggers.TensorBoardLogger", LoggerArgs::field_docs(), LoggerArgs::tensorboard);
+}
+
+/// A duration init arg: `"DD:HH:MM:SS"` (Lightning's) or `"1h30m"`, `"90s"`.
+fn duration(class: &str, arg: &str, text: &str) -> Result<std::time::Duration> {
+    Timer::parse(text).map_err(|_| {
+        super::cli_error(format!(
+            "{class}: `{arg}` \"{text}\" is neither \"DD:HH:MM:SS\" nor a duration such as \"1h30m\", \"90s\" or \"2d 12h\""
+        ))
+    })
+}
+
+/// An init arg Lightning requires (`None` here so that the others' defaults stay known).
+fn required<T>(class: &str, arg: &str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| super::cli_error(format!("{class}: the init arg `{arg}` is required")))
+}
+
+/// `ModelCheckpoint`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct ModelCheckpointArgs {
+    /// The directory (default: `checkpoints/` in the logger's run directory).
+    dirpath: Option<PathBuf>,
+    /// The file name template, without `.ckpt` (default `{epoch}-{step}`).
+    filename: Option<String>,
+    /// The logged metric that ranks checkpoints.
+    monitor: Option<String>,
+    /// Also keep `last.ckpt`.
+    save_last: Option<bool>,
+    /// How many checkpoints to keep (-1: all).
+    save_top_k: i64,
+    /// "min" or "max": which values of `monitor` are better.
+    mode: Mode,
+    /// Save every this many training steps.
+    every_n_train_steps: Option<usize>,
+    /// Save at most once per this much training time ("00:01:00:00", "30m").
+    train_time_interval: Option<String>,
+    /// Save every this many epochs.
+    every_n_epochs: Option<usize>,
+}
+
+impl Default for ModelCheckpointArgs {
+    fn default() -> Self {
+        ModelCheckpointArgs {
+            dirpath: None,
+            filename: None,
+            monitor: None,
+            save_last: None,
+            save_top_k: 1,
+            mode: Mode::Min,
+            every_n_train_steps: None,
+            train_time_interval: None,
+            every_n_epochs: None,
+        }
+    }
+}
+
+impl ModelCheckpointArgs {
+    fn build(self) -> Result<ModelCheckpoint> {
+        let mut c = ModelCheckpoint::new().save_top_k(self.save_top_k).mode(self.mode);
+        if let Some(dirpath) = self.dirpath {
+            c = c.dirpath(dirpath);
+        }
+        if let Some(filename) = self.filename {
+            c = c.filename(filename);
+        }
+        if let Some(monitor) = self.monitor {
+            c = c.monitor(monitor);
+        }
+        if let Some(save_last) = self.save_last {
+            c = c.save_last(save_last);
+        }
+        if let Some(n) = self.every_n_train_steps {
+            c = c.every_n_train_steps(n);
+        }
+        if let Some(interval) = self.train_time_interval {
+            c = c.train_time_interval(duration("ModelCheckpoint", "train_time_interval", &interval)?);
+        }
+        if let Some(n) = self.every_n_epochs {
+            c = c.every_n_epochs(n);
+        }
+        Ok(c)
+    }
+}
+
+/// `EarlyStopping`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct EarlyStoppingArgs {
+    /// The logged metric to watch (required).
+    monitor: Option<String>,
+    /// The least change that counts as an improvement.
+    min_delta: f64,
+    /// Checks without improvement before stopping.
+    patience: usize,
+    /// "min" or "max": which values of `monitor` are better.
+    mode: Mode,
+    /// Stop when the metric is NaN or infinite.
+    check_finite: bool,
+    /// Stop as soon as the metric is this good.
+    stopping_threshold: Option<f64>,
+    /// Stop as soon as the metric is this bad.
+    divergence_threshold: Option<f64>,
+}
+
+impl Default for EarlyStoppingArgs {
+    fn default() -> Self {
+        EarlyStoppingArgs {
+            monitor: None,
+            min_delta: 0.0,
+            patience: 3,
+            mode: Mode::Min,
+            check_finite: true,
+            stopping_threshold: None,
+            divergence_threshold: None,
+        }
+    }
+}
+
+impl EarlyStoppingArgs {
+    fn build(self) -> Result<EarlyStopping> {
+        let mut c = EarlyStopping::new(required("EarlyStopping", "monitor", self.monitor)?)
+            .min_delta(self.min_delta)
+            .patience(self.patience)
+            .mode(self.mode)
+            .check_finite(self.check_finite);
+        if let Some(t) = self.stopping_threshold {
+            c = c.stopping_threshold(t);
+        }
+        if let Some(t) = self.divergence_threshold {
+            c = c.divergence_threshold(t);
+        }
+        Ok(c)
+    }
+}
+
+/// `"step"` or `"epoch"`.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Interval {
+    Step,
+    Epoch,
+}
+
+/// `LearningRateMonitor`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs, Default)]
+#[serde(default)]
+struct LearningRateMonitorArgs {
+    /// "step" or "epoch" (default: every step).
+    logging_interval: Option<Interval>,
+}
+
+impl LearningRateMonitorArgs {
+    fn build(self) -> Result<LearningRateMonitor> {
+        Ok(LearningRateMonitor::new(match self.logging_interval {
+            Some(Interval::Epoch) => LoggingInterval::Epoch,
+            Some(Interval::Step) | None => LoggingInterval::Step,
+        }))
+    }
+}
+
+/// `ModelSummary`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct ModelSummaryArgs {
+    /// Levels of nested modules to show (-1: all, 0: no summary).
+    max_depth: i64,
+}
+
+impl Default for ModelSummaryArgs {
+    fn default() -> Self {
+        ModelSummaryArgs { max_depth: 1 }
+    }
+}
+
+impl ModelSummaryArgs {
+    fn build(self) -> Result<ModelSummary> {
+        Ok(ModelSummary::new(self.max_depth))
+    }
+}
+
+/// `Timer`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs, Default)]
+#[serde(default)]
+struct TimerArgs {
+    /// Stop training after this much time: "DD:HH:MM:SS" or "1h30m" (default: no limit).
+    duration: Option<String>,
+}
+
+impl TimerArgs {
+    fn build(self) -> Result<Timer> {
+        let limit = self.duration.as_deref().map(|d| duration("Timer", "duration", d)).transpose()?;
+        Ok(Timer::new(limit.unwrap_or(std::time::Duration::MAX)))
+    }
+}
+
+/// `GradientAccumulationScheduler`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs, Default)]
+#[serde(default)]
+struct GradientAccumulationSchedulerArgs {
+    /// From each epoch on, accumulate this many batches: `{0: 8, 4: 4}` (required).
+    scheduling: BTreeMap<usize, usize>,
+}
+
+impl GradientAccumulationSchedulerArgs {
+    fn build(self) -> Result<GradientAccumulationScheduler> {
+        GradientAccumulationScheduler::new(self.scheduling)
+    }
+}
+
+/// `OnExceptionCheckpoint`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct OnExceptionCheckpointArgs {
+    /// The directory of the checkpoint (required).
+    dirpath: Option<PathBuf>,
+    /// The file name, without `.ckpt`.
+    filename: String,
+}
+
+impl Default for OnExceptionCheckpointArgs {
+    fn default() -> Self {
+        OnExceptionCheckpointArgs { dirpath: None, filename: "on_exception".into() }
+    }
+}
+
+impl OnExceptionCheckpointArgs {
+    fn build(self) -> Result<OnExceptionCheckpoint> {
+        Ok(OnExceptionCheckpoint::new(required("OnExceptionCheckpoint", "dirpath", self.dirpath)?)
+            .filename(self.filename))
+    }
+}
+
+/// `"batch"` or `"epoch"`.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum WriteAt {
+    Batch,
+    Epoch,
+}
+
+/// `"safetensors"` or `"jsonl"`.
+#[derive(Serialize, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    #[default]
+    Safetensors,
+    Jsonl,
+}
+
+/// `PredictionWriter`'s init args (Lightning's `BasePredictionWriter` is abstract; this is lit's
+/// writer).
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct PredictionWriterArgs {
+    /// The directory to write to (required).
+    output_dir: Option<PathBuf>,
+    /// "batch" (a file per batch) or "epoch" (a file per loader).
+    write_interval: WriteAt,
+    /// "safetensors" or "jsonl".
+    format: Format,
+}
+
+impl Default for PredictionWriterArgs {
+    fn default() -> Self {
+        PredictionWriterArgs { output_dir: None, write_interval: WriteAt::Batch, format: Format::Safetensors }
+    }
+}
+
+impl PredictionWriterArgs {
+    fn build(self) -> Result<PredictionWriter> {
+        let interval = match self.write_interval {
+            WriteAt::Batch => WriteInterval::Batch,
+            WriteAt::Epoch => WriteInterval::Epoch,
+        };
+        let format = match self.format {
+            Format::Safetensors => PredictionFormat::Safetensors,
+            Format::Jsonl => PredictionFormat::JsonLines,
+        };
+        Ok(PredictionWriter::new(required("PredictionWriter", "output_dir", self.output_dir)?, interval).format(format))
+    }
+}
+
+/// The init args of `CSVLogger` and `TensorBoardLogger`.
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct LoggerArgs {
+    /// The root directory (required): the run goes to `save_dir/name/version_N`.
+    save_dir: Option<PathBuf>,
+    /// The experiment's directory under `save_dir`.
+    name: String,
+    /// The run's `version_N` (default: the next free number).
+    version: Option<usize>,
+}
+
+impl Default for LoggerArgs {
+    fn default() -> Self {
+        LoggerArgs { save_dir: None, name: "lightning_logs".into(), version: None }
+    }
+}
+
+impl LoggerArgs {
+    fn csv(self) -> Result<CsvLogger> {
+        let logger = CsvLogger::new(required("CSVLogger", "save_dir", self.save_dir)?).name(self.name);
+        Ok(match self.version {
+            Some(v) => logger.version(v),
+            None => logger,
+        })
+    }
+
+    fn tensorboard(self) -> Result<TensorBoardLogger> {
+        let logger = TensorBoardLogger::new(required("TensorBoardLogger", "save_dir", self.save_dir)?).name(self.name);
+        Ok(match self.version {
+            Some(v) => logger.version(v),
+            None => logger,
+        })
+    }
+}
