@@ -143,6 +143,8 @@ pub(crate) struct State {
     pub(crate) precision: crate::amp::Precision,
     pub(crate) scaler: Option<crate::amp::GradScaler>,
     pub(crate) profiler: Option<crate::profiler::Profiler>,
+    /// The module's variables, for the built-in callbacks that act on them (SWA, finetuning).
+    pub(crate) module: crate::callbacks::ModuleParams,
 }
 
 /// What a hook receives: the run's state and, in a `*_datamodule` run, the data module,
@@ -209,6 +211,7 @@ impl State {
             precision: crate::amp::Precision::F32,
             scaler: None,
             profiler: None,
+            module: Default::default(),
         }
     }
 

@@ -79,7 +79,9 @@ pub fn seed_everything(seed: u64) {
 
 /// What most modules need: `use lit::prelude::*;`.
 pub mod prelude {
-    pub use crate::callbacks::{EarlyStopping, LearningRateMonitor, LoggingInterval, Mode, ModelCheckpoint};
+    pub use crate::callbacks::{
+        EarlyStopping, LearningRateMonitor, LoggingInterval, Mode, ModelCheckpoint, StochasticWeightAveraging,
+    };
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
     pub use crate::loggers::{CsvLogger, TensorBoardLogger};
     pub use crate::metrics::{

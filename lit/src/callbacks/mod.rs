@@ -1,11 +1,13 @@
 //! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
 //! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`], [`GradientAccumulationScheduler`],
-//! [`OnExceptionCheckpoint`] and [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a
-//! stop request).
+//! [`OnExceptionCheckpoint`], [`StochasticWeightAveraging`] and [`PredictionWriter`]. They
+//! decide; the loop acts (a checkpoint request, a stop request).
 
 mod early_stopping;
 mod model_checkpoint;
+mod params;
 pub(crate) mod prediction_writer;
+mod swa;
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,9 @@ pub use crate::callback::{CallbackOrder, Predicted};
 pub use early_stopping::EarlyStopping;
 pub use model_checkpoint::ModelCheckpoint;
 pub(crate) use model_checkpoint::model_checkpoints;
+pub use params::{ModuleParams, filter_on_optimizer};
 pub use prediction_writer::{PredictionFormat, PredictionTensors, PredictionWriter, WriteInterval, read_predictions};
+pub use swa::{AvgFn, StochasticWeightAveraging, SwaEpochStart, SwaLrs};
 
 use crate::callback::Callback;
 use crate::ctx::Ctx;
@@ -100,6 +104,38 @@ pub(crate) fn of_type<T: Callback>(callbacks: &[Box<dyn Callback>]) -> impl Iter
 /// The first callback of type `T` among `callbacks`, if there is one.
 pub(crate) fn first_of<T: Callback>(callbacks: &[Box<dyn Callback>]) -> Option<&T> {
     of_type(callbacks).next()
+}
+
+/// The first callback of type `T` among `callbacks`, mutably.
+pub(crate) fn first_of_mut<T: Callback>(callbacks: &mut [Box<dyn Callback>]) -> Option<&mut T> {
+    callbacks.iter_mut().find_map(|c| (&mut **c as &mut dyn std::any::Any).downcast_mut::<T>())
+}
+
+/// The tensors the built-ins keep in checkpoints beside their JSON state (SWA's averaged
+/// weights), as `{callback}/{tensor}`.
+pub(crate) fn state_tensors(callbacks: &[Box<dyn Callback>]) -> Vec<(String, tch::Tensor)> {
+    of_type::<StochasticWeightAveraging>(callbacks)
+        .take(1)
+        .flat_map(|swa| swa.state_tensors().into_iter().map(|(k, t)| (format!("StochasticWeightAveraging/{k}"), t)))
+        .collect()
+}
+
+/// What the built-ins restore once their JSON state is back and before the optimizers' and
+/// schedulers' state is (Lightning restores callbacks first): SWA's averaged weights (a saved SWA
+/// scheduler then takes the schedulers' place).
+pub(crate) fn restore_before_optimizers(
+    callbacks: &mut [Box<dyn Callback>],
+    tensors: &std::collections::BTreeMap<String, tch::Tensor>,
+    state: &mut crate::ctx::State,
+) -> crate::Result<()> {
+    if let Some(swa) = first_of_mut::<StochasticWeightAveraging>(callbacks) {
+        let own = tensors
+            .iter()
+            .filter_map(|(k, t)| Some((k.strip_prefix("StochasticWeightAveraging/")?.to_string(), t.shallow_clone())))
+            .collect();
+        swa.restore(&own, state)?;
+    }
+    Ok(())
 }
 
 /// Saves a checkpoint when `fit` ends with an error (a hook's error or panic, a data error,

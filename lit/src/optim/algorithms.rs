@@ -229,6 +229,19 @@ impl<R: UpdateRule> Optimizer for RuleOptimizer<R> {
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
         self.core.load_state_dict(state)
     }
+    fn add_param_group(&mut self, params: Vec<(String, Tensor)>, options: GroupOptions) -> Result<()> {
+        if let Some((name, _)) = params.iter().find(|(n, _)| self.core.groups.iter().any(|g| g.names().any(|m| m == n)))
+        {
+            return Err(crate::Error::msg(format!(
+                "add_param_group: `{name}` is already in a parameter group of the optimizer"
+            )));
+        }
+        let (_, lr, weight_decay) = self.rule.groups();
+        let lr = options.lr.unwrap_or(lr);
+        let weight_decay = options.weight_decay.unwrap_or(weight_decay);
+        self.core.groups.push(ParamGroup { lr, initial_lr: lr, weight_decay, params });
+        Ok(())
+    }
 }
 
 /// Adds a group rule to a config: parameters whose names `filter` accepts get `options`.

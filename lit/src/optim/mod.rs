@@ -7,6 +7,7 @@
 
 mod algorithms;
 mod scheduler;
+mod swa_lr;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ pub use scheduler::{
     ChainedScheduler, ClosedForm, CosineAnnealingLr, ExponentialLr, Interval, LambdaLr, LinearLr, LrScheduler,
     MultiStepLr, OneCycleLr, PlateauMode, ReduceLrOnPlateau, SchedulerConfig, SequentialLr, StepLr,
 };
+pub use swa_lr::{AnnealStrategy, SwaLr};
 
 use crate::error::{Error, Result};
 
@@ -70,6 +72,13 @@ pub trait Optimizer {
     /// Restores a saved state; a state that does not fit (other parameters, other shapes) is an
     /// error and changes nothing.
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()>;
+    /// Adds a parameter group, as torch.optim's `add_param_group`: `params` by their `VarStore`
+    /// names, with `options` overriding the optimizer's learning rate and weight decay. A
+    /// parameter already in a group is an error.
+    fn add_param_group(&mut self, params: Vec<(String, Tensor)>, options: GroupOptions) -> Result<()> {
+        let _ = (params, options);
+        Err(Error::msg(format!("the optimizer `{}` cannot add parameter groups", self.name())))
+    }
 
     /// The learning rate of the first group.
     fn lr(&self) -> f64 {

@@ -25,6 +25,17 @@ pub trait LrScheduler {
     fn state(&self) -> serde_json::Value;
     /// Restores a saved state.
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()>;
+    /// The scheduler's name for messages (`StepLr`, …).
+    fn name(&self) -> String {
+        short_type_name::<Self>()
+    }
+}
+
+/// A type's name without its module path (`StepLr` for `lit::optim::StepLr`).
+pub(crate) fn short_type_name<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base).to_string()
 }
 
 /// A schedule given in closed form: the learning rate at step `t` from the group's initial one.
@@ -67,6 +78,10 @@ impl<S: ClosedForm> LrScheduler for Scheduled<S> {
 
     fn state(&self) -> serde_json::Value {
         serde_json::json!({"last_epoch": self.last_epoch, "base_lrs": self.base_lrs})
+    }
+
+    fn name(&self) -> String {
+        short_type_name::<S>()
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {

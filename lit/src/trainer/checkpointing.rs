@@ -47,6 +47,9 @@ pub(crate) fn build_state<M: LightningModule>(
             meta.callbacks.insert(cb.name().to_string(), state);
         }
     }
+    for (name, t) in crate::callbacks::state_tensors(callbacks) {
+        tensors.insert(format!("{STATE_PREFIX}callbacks/{name}"), t);
+    }
     if let Some(dm) = cx.datamodule.as_deref() {
         meta.datamodule = dm.state_dict();
     }
@@ -126,6 +129,14 @@ impl<M: LightningModule> Run<'_, M> {
                 ),
             });
         }
+        // The callbacks first, as Lightning restores them before the optimizers (SWA's averaged
+        // weights and scheduler, finetuning's parameter groups).
+        for cb in self.callbacks.iter_mut() {
+            if let Some(state) = meta.callbacks.get(cb.name()) {
+                cb.load_state_dict(state)?;
+            }
+        }
+        crate::callbacks::restore_before_optimizers(self.callbacks, &ckpt.state_tensors("callbacks/"), self.cx)?;
         for (i, (opt, opt_meta)) in self.cx.optimizers.iter_mut().zip(&meta.optimizers).enumerate() {
             let state =
                 OptimizerState { tensors: ckpt.state_tensors(&format!("optimizer.{i}/")), meta: opt_meta.clone() };
@@ -137,11 +148,6 @@ impl<M: LightningModule> Run<'_, M> {
         for (s, state) in self.cx.schedulers.iter_mut().zip(&meta.schedulers) {
             s.scheduler.load_state(state)?;
             // The optimizer's learning rates were restored with its state.
-        }
-        for cb in self.callbacks.iter_mut() {
-            if let Some(state) = meta.callbacks.get(cb.name()) {
-                cb.load_state_dict(state)?;
-            }
         }
         self.model.on_load_checkpoint(&meta.module, ctx!(self))?;
         if let (Some(state), Some(dm)) = (&meta.datamodule, self.datamodule.as_deref_mut()) {

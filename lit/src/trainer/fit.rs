@@ -142,7 +142,9 @@ impl<M: LightningModule> Run<'_, M> {
         let train = self.prepare_loaders(train, &mut val)?;
 
         // As Lightning's fit loop, skipped whole (no `on_train_start`) when it has nothing to do.
-        let max_epochs = self.config.epoch_limit();
+        // SWA on a module with batch norms trains one epoch more, to update their statistics.
+        let swa_epochs = self.swa_extra_epochs()?;
+        let max_epochs = self.config.epoch_limit().map(|m| m + swa_epochs);
         let no_batches = self.config.limit_train_batches.of(train.len(), "limit_train_batches").ok() == Some(0);
         if max_epochs == Some(0) || self.config.max_steps == Some(0) {
             self.warn("`max_epochs` or `max_steps` is 0: `fit` trains nothing");
@@ -483,7 +485,10 @@ impl<M: LightningModule> Run<'_, M> {
         if finished {
             // A partial epoch (max_steps, a stop request) steps its epoch schedulers when a
             // resumed run finishes it.
-            self.step_schedulers(crate::optim::Interval::Epoch, epoch + 1)?;
+            // (Not in SWA's batch-norm update epoch, which takes no optimizer step.)
+            if !self.swa_updating_batch_norm() {
+                self.step_schedulers(crate::optim::Interval::Epoch, epoch + 1)?;
+            }
             self.cx.epoch_progress = None;
             self.cx.next_epoch = epoch + 1;
         }
@@ -517,12 +522,17 @@ impl<M: LightningModule> Run<'_, M> {
         self.model.on_train_batch_start(&batch, batch_idx, ctx!(self))?;
         let batch = self.transfer(batch, 0)?;
         let kept = batch.shallow_clone();
+        // SWA's batch-norm update epoch: `training_step` only, no optimizer steps.
+        let bn_update = self.swa_updating_batch_norm();
+        if bn_update {
+            self.swa_measure_momenta(&kept, batch_idx)?;
+        }
         let out = tch::with_grad(|| -> Result<Option<StepOutput>> {
             if !M::AUTOMATIC_OPTIMIZATION {
                 self.cx.optimizer_idx = 0;
                 return self.step(epoch, batch, batch_idx, None);
             }
-            let active = self.active_optimizers();
+            let active = if bn_update { Vec::new() } else { self.active_optimizers() };
             let stepped_before = self.cx.global_step;
             let mut out = None;
             let mut stepped = false;

@@ -9,6 +9,7 @@ mod fit;
 mod from_checkpoint;
 mod options;
 mod predict;
+mod swa;
 
 use std::collections::BTreeMap;
 
@@ -572,6 +573,7 @@ impl<M: LightningModule> Run<'_, M> {
             dm.prepare_data()?;
         }
         self.model.prepare_data(ctx!(self))?;
+        self.cx.module = crate::callbacks::ModuleParams::new(self.model.var_store());
         callback::merge(self.callbacks, self.model.configure_callbacks());
         // The data module is set up before the module's hooks run, so that they can read its
         // splits through `cx.datamodule()`.

@@ -1,5 +1,6 @@
 //! lit's integration tests, through the public API only. One binary, one module per area.
 
+mod callbacks;
 mod checkpoint;
 mod cli;
 mod common;

@@ -1,0 +1,497 @@
+//! `StochasticWeightAveraging` against Lightning's own tests and against Lightning itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use lit::callbacks::{ModelCheckpoint, StochasticWeightAveraging, SwaEpochStart};
+use lit::data::{DataLoader, TensorDataset};
+use lit::optim::{AnnealStrategy, GroupOptions, Interval, LambdaLr, SchedulerConfig, StepLr};
+use lit::prelude::*;
+use lit::tch::Reduction;
+
+use crate::common::{quiet_trainer, temp_dir};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// What a run writes to `tracing` (warnings, infos) while `f` runs on this thread.
+fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .finish();
+    let out = {
+        let _guard = subscriber.set_default();
+        f()
+    };
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+fn python() -> String {
+    std::env::var("LIT_TORCH_PYTHON").expect("run the tests through scripts/with-torch")
+}
+
+/// Runs a Python script with `args`; fails the test with its output when it fails.
+fn run_python(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg("-c").arg(script);
+    for a in args {
+        cmd.arg(a);
+    }
+    let out = cmd.output().expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The module's variables by name, copied.
+fn snapshot(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
+    vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
+}
+
+fn callback<T: 'static>(trainer: &Trainer) -> &T {
+    trainer
+        .callbacks()
+        .iter()
+        .find_map(|c| (&**c as &dyn std::any::Any).downcast_ref::<T>())
+        .expect("the callback is among the Trainer's")
+}
+
+fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
+    let diff = (a - b).abs().max().double_value(&[]);
+    let scale = b.abs().max().double_value(&[]).max(1.0);
+    assert!(diff <= tol * scale, "{what}: differ by {diff}\n{a}\n{b}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// StochasticWeightAveraging
+
+/// Which scheduler `SwaModel` configures.
+#[derive(Clone, Copy, PartialEq)]
+enum Sched {
+    /// `StepLR(step_size=1)` every epoch (Lightning's `SwaTestModel`).
+    Epoch,
+    /// The same every optimizer step.
+    Step,
+    /// `LambdaLR(lambda _: 0.1)` (Lightning's `CustomSchedulerModel`).
+    Lambda,
+    /// Adam over two groups with learning rates 0.1 and 0.2, no scheduler.
+    TwoGroups,
+}
+
+/// What a module sees at an epoch's start (after the callbacks' hook).
+struct EpochStart {
+    epoch: usize,
+    weights: BTreeMap<String, Tensor>,
+    /// Each parameter group's `(lr, initial_lr)`.
+    groups: Vec<(f64, f64)>,
+}
+
+/// What `SwaModel` sees while it trains.
+#[derive(Default)]
+struct Record {
+    epoch_starts: Vec<EpochStart>,
+    backward_calls: usize,
+}
+
+/// Lightning's `SwaTestModel`: `Linear(32, 32)`, an optional `BatchNorm1d(32)`, ReLU,
+/// `Linear(32, 2)`, named as the `nn.Sequential` `layer` names them, trained by SGD(0.1) on
+/// the mean squared distance of its output to ones (`BoringModel`'s loss).
+#[lightning_module]
+struct SwaModel {
+    vs: nn::VarStore,
+    first: nn::Linear,
+    bn: Option<nn::BatchNorm>,
+    last: nn::Linear,
+    sched: Sched,
+    crash_on_epoch: Option<usize>,
+    record: Record,
+}
+
+#[lightning_module]
+impl SwaModel {
+    fn with(batchnorm: bool, sched: Sched) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = vs.root() / "layer";
+        let first = nn::linear(&layer / 0, 32, 32, Default::default());
+        let bn = batchnorm.then(|| nn::batch_norm1d(&layer / 1, 32, Default::default()));
+        let last = nn::linear(&layer / if batchnorm { 3 } else { 2 }, 32, 2, Default::default());
+        SwaModel { vs, first, bn, last, sched, crash_on_epoch: None, record: Record::default() }
+    }
+
+    /// The activations the batch norm normalises.
+    fn hidden(&self, x: &Tensor) -> Tensor {
+        self.first.forward(x)
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.hidden(x);
+        let h = match &self.bn {
+            Some(bn) => bn.forward_t(&h, train),
+            None => h,
+        };
+        self.last.forward(&h.relu())
+    }
+
+    fn training_step(&mut self, x: Tensor, cx: &mut Ctx) -> lit::Result<Tensor> {
+        if self.crash_on_epoch.is_some_and(|e| cx.current_epoch() >= e) {
+            return Err(lit::Error::msg("SWA crash test"));
+        }
+        let out = self.forward(&x, cx.training());
+        Ok(out.mse_loss(&out.ones_like(), Reduction::Mean))
+    }
+
+    fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> lit::Result<()> {
+        let mut optimizer = cx.optimizer(0)?;
+        let groups = optimizer.optimizer().param_groups().iter().map(|g| (g.lr, g.initial_lr)).collect();
+        let weights = snapshot(&self.vs);
+        self.record.epoch_starts.push(EpochStart { epoch: cx.current_epoch(), weights, groups });
+        Ok(())
+    }
+
+    fn on_before_backward(&mut self, _loss: &Tensor) {
+        self.record.backward_calls += 1;
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        let sgd = Optimizers::from(Sgd::new(0.1));
+        match self.sched {
+            Sched::Epoch => sgd.scheduler(StepLr::new(1, 0.1)),
+            Sched::Step => sgd.scheduler(SchedulerConfig::new(StepLr::new(1, 0.1)).interval(Interval::Step)),
+            Sched::Lambda => sgd.scheduler(LambdaLr::new(|_| 0.1)),
+            Sched::TwoGroups => Adam::new(0.1)
+                .group(|n| n.starts_with("layer.2") || n.starts_with("layer.3"), GroupOptions::new().lr(0.2))
+                .into(),
+        }
+    }
+}
+
+/// Ten samples, five batches of two (Lightning's tests limit `RandomDataset(32, 64)` to five
+/// batches; see the README for why the loader here has exactly five).
+fn swa_data() -> Tensor {
+    Tensor::arange(10 * 32, (Kind::Float, Device::Cpu)).view([10, 32]).sin()
+}
+
+fn swa_loader() -> DataLoader<TensorDataset<Tensor>> {
+    DataLoader::new(TensorDataset::new(swa_data()).unwrap()).batch_size(2)
+}
+
+/// A fresh `SwaModel` starting from `init`'s weights (tests running in parallel draw from
+/// libtorch's global generator, so each run copies one set of initial weights).
+fn swa_model(init: &SwaModel, sched: Sched) -> SwaModel {
+    let mut m = SwaModel::with(init.bn.is_some(), sched);
+    m.vs.copy(&init.vs).unwrap();
+    m
+}
+
+/// Lightning's `train_with_swa`: 5 epochs of 5 batches, accumulating 2, SWA from epoch 2.
+fn train_with_swa(root: &Path, model: &mut SwaModel) -> lit::Result<Trainer> {
+    let swa = StochasticWeightAveraging::new(0.1)?.swa_epoch_start(2)?;
+    let mut trainer = quiet_trainer(root).max_epochs(5).accumulate_grad_batches(2).callback(swa).build()?;
+    trainer.fit(model, swa_loader(), ())?;
+    Ok(trainer)
+}
+
+/// `update_bn` computed here: the mean over the batches of each batch's mean and unbiased
+/// variance of the batch norm's input.
+fn expected_bn_stats(model: &SwaModel) -> (Tensor, Tensor) {
+    let x = swa_data();
+    let (mut means, mut vars) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let h = lit::tch::no_grad(|| model.hidden(&x.narrow(0, 2 * i, 2))).to_kind(Kind::Double);
+        means.push(h.mean_dim(0, false, Kind::Double));
+        vars.push(h.var_dim(0, true, false));
+    }
+    (
+        Tensor::stack(&means, 0).mean_dim(0, false, Kind::Double),
+        Tensor::stack(&vars, 0).mean_dim(0, false, Kind::Double),
+    )
+}
+
+/// Ports `test_swa_callback_initial_state`.
+#[test]
+fn swa_callback_initial_state() -> lit::Result<()> {
+    let swa = StochasticWeightAveraging::new(0.01)?
+        .swa_epoch_start(0.1)?
+        .annealing_epochs(1)
+        .annealing_strategy(AnnealStrategy::Linear)
+        .avg_fn(|avg, _, _| avg.shallow_clone());
+    assert_eq!(swa.swa_lrs(), [0.01]);
+    assert_eq!(swa.start(), SwaEpochStart::Fraction(0.1));
+    assert_eq!(swa.annealing_epoch_count(), 1);
+    assert_eq!(swa.strategy(), AnnealStrategy::Linear);
+    assert!(swa.average().is_empty(), "no averaged model before fit");
+    assert_eq!(swa.n_averaged(), None);
+    Ok(())
+}
+
+/// Ports `test_swa_raises`.
+#[test]
+fn swa_raises() {
+    let start =
+        |s: SwaEpochStart| StochasticWeightAveraging::new(0.1).unwrap().swa_epoch_start(s).unwrap_err().to_string();
+    for bad in [SwaEpochStart::Epoch(0), SwaEpochStart::Fraction(1.5), SwaEpochStart::Epoch(-1)] {
+        assert!(start(bad).contains(">0 integer or a float between 0 and 1"), "{}", start(bad));
+    }
+    let e = StochasticWeightAveraging::new([0.2, -1.0]).unwrap_err().to_string();
+    assert!(e.contains("positive float, or a list of positive floats"), "{e}");
+    assert!(StochasticWeightAveraging::new(0.0).is_err());
+}
+
+/// Ports `test_swa_callback` (with and without a batch norm): from `swa_start` the learning
+/// rate follows SWALR, the averaged weights are the mean of the weights at the start of each SWA
+/// epoch (computed here independently), the batch-norm epoch runs `training_step` without a
+/// backward, and its statistics are `update_bn`'s.
+#[test]
+fn swa_callback() -> lit::Result<()> {
+    for batchnorm in [false, true] {
+        let root = temp_dir(&format!("swa-callback-{batchnorm}"));
+        let mut model = swa_model(&SwaModel::with(batchnorm, Sched::Epoch), Sched::Epoch);
+        let trainer = train_with_swa(&root, &mut model)?;
+        let swa: &StochasticWeightAveraging = callback(&trainer);
+        let (swa_start, swa_end) = (swa.swa_start().unwrap(), swa.swa_end());
+        assert_eq!((swa_start, swa_end), (1, 4));
+        // No backward in the batch-norm update epoch.
+        assert_eq!(model.record.backward_calls, 5 * 5);
+        assert_eq!(trainer.current_epoch(), if batchnorm { 6 } else { 5 });
+        assert_eq!(swa.n_averaged(), Some(4), "update_parameters ran once per epoch from swa_start");
+        // Stepped once when created and at the end of each SWA epoch.
+        assert_eq!(swa.scheduler_step_count(), Some(5));
+
+        // The average: the mean of the weights at the start of epochs 1..=4.
+        let starts = &model.record.epoch_starts;
+        let averaged: Vec<&BTreeMap<String, Tensor>> = starts[1..5].iter().map(|s| &s.weights).collect();
+        for (name, value) in snapshot(&model.vs) {
+            if name.contains("running_") {
+                continue;
+            }
+            let mean = Tensor::stack(&averaged.iter().map(|w| w[&name].shallow_clone()).collect::<Vec<_>>(), 0)
+                .mean_dim(0, false, Kind::Float);
+            assert_close(&value, &mean, 1e-6, &format!("averaged `{name}`"));
+            assert!(swa.average()[&name].allclose(&value, 0.0, 0.0, false), "the module holds the average");
+        }
+        // SWALR: the learning rate at the start of epochs 0..5.
+        let lrs: Vec<f64> = starts.iter().map(|s| s.groups[0].0).collect();
+        let cos = |t: f64| (1.0 - (std::f64::consts::PI * t).cos()) / 2.0;
+        let mut expected = vec![0.1, 0.1 * 0.1];
+        for k in 1..=3 {
+            let a = cos(k as f64 / 10.0);
+            expected.push(0.1 * a + 0.01 * (1.0 - a));
+        }
+        for (got, want) in lrs.iter().zip(&expected) {
+            assert!((got - want).abs() < 1e-15, "learning rates {lrs:?}, SWALR's {expected:?}");
+        }
+        assert!(starts[1..].iter().all(|s| s.groups[0].1 == 0.1), "initial_lr is the SWA learning rate");
+        if batchnorm {
+            let (mean, var) = expected_bn_stats(&model);
+            let bn = model.bn.as_ref().unwrap();
+            assert_close(&bn.running_mean.to_kind(Kind::Double), &mean, 1e-5, "running_mean");
+            assert_close(&bn.running_var.to_kind(Kind::Double), &var, 1e-5, "running_var");
+            assert_eq!(starts[5].epoch, 5, "the batch-norm epoch");
+            for (name, value) in &starts[5].weights {
+                if !name.contains("running_") {
+                    assert!(value.equal(&snapshot(&model.vs)[name]), "the update epoch changes no weight");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The whole of `test_swa_callback`'s run against Lightning's own `StochasticWeightAveraging`
+/// (lightning 2.6 in the project's Python environment), from the same initial weights and data:
+/// the learning rate at each epoch's start, the final weights and the batch-norm statistics.
+#[test]
+fn swa_matches_lightning() -> lit::Result<()> {
+    const SCRIPT: &str = r#"
+import sys, warnings, torch
+from torch import nn
+from safetensors.torch import load_file, save_file
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+inputs, out_path, batchnorm = load_file(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+x = inputs.pop("x")
+
+class SwaTestModel(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        layers = [nn.Linear(32, 32)]
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(32))
+        layers += [nn.ReLU(), nn.Linear(32, 2)]
+        self.layer = nn.Sequential(*layers)
+        self.lrs = []
+
+    def training_step(self, batch, batch_idx):
+        out = self.layer(batch)
+        return nn.functional.mse_loss(out, torch.ones_like(out))
+
+    def on_train_epoch_start(self):
+        self.lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.last_start = {k: v.detach().clone() for k, v in self.layer.named_parameters()}
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.layer.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+model = SwaTestModel()
+missing, unexpected = model.load_state_dict(inputs, strict=False)
+assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+trainer = pl.Trainer(max_epochs=5, accumulate_grad_batches=2, accelerator="cpu", logger=False,
+    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    callbacks=[StochasticWeightAveraging(swa_lrs=0.1, swa_epoch_start=2)])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    trainer.fit(model, torch.utils.data.DataLoader(x, batch_size=2))
+out = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+out["lrs"] = torch.tensor(model.lrs, dtype=torch.float64)
+out.update({f"last_epoch_start.layer.{k}": v for k, v in model.last_start.items()})
+save_file(out, out_path)
+print(trainer.current_epoch)
+"#;
+    for batchnorm in [false, true] {
+        let root = temp_dir(&format!("swa-lightning-{batchnorm}"));
+        let init = SwaModel::with(batchnorm, Sched::Epoch);
+        let (input, output) = (root.join("init.safetensors"), root.join("lightning.safetensors"));
+        let mut named: Vec<(String, Tensor)> = init.vs.variables().into_iter().collect();
+        named.push(("x".into(), swa_data()));
+        Tensor::write_safetensors(&named, &input)?;
+
+        let mut model = swa_model(&init, Sched::Epoch);
+        let trainer = train_with_swa(&root, &mut model)?;
+        let epochs = run_python(SCRIPT, &[&input, &output, &if batchnorm { "1" } else { "0" }]);
+        assert_eq!(epochs.trim(), trainer.current_epoch().to_string(), "epochs run");
+
+        let lightning: BTreeMap<String, Tensor> = Tensor::read_safetensors(&output)?.into_iter().collect();
+        let lrs: Vec<f64> = model.record.epoch_starts.iter().map(|s| s.groups[0].0).collect();
+        let want = Vec::<f64>::try_from(&lightning["lrs"])?;
+        assert_eq!(lrs.len(), want.len(), "epochs run: {lrs:?} and Lightning's {want:?}");
+        for (a, b) in lrs.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-15 * b.abs(), "learning rates {lrs:?}, Lightning's {want:?}");
+        }
+        for (name, value) in snapshot(&model.vs) {
+            // Lightning's batch-norm epoch ends with one optimizer step on the gradients left
+            // from the last training step (it skips `zero_grad` with the backward), which moves
+            // its weights off the average; lit keeps the average, the weights that epoch started
+            // with in both. The statistics are computed before that step.
+            let theirs = match batchnorm && !name.contains("running_") {
+                true => &lightning[&format!("last_epoch_start.{name}")],
+                false => &lightning[&name],
+            };
+            // lit's SGD steps in libtorch's fused kernel, Lightning's in torch's for-each one.
+            assert_close(&value, theirs, 1e-5, &format!("`{name}` after SWA"));
+        }
+    }
+    Ok(())
+}
+
+/// Ports `test_swa_callback_scheduler_step` and `test_swa_warns`: a scheduler stepping every
+/// optimizer step is replaced by SWALR, with a warning and the swap named.
+#[test]
+fn swa_warns_and_replaces_a_step_scheduler() -> lit::Result<()> {
+    let root = temp_dir("swa-step-scheduler");
+    let mut model = swa_model(&SwaModel::with(true, Sched::Step), Sched::Step);
+    let (trainer, logs) = capture_logs(|| train_with_swa(&root, &mut model));
+    let trainer = trainer?;
+    assert!(logs.contains("SWA is currently only supported every epoch"), "{logs}");
+    assert!(logs.contains("Swapping scheduler `StepLr` for `SwaLr`"), "{logs}");
+    let swa: &StochasticWeightAveraging = callback(&trainer);
+    assert_eq!(swa.n_averaged(), Some(4));
+    assert_eq!(model.record.backward_calls, 25);
+    // Three optimizer steps an epoch in epoch 0 (StepLR every step), then SWALR every epoch.
+    let lrs: Vec<f64> = model.record.epoch_starts.iter().map(|s| s.groups[0].0).collect();
+    assert!((lrs[1] - 1e-4).abs() < 1e-18, "{lrs:?}");
+    assert!(lrs[2] > lrs[1] && lrs[3] > lrs[2], "annealing towards the SWA learning rate: {lrs:?}");
+    Ok(())
+}
+
+/// Ports `test_swa_multiple_lrs`: one SWA learning rate per parameter group; the groups keep
+/// their learning rates at the first SWA epoch's start and take the SWA ones as `initial_lr`.
+#[test]
+fn swa_multiple_lrs() -> lit::Result<()> {
+    let root = temp_dir("swa-multiple-lrs");
+    let mut model = swa_model(&SwaModel::with(false, Sched::TwoGroups), Sched::TwoGroups);
+    let swa = StochasticWeightAveraging::new([0.123, 0.321])?;
+    let mut trainer = quiet_trainer(&root).fast_dev_run(1).callback(swa).build()?;
+    trainer.fit(&mut model, swa_loader(), ())?;
+    let start = &model.record.epoch_starts[0];
+    assert_eq!(start.epoch, 0);
+    assert_eq!(start.groups, [(0.1, 0.123), (0.2, 0.321)]);
+    Ok(())
+}
+
+/// Ports `test_swa_resume_training_from_checkpoint` and its `_custom_scheduler` variant (a
+/// crash before SWA starts and after): resumed from the last checkpoint with a new callback, the
+/// run ends with exactly the weights, statistics and `n_averaged` of an uninterrupted one.
+#[test]
+fn swa_resume_training_from_checkpoint() -> lit::Result<()> {
+    for sched in [Sched::Epoch, Sched::Lambda] {
+        let init = SwaModel::with(true, sched);
+        let swa =
+            || -> lit::Result<StochasticWeightAveraging> { StochasticWeightAveraging::new(0.1)?.swa_epoch_start(3) };
+        let trainer = |root: &Path| -> lit::Result<Trainer> {
+            Trainer::builder()
+                .accelerator("cpu")
+                .enable_progress_bar(false)
+                .enable_model_summary(false)
+                .logger(false)
+                .default_root_dir(root)
+                .max_epochs(5)
+                .accumulate_grad_batches(2)
+                .callback(swa()?)
+                .callback(ModelCheckpoint::new().dirpath(root.join("checkpoints")))
+                .build()
+        };
+        let straight_root = temp_dir("swa-resume-straight");
+        let mut straight = swa_model(&init, sched);
+        trainer(&straight_root)?.fit(&mut straight, swa_loader(), ())?;
+
+        for crash_on_epoch in [1, 3] {
+            let root = temp_dir(&format!("swa-resume-{crash_on_epoch}"));
+            let mut crashing = swa_model(&init, sched);
+            crashing.crash_on_epoch = Some(crash_on_epoch);
+            let e = trainer(&root)?.fit(&mut crashing, swa_loader(), ()).unwrap_err().to_string();
+            assert!(e.contains("SWA crash test"), "{e}");
+            let files: Vec<_> =
+                std::fs::read_dir(root.join("checkpoints")).unwrap().map(|f| f.unwrap().path()).collect();
+            assert_eq!(files.len(), 1, "{files:?}");
+
+            let mut resumed = swa_model(&SwaModel::with(true, sched), sched);
+            let mut t = trainer(&root)?;
+            t.fit_from_checkpoint(&mut resumed, swa_loader(), (), &files[0])?;
+            let swa: &StochasticWeightAveraging = callback(&t);
+            assert_eq!(swa.n_averaged(), Some(3), "epochs 2, 3 and 4 averaged");
+            let first_epoch = resumed.record.epoch_starts[0].epoch;
+            assert_eq!(first_epoch, crash_on_epoch);
+            assert_eq!(resumed.record.backward_calls, (5 - first_epoch) * 5);
+            let (a, b) = (snapshot(&straight.vs), snapshot(&resumed.vs));
+            for (name, value) in &a {
+                assert!(value.equal(&b[name]), "`{name}` differs after resuming from epoch {crash_on_epoch}");
+            }
+        }
+    }
+    Ok(())
+}
