@@ -80,7 +80,8 @@ pub fn seed_everything(seed: u64) {
 /// What most modules need: `use lit::prelude::*;`.
 pub mod prelude {
     pub use crate::callbacks::{
-        EarlyStopping, LearningRateMonitor, LoggingInterval, Mode, ModelCheckpoint, StochasticWeightAveraging,
+        BackboneFinetuning, BaseFinetuning, EarlyStopping, Finetuning, LearningRateMonitor, LoggingInterval, Mode,
+        ModelCheckpoint, ModuleParams, StochasticWeightAveraging,
     };
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
     pub use crate::loggers::{CsvLogger, TensorBoardLogger};

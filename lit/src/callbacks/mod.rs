@@ -1,9 +1,11 @@
 //! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
 //! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`], [`GradientAccumulationScheduler`],
-//! [`OnExceptionCheckpoint`], [`StochasticWeightAveraging`] and [`PredictionWriter`]. They
-//! decide; the loop acts (a checkpoint request, a stop request).
+//! [`OnExceptionCheckpoint`], [`StochasticWeightAveraging`], [`BackboneFinetuning`] (and
+//! [`Finetuning`] for any [`BaseFinetuning`] schedule) and [`PredictionWriter`]. They decide; the
+//! loop acts (a checkpoint request, a stop request).
 
 mod early_stopping;
+mod finetuning;
 mod model_checkpoint;
 mod params;
 pub(crate) mod prediction_writer;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::callback::{CallbackOrder, Predicted};
 pub use early_stopping::EarlyStopping;
+pub use finetuning::{BackboneFinetuning, BaseFinetuning, Finetuning, GroupRecord, LambdaFn};
 pub use model_checkpoint::ModelCheckpoint;
 pub(crate) use model_checkpoint::model_checkpoints;
 pub use params::{ModuleParams, filter_on_optimizer};
@@ -121,13 +124,21 @@ pub(crate) fn state_tensors(callbacks: &[Box<dyn Callback>]) -> Vec<(String, tch
 }
 
 /// What the built-ins restore once their JSON state is back and before the optimizers' and
-/// schedulers' state is (Lightning restores callbacks first): SWA's averaged weights (a saved SWA
-/// scheduler then takes the schedulers' place).
+/// schedulers' state is (Lightning restores callbacks first): the finetuning callbacks' parameter
+/// groups, SWA's averaged weights (a saved SWA scheduler then takes the schedulers' place).
 pub(crate) fn restore_before_optimizers(
     callbacks: &mut [Box<dyn Callback>],
     tensors: &std::collections::BTreeMap<String, tch::Tensor>,
     state: &mut crate::ctx::State,
 ) -> crate::Result<()> {
+    for callback in callbacks.iter_mut() {
+        let callback = &mut **callback as &mut dyn std::any::Any;
+        if let Some(finetuning) = callback.downcast_mut::<BackboneFinetuning>() {
+            finetuning.restore(state)?;
+        } else if let Some(finetuning) = callback.downcast_mut::<Finetuning>() {
+            finetuning.restore(state)?;
+        }
+    }
     if let Some(swa) = first_of_mut::<StochasticWeightAveraging>(callbacks) {
         let own = tensors
             .iter()

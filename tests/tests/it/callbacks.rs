@@ -1,10 +1,14 @@
-//! `StochasticWeightAveraging` against Lightning's own tests and against Lightning itself.
+//! `StochasticWeightAveraging` and `BackboneFinetuning` (with `BaseFinetuning`'s helpers), each
+//! against Lightning's own tests, and SWA against Lightning itself.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use lit::callbacks::{ModelCheckpoint, StochasticWeightAveraging, SwaEpochStart};
+use lit::callbacks::{
+    BackboneFinetuning, BaseFinetuning, Finetuning, ModelCheckpoint, ModuleParams, StochasticWeightAveraging,
+    SwaEpochStart,
+};
 use lit::data::{DataLoader, TensorDataset};
 use lit::optim::{AnnealStrategy, GroupOptions, Interval, LambdaLr, SchedulerConfig, StepLr};
 use lit::prelude::*;
@@ -492,6 +496,467 @@ fn swa_resume_training_from_checkpoint() -> lit::Result<()> {
                 assert!(value.equal(&b[name]), "`{name}` differs after resuming from epoch {crash_on_epoch}");
             }
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// BackboneFinetuning and BaseFinetuning
+
+/// 64 samples of 32 features, in batches of 2 (Lightning's `RandomDataset(32, 64)`).
+fn finetuning_loader() -> DataLoader<TensorDataset<Tensor>> {
+    let x = Tensor::arange(64 * 32, (Kind::Float, Device::Cpu)).view([64, 32]).cos();
+    DataLoader::new(TensorDataset::new(x).unwrap()).batch_size(2)
+}
+
+fn no_bias() -> nn::LinearConfig {
+    nn::LinearConfig { bias: false, ..Default::default() }
+}
+
+/// Lightning's `FinetuningBoringModel` of `test_finetuning_callback` (a backbone of
+/// `Linear(32, 32, bias=False)`, `BatchNorm1d(32)`, ReLU, and a `Linear(32, 2)` head trained by
+/// SGD(0.1) with `StepLR(gamma=0.7)`), or with `simple` `BackboneBoringModel` (a
+/// `Linear(32, 32)` backbone under a `Linear(32, 2)` head, SGD over every trainable parameter
+/// with `StepLR(step_size=1)`).
+#[lightning_module]
+struct BackboneModel {
+    vs: nn::VarStore,
+    backbone: nn::Linear,
+    bn: Option<nn::BatchNorm>,
+    layer: nn::Linear,
+    starts: Vec<EpochStart>,
+}
+
+#[lightning_module]
+impl BackboneModel {
+    fn with(simple: bool) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let (backbone, bn) = match simple {
+            true => (nn::linear(&root / "backbone", 32, 32, Default::default()), None),
+            false => (
+                nn::linear(&root / "backbone" / 0, 32, 32, no_bias()),
+                Some(nn::batch_norm1d(&root / "backbone" / 1, 32, Default::default())),
+            ),
+        };
+        let layer = nn::linear(&root / "layer", 32, 2, Default::default());
+        BackboneModel { vs, backbone, bn, layer, starts: Vec::new() }
+    }
+
+    fn training_step(&mut self, x: Tensor, cx: &mut Ctx) -> Tensor {
+        let h = self.backbone.forward(&x);
+        let h = match &self.bn {
+            Some(bn) => bn.forward_t(&h, cx.training()).relu(),
+            None => h,
+        };
+        let out = self.layer.forward(&h);
+        out.mse_loss(&out.ones_like(), Reduction::Mean)
+    }
+
+    fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> lit::Result<()> {
+        let groups = cx.optimizer(0)?.optimizer().param_groups().iter().map(|g| (g.lr, g.initial_lr)).collect();
+        self.starts.push(EpochStart { epoch: cx.current_epoch(), weights: snapshot(&self.vs), groups });
+        Ok(())
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        match self.bn {
+            Some(_) => {
+                Optimizers::from(Sgd::new(0.1).params(|n| n.starts_with("layer."))).scheduler(StepLr::new(1, 0.7))
+            }
+            None => Optimizers::from(Sgd::new(0.1)).scheduler(StepLr::new(1, 0.1)),
+        }
+    }
+}
+
+/// Ports `test_finetuning_callback`: the backbone is frozen until epoch 3, then joins the
+/// optimizer at a tenth of the head's learning rate, doubling each epoch until it meets the
+/// head's (from epoch 6 on they are equal).
+#[test]
+fn finetuning_callback() -> lit::Result<()> {
+    let root = temp_dir("finetuning-callback");
+    let mut model = BackboneModel::with(false);
+    let mut trainer = quiet_trainer(&root)
+        .max_epochs(8)
+        .limit_train_batches(4)
+        .callback(BackboneFinetuning::new().unfreeze_backbone_at_epoch(3))
+        .build()?;
+    trainer.fit(&mut model, finetuning_loader(), ())?;
+    let finetuning: &BackboneFinetuning = callback(&trainer);
+    let mut backbone_lr = 0.1 * 0.7f64.powi(3) * 0.1;
+    for start in &model.starts {
+        let current = 0.1 * 0.7f64.powi(start.epoch as i32);
+        assert!((start.groups[0].0 - current).abs() < 1e-15, "the head's learning rate, epoch {}", start.epoch);
+        if start.epoch < 3 {
+            assert_eq!(start.groups.len(), 1, "the backbone is not in the optimizer before epoch 3");
+            continue;
+        }
+        if start.epoch > 3 {
+            backbone_lr = (2.0 * backbone_lr).min(current);
+        }
+        let (head, backbone) = (start.groups[0].0, start.groups[1].0);
+        assert!(
+            (backbone - backbone_lr).abs() < 1e-15,
+            "epoch {}: backbone lr {backbone}, want {backbone_lr}",
+            start.epoch
+        );
+        match start.epoch < 6 {
+            true => assert!(backbone <= head),
+            false => assert_eq!(backbone, head),
+        }
+    }
+    assert_eq!(finetuning.previous_backbone_lr(), Some(model.starts[7].groups[1].0));
+    // The backbone's weights change only once it is in the optimizer.
+    let w = |e: usize| model.starts[e].weights["backbone.0.weight"].shallow_clone();
+    assert!(w(0).equal(&w(3)), "frozen until epoch 3");
+    assert!(!w(3).equal(&w(4)), "trained from epoch 3");
+    Ok(())
+}
+
+/// Lightning's `BackboneFinetuning.on_fit_start` check: a module without a backbone is an error
+/// naming the path.
+#[test]
+fn finetuning_needs_a_backbone() -> lit::Result<()> {
+    let root = temp_dir("finetuning-no-backbone");
+    let mut model = BackboneModel::with(true);
+    let mut trainer =
+        quiet_trainer(&root).max_epochs(1).callback(BackboneFinetuning::new().backbone("encoder")).build()?;
+    let e = trainer.fit(&mut model, finetuning_loader(), ()).unwrap_err().to_string();
+    assert!(e.contains("no variables under `encoder`"), "{e}");
+    Ok(())
+}
+
+/// `Linear(32, 32)`, `BatchNorm1d(32)`, ReLU, `Linear(32, 2)` as `backbone.0`, `backbone.1`,
+/// `backbone.3` (the `nn.Sequential` of `test_freeze_unfreeze_function`).
+fn sequential_backbone() -> nn::VarStore {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let backbone = vs.root() / "backbone";
+    let _ = nn::linear(&backbone / 0, 32, 32, Default::default());
+    let _ = nn::batch_norm1d(&backbone / 1, 32, Default::default());
+    let _ = nn::linear(&backbone / 3, 32, 2, Default::default());
+    vs
+}
+
+/// Ports `test_freeze_unfreeze_function` (less `track_running_stats`, which tch's `BatchNorm`
+/// does not have).
+#[test]
+fn freeze_unfreeze_function() -> lit::Result<()> {
+    let vs = sequential_backbone();
+    let module = ModuleParams::new(&vs);
+    let trainable = |name: &str| module.parameter(name).unwrap().requires_grad();
+    module.freeze(&[""], true)?;
+    assert!(!trainable("backbone.0.weight"));
+    assert!(trainable("backbone.1.weight"));
+    assert!(!trainable("backbone.3.weight"));
+
+    module.freeze(&[""], false)?;
+    assert!(!trainable("backbone.0.weight"));
+    assert!(!trainable("backbone.1.weight"));
+    assert!(!trainable("backbone.3.weight"));
+
+    module.make_trainable(&[""])?;
+    assert!(trainable("backbone.0.weight"));
+    assert!(trainable("backbone.1.weight"));
+    assert!(trainable("backbone.3.weight"));
+
+    module.freeze(&["backbone.0"], false)?;
+    assert!(!trainable("backbone.0.weight"));
+
+    module.freeze(&["backbone.1", "backbone.3"], true)?;
+    assert!(trainable("backbone.1.weight"));
+    assert!(!trainable("backbone.3.weight"));
+
+    let e = module.freeze(&["backbon"], true).unwrap_err().to_string();
+    assert!(e.contains("no variable under `backbon`") && e.contains("backbone"), "{e}");
+    Ok(())
+}
+
+/// Ports `test_unfreeze_and_add_param_group_function`.
+#[test]
+fn unfreeze_and_add_param_group_function() -> lit::Result<()> {
+    use lit::optim::OptimizerConfig;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let backbone = vs.root() / "backbone";
+    for i in 0..5 {
+        let _ = nn::linear(&backbone / i, 32, 32, no_bias());
+    }
+    let _ = nn::batch_norm1d(&backbone / 5, 32, Default::default());
+    let module = ModuleParams::new(&vs);
+    let mut optimizer = Sgd::new(0.01).params(|n| n.starts_with("backbone.0.")).build(&vs)?;
+
+    let (added, logs) =
+        capture_logs(|| module.unfreeze_and_add_param_group(&["backbone.0"], &mut *optimizer, None, 10.0, true));
+    added?;
+    assert!(logs.contains("The provided params to be frozen already exist"), "{logs}");
+    assert_eq!(optimizer.param_groups().len(), 1);
+    assert_eq!(optimizer.param_groups()[0].lr, 0.01);
+
+    let _ = module.parameter("backbone.1.weight").unwrap().set_requires_grad(false);
+    module.unfreeze_and_add_param_group(&["backbone.1"], &mut *optimizer, None, 10.0, true)?;
+    assert_eq!(optimizer.param_groups().len(), 2);
+    assert_eq!(optimizer.param_groups()[1].lr, 0.001);
+    assert_eq!(optimizer.param_groups()[1].names().collect::<Vec<_>>(), ["backbone.1.weight"]);
+    assert!(module.parameter("backbone.1.weight").unwrap().requires_grad());
+
+    let (added, logs) =
+        capture_logs(|| module.unfreeze_and_add_param_group(&[""], &mut *optimizer, Some(100.0), 10.0, false));
+    added?;
+    assert!(logs.contains("The provided params to be frozen already exist"), "{logs}");
+    assert_eq!(optimizer.param_groups().len(), 3);
+    assert_eq!(optimizer.param_groups()[2].lr, 100.0);
+    let names: Vec<&str> = optimizer.param_groups()[2].names().collect();
+    assert_eq!(names, ["backbone.2.weight", "backbone.3.weight", "backbone.4.weight"]);
+    assert_eq!(optimizer.param_groups()[0].names().collect::<Vec<_>>(), ["backbone.0.weight"]);
+    Ok(())
+}
+
+/// Ports the parameter count of `test_complex_nested_model`: a parent module with a parameter of
+/// its own (`parent_param`) beside nested layers; freezing the encoder with `train_bn` freezes
+/// the parent's parameter and leaves the batch norms trainable.
+#[test]
+fn complex_nested_model() -> lit::Result<()> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let encoder = vs.root() / "encoder";
+    let block = |p: nn::Path<'_>, with_parent: bool| {
+        let conv = if with_parent { &p / "module_dict" / "conv" } else { &p / "conv" };
+        let _ = nn::conv2d(conv, 3, 3, 3, Default::default());
+        if with_parent {
+            let _ = p.zeros("parent_param", &[1]);
+        }
+        let _ = nn::batch_norm2d(&p / "bn", 3, Default::default());
+    };
+    block(&encoder / 0, true);
+    block(&encoder / 1, false);
+    block(vs.root() / "decoder", false);
+    let module = ModuleParams::new(&vs);
+    module.freeze(&["encoder"], true)?;
+    assert!(!module.parameter("encoder.0.module_dict.conv.weight").unwrap().requires_grad());
+    assert!(!module.parameter("encoder.0.parent_param").unwrap().requires_grad());
+    assert!(module.parameter("encoder.0.bn.weight").unwrap().requires_grad());
+    module.make_trainable(&[""])?;
+    assert_eq!(module.filter_params(&["encoder"], true, true)?.len(), 9);
+    assert_eq!(module.batch_norm_layers("").len(), 3);
+    Ok(())
+}
+
+/// `n` linear layers `layer.0`, `layer.1`, … (`biases[i]`: whether layer i has a bias), the last
+/// one `32 → 2`, trained on `BoringModel`'s loss by SGD(0.1) over every trainable parameter.
+#[lightning_module]
+struct LayersModel {
+    vs: nn::VarStore,
+    layers: Vec<nn::Linear>,
+    starts: Vec<EpochStart>,
+}
+
+#[lightning_module]
+impl LayersModel {
+    fn with(biases: &[bool]) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layers = biases
+            .iter()
+            .enumerate()
+            .map(|(i, &bias)| {
+                let out = if i + 1 == biases.len() { 2 } else { 32 };
+                nn::linear(vs.root() / "layer" / i, 32, out, nn::LinearConfig { bias, ..Default::default() })
+            })
+            .collect();
+        LayersModel { vs, layers, starts: Vec::new() }
+    }
+
+    fn training_step(&mut self, x: Tensor) -> Tensor {
+        let out = self.layers.iter().fold(x, |h, l| l.forward(&h));
+        out.mse_loss(&out.ones_like(), Reduction::Mean)
+    }
+
+    fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> lit::Result<()> {
+        let groups = cx.optimizer(0)?.optimizer().param_groups().iter().map(|g| (g.lr, g.initial_lr)).collect();
+        self.starts.push(EpochStart { epoch: cx.current_epoch(), weights: snapshot(&self.vs), groups });
+        Ok(())
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.1).into()
+    }
+}
+
+/// Lightning's `OnEpochLayerFinetuning`: layer `epoch + 1` joins the optimizer at each epoch's
+/// start.
+struct OnEpochLayerFinetuning;
+
+impl BaseFinetuning for OnEpochLayerFinetuning {
+    fn freeze_before_training(&mut self, module: &ModuleParams) -> lit::Result<()> {
+        // Lightning freezes all of `layer` and still gives `layer[0]` to SGD (torch.optim takes
+        // frozen parameters); lit's optimizers take the trainable ones, so `layer.0` stays so.
+        module.freeze(&["layer.1", "layer.2", "layer.3", "layer.4", "layer.5"], true)
+    }
+    fn finetune_function(
+        &mut self,
+        module: &ModuleParams,
+        epoch: usize,
+        optimizer: &mut dyn Optimizer,
+    ) -> lit::Result<()> {
+        module.unfreeze_and_add_param_group(&[&format!("layer.{}", epoch + 1)], optimizer, None, 10.0, true)
+    }
+}
+
+/// Ports `test_base_finetuning_internal_optimizer_metadata`: the groups added each epoch are
+/// recorded with their parameters' names; resumed for more epochs than there are layers, the
+/// schedule fails on the missing `layer.6`.
+#[test]
+fn base_finetuning_internal_optimizer_metadata() -> lit::Result<()> {
+    let root = temp_dir("finetuning-metadata");
+    let biases = [false, true, false, true, false, true];
+    let mut model = LayersModel::with(&biases);
+    let mut trainer = quiet_trainer(&root)
+        .max_epochs(5)
+        .limit_train_batches(1)
+        .callback(Finetuning::new(OnEpochLayerFinetuning))
+        .callback(ModelCheckpoint::new().dirpath(&root).save_last(true))
+        .build()?;
+    trainer.fit(&mut model, finetuning_loader(), ())?;
+    let finetuning: &Finetuning = callback(&trainer);
+    assert!(finetuning.schedule::<OnEpochLayerFinetuning>().is_some());
+    let groups = &finetuning.internal_optimizer_metadata()[&0];
+    assert_eq!(groups.len(), 6);
+    let names: Vec<Vec<&str>> = groups.iter().map(|g| g.params.iter().map(String::as_str).collect()).collect();
+    // In the order the module created them: tch's `nn::linear` creates the bias first.
+    assert_eq!(
+        names,
+        [
+            vec!["layer.0.weight"],
+            vec!["layer.1.bias", "layer.1.weight"],
+            vec!["layer.2.weight"],
+            vec!["layer.3.bias", "layer.3.weight"],
+            vec!["layer.4.weight"],
+            vec!["layer.5.bias", "layer.5.weight"],
+        ]
+    );
+    let last = trainer.checkpoint_callback().unwrap().last_model_path().unwrap().to_path_buf();
+    let mut model = LayersModel::with(&biases);
+    let mut trainer = quiet_trainer(&root).max_epochs(10).callback(Finetuning::new(OnEpochLayerFinetuning)).build()?;
+    let e = trainer.fit_from_checkpoint(&mut model, finetuning_loader(), (), &last).unwrap_err().to_string();
+    assert!(e.contains("no variable under `layer.6`"), "{e}");
+    Ok(())
+}
+
+/// Lightning's `TestCallbacksRestoreCallback`: layers 0 to 2 frozen, layer `epoch - 1` joins
+/// the optimizer from epoch 1 on.
+struct RestoreFinetuning;
+
+impl BaseFinetuning for RestoreFinetuning {
+    fn freeze_before_training(&mut self, module: &ModuleParams) -> lit::Result<()> {
+        module.freeze(&["layer.0", "layer.1", "layer.2"], true)
+    }
+    fn finetune_function(
+        &mut self,
+        module: &ModuleParams,
+        epoch: usize,
+        optimizer: &mut dyn Optimizer,
+    ) -> lit::Result<()> {
+        if epoch >= 1 {
+            module.unfreeze_and_add_param_group(&[&format!("layer.{}", epoch - 1)], optimizer, None, 10.0, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Ports `test_callbacks_restore`: the recorded groups, and a run resumed from the last
+/// checkpoint with its groups put back before the optimizer's state. The resumed run ends with
+/// exactly an uninterrupted run's weights, its unfrozen layers still training (where Lightning
+/// leaves them frozen after a resume, Lightning-AI/pytorch-lightning#21901).
+#[test]
+fn callbacks_restore() -> lit::Result<()> {
+    let biases = [true; 4];
+    let init = LayersModel::with(&biases);
+    let fresh = || {
+        let mut m = LayersModel::with(&biases);
+        m.vs.copy(&init.vs).unwrap();
+        m
+    };
+    let root = temp_dir("finetuning-restore");
+    let trainer = |epochs: usize| {
+        quiet_trainer(&root)
+            .max_epochs(epochs)
+            .limit_train_batches(1)
+            .callback(Finetuning::new(RestoreFinetuning))
+            .callback(ModelCheckpoint::new().dirpath(&root).save_last(true))
+            .build()
+    };
+    let mut model = fresh();
+    let mut first = trainer(2)?;
+    first.fit(&mut model, finetuning_loader(), ())?;
+    let groups = &callback::<Finetuning>(&first).internal_optimizer_metadata()[&0];
+    assert_eq!(groups.len(), 2, "the original group and one added");
+    let record = |lr: f64, params: &[&str]| lit::callbacks::GroupRecord {
+        lr,
+        initial_lr: lr,
+        weight_decay: 0.0,
+        params: params.iter().map(|p| p.to_string()).collect(),
+    };
+    // (tch's `nn::linear` creates the bias before the weight.)
+    assert_eq!(groups[0], record(0.1, &["layer.3.bias", "layer.3.weight"]));
+    assert_eq!(groups[1], record(0.01, &["layer.0.bias", "layer.0.weight"]));
+
+    let last = first.checkpoint_callback().unwrap().last_model_path().unwrap().to_path_buf();
+    let mut resumed = fresh();
+    trainer(3)?.fit_from_checkpoint(&mut resumed, finetuning_loader(), (), &last)?;
+    let mut straight = fresh();
+    let straight_root = temp_dir("finetuning-restore-straight");
+    quiet_trainer(&straight_root)
+        .max_epochs(3)
+        .limit_train_batches(1)
+        .callback(Finetuning::new(RestoreFinetuning))
+        .build()?
+        .fit(&mut straight, finetuning_loader(), ())?;
+    let start = &resumed.starts[0];
+    assert_eq!((start.epoch, start.groups.len()), (2, 3), "two groups restored, the third added at epoch 2");
+    assert!(
+        !start.weights["layer.0.weight"].equal(&snapshot(&resumed.vs)["layer.0.weight"]),
+        "layer.0, unfrozen before the checkpoint, trains after the resume"
+    );
+    let (a, b) = (snapshot(&straight.vs), snapshot(&resumed.vs));
+    for (name, value) in &a {
+        assert!(value.equal(&b[name]), "`{name}` differs from the uninterrupted run's");
+    }
+    Ok(())
+}
+
+/// Ports `test_callbacks_restore_backbone`: `BackboneFinetuning` resumed after its unfreeze
+/// epoch continues the backbone's schedule from the checkpoint.
+#[test]
+fn callbacks_restore_backbone() -> lit::Result<()> {
+    let root = temp_dir("finetuning-restore-backbone");
+    let init = BackboneModel::with(true);
+    let fresh = || {
+        let mut m = BackboneModel::with(true);
+        m.vs.copy(&init.vs).unwrap();
+        m
+    };
+    let trainer = |epochs: usize| {
+        quiet_trainer(&root)
+            .max_epochs(epochs)
+            .limit_train_batches(1)
+            .callback(ModelCheckpoint::new().dirpath(&root).save_last(true))
+            .callback(BackboneFinetuning::new().unfreeze_backbone_at_epoch(1))
+            .build()
+    };
+    let mut first = trainer(2)?;
+    first.fit(&mut fresh(), finetuning_loader(), ())?;
+    let last = first.checkpoint_callback().unwrap().last_model_path().unwrap().to_path_buf();
+    let mut resumed = fresh();
+    let mut second = trainer(3)?;
+    second.fit_from_checkpoint(&mut resumed, finetuning_loader(), (), &last)?;
+    let mut straight = fresh();
+    let mut third = trainer(3)?;
+    third.fit(&mut straight, finetuning_loader(), ())?;
+    let (a, b) = (callback::<BackboneFinetuning>(&second), callback::<BackboneFinetuning>(&third));
+    assert_eq!(a.previous_backbone_lr(), b.previous_backbone_lr());
+    // Epoch 2: twice epoch 1's 0.01 * 0.1, aligned to the head's 0.001.
+    let head = resumed.starts.last().unwrap().groups[0].0;
+    assert!((head - 0.001).abs() < 1e-15);
+    assert_eq!(a.previous_backbone_lr(), Some(head));
+    for (name, value) in &snapshot(&straight.vs) {
+        assert!(value.equal(&snapshot(&resumed.vs)[name]), "`{name}` differs from the uninterrupted run's");
     }
     Ok(())
 }
