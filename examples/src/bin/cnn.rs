@@ -9,6 +9,7 @@
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml --model.channels 32 --trainer.max_epochs 3
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml --trainer.callbacks.help EarlyStopping
+//! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml --trainer.logger=MLFlowLogger --trainer.logger.tracking_uri=http://127.0.0.1:5000
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- test --config examples/cnn.yaml --ckpt_path lit_logs/cnn/version_0/checkpoints/last.ckpt
 //! ```
 

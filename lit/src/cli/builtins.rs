@@ -14,7 +14,7 @@ use crate::callbacks::{
     ModelSummary, OnExceptionCheckpoint, PredictionFormat, PredictionWriter, Timer, WriteInterval,
 };
 use crate::error::Result;
-use crate::loggers::{CsvLogger, TensorBoardLogger};
+use crate::loggers::{CsvLogger, LogModel, MlflowLogger, TensorBoardLogger};
 
 /// Every built-in class, one line each: its configuration path (Lightning's, so that configurations
 /// read the same), its init args and how they build it.
@@ -45,6 +45,8 @@ pub(super) fn register(r: &mut Registry) {
     r.callback("lit.callbacks.PredictionWriter", PredictionWriterArgs::field_docs(), PredictionWriterArgs::build);
     r.logger("lightning.pytorch.loggers.CSVLogger", LoggerArgs::field_docs(), LoggerArgs::csv).alias("CsvLogger");
     r.logger("lightning.pytorch.loggers.TensorBoardLogger", LoggerArgs::field_docs(), LoggerArgs::tensorboard);
+    r.logger("lightning.pytorch.loggers.MLFlowLogger", MlflowArgs::field_docs(), MlflowArgs::build)
+        .alias("MlflowLogger");
 }
 
 /// A duration init arg: `"DD:HH:MM:SS"` (Lightning's) or `"1h30m"`, `"90s"`.
@@ -360,5 +362,86 @@ impl LoggerArgs {
             Some(v) => logger.version(v),
             None => logger,
         })
+    }
+}
+
+/// `true`, `false` or `"all"`.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(untagged)]
+enum BoolOrAll {
+    Bool(bool),
+    Word(String),
+}
+
+/// `MLFlowLogger`'s init args (lit's logger talks to a tracking server: no `save_dir`).
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct MlflowArgs {
+    /// The experiment the run goes into (created when missing).
+    experiment_name: String,
+    /// The run's name (the `mlflow.runName` tag).
+    run_name: Option<String>,
+    /// The tracking server, `http(s)://…` (default: the `MLFLOW_TRACKING_URI` environment variable).
+    tracking_uri: Option<String>,
+    /// Tags of the run.
+    tags: Option<BTreeMap<String, String>>,
+    /// Checkpoints as artifacts: false, true (the kept ones, at the end) or "all" (each as saved).
+    log_model: BoolOrAll,
+    /// The artifact directory checkpoints go under.
+    checkpoint_path_prefix: String,
+    /// Prepended to every metric's name.
+    prefix: String,
+    /// Where a new experiment keeps its artifacts.
+    artifact_location: Option<String>,
+    /// A run to continue instead of starting one.
+    run_id: Option<String>,
+}
+
+impl Default for MlflowArgs {
+    fn default() -> Self {
+        MlflowArgs {
+            experiment_name: "lightning_logs".into(),
+            run_name: None,
+            tracking_uri: None,
+            tags: None,
+            log_model: BoolOrAll::Bool(false),
+            checkpoint_path_prefix: String::new(),
+            prefix: String::new(),
+            artifact_location: None,
+            run_id: None,
+        }
+    }
+}
+
+impl MlflowArgs {
+    fn build(self) -> Result<MlflowLogger> {
+        let log_model = match self.log_model {
+            BoolOrAll::Bool(on) => LogModel::from(on),
+            BoolOrAll::Word(word) if word == "all" => LogModel::All,
+            BoolOrAll::Word(other) => {
+                return Err(super::cli_error(format!(
+                    "MLFlowLogger: `log_model` is true, false or \"all\", got \"{other}\""
+                )));
+            }
+        };
+        let mut logger = MlflowLogger::new()
+            .experiment_name(self.experiment_name)
+            .tags(self.tags.unwrap_or_default())
+            .log_model(log_model)
+            .checkpoint_path_prefix(self.checkpoint_path_prefix)
+            .prefix(self.prefix);
+        if let Some(name) = self.run_name {
+            logger = logger.run_name(name);
+        }
+        if let Some(uri) = self.tracking_uri {
+            logger = logger.tracking_uri(uri);
+        }
+        if let Some(location) = self.artifact_location {
+            logger = logger.artifact_location(location);
+        }
+        if let Some(id) = self.run_id {
+            logger = logger.run_id(id);
+        }
+        Ok(logger)
     }
 }

@@ -111,14 +111,20 @@ impl SaveConfigCallback {
         Ok(())
     }
 
-    /// The run's log directory: the first logger's, or `default_root_dir` without loggers;
-    /// `None` while a logger has not made its directory (before a `validate` or `test` run has
-    /// logged anything).
+    /// The run's log directory, where its checkpoints go too: the logger's, or for a first
+    /// logger that keeps no files (MLflow's) `default_root_dir/<name>/<version>`, or
+    /// `default_root_dir` without loggers; `None` while a logger has not made its directory (or
+    /// started its run) yet, as before a `validate` or `test` run has logged anything.
     fn directory(&self, cx: &mut Ctx) -> Option<PathBuf> {
-        match cx.log_dir() {
-            Some(dir) => Some(dir),
-            None if cx.loggers().is_empty() => Some(cx.default_root_dir().to_path_buf()),
-            None => None,
+        let root = cx.default_root_dir().to_path_buf();
+        let log_dir = cx.log_dir();
+        let first = cx.loggers().first().map(|l| (l.log_dir().is_none(), l.name().to_string(), l.version()));
+        match first {
+            None => Some(root),
+            Some((true, name, version)) if !name.is_empty() && !version.is_empty() => {
+                Some(root.join(name).join(version))
+            }
+            Some(_) => log_dir,
         }
     }
 

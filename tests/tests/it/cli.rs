@@ -438,6 +438,23 @@ fn the_logger_is_a_boolean_a_class_or_a_list() -> lit::Result<()> {
     let mut trainer = cli().instantiate(c)?.trainer;
     assert_eq!(trainer.loggers().len(), 2);
     assert_eq!(trainer.loggers()[1].name(), "other");
+    // Lightning's MLFlowLogger (lit's MlflowLogger), built without contacting its server (its run
+    // starts with training).
+    let c = parse(&[
+        "fit",
+        "--trainer.logger=MLFlowLogger",
+        "--trainer.logger.tracking_uri=http://127.0.0.1:5000",
+        "--trainer.logger.experiment_name=cnn",
+        "--trainer.logger.log_model=all",
+        "--trainer.logger.tags={team: vision}",
+    ])?;
+    let init = &c.value["trainer"]["logger"]["init_args"];
+    assert_eq!(c.value["trainer"]["logger"]["class_path"], "lightning.pytorch.loggers.MLFlowLogger");
+    assert_eq!((init["log_model"].as_str(), init["tags"]["team"].as_str()), (Some("all"), Some("vision")));
+    assert_eq!(init["prefix"], "", "Lightning's default");
+    let mut trainer = cli().instantiate(c)?.trainer;
+    assert!(trainer.loggers()[0].as_any_mut().is::<lit::loggers::MlflowLogger>());
+    assert_eq!(trainer.loggers()[0].name(), "cnn", "the experiment's name until its run starts");
     // `--trainer.logger` alone is `true`: the default CSV logger.
     let c = parse(&["fit", "--trainer.logger", "--trainer.max_epochs", "1"])?;
     assert_eq!(c.value["trainer"]["logger"], true);
@@ -550,6 +567,52 @@ fn fit_saves_the_resolved_configuration_in_the_log_directory() -> lit::Result<()
     assert_eq!(built.trainer.log_dir(), Some(dir.join("lightning_logs/version_0").as_path()));
     assert!(dir.join("lightning_logs/version_0/config.yaml").is_file());
     assert_eq!(std::fs::read_dir(dir.join("lightning_logs")).unwrap().count(), 1, "no other version directory");
+    Ok(())
+}
+
+/// A logger that keeps no files (as MLflow's, whose run lives on a server): a name and a version
+/// once its run has started, no directory.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Remote {
+    #[serde(skip)]
+    started: bool,
+}
+
+impl lit::loggers::Logger for Remote {
+    fn name(&self) -> &str {
+        if self.started { "experiment-7" } else { "" }
+    }
+    fn version(&self) -> String {
+        if self.started { "run-42".into() } else { String::new() }
+    }
+    fn log_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+    fn log_hyperparams(&mut self, _: &serde_json::Value) -> lit::Result<()> {
+        self.started = true;
+        Ok(())
+    }
+    fn log_metrics(&mut self, _: &std::collections::BTreeMap<String, f64>, _: usize) -> lit::Result<()> {
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn a_logger_without_a_directory_gets_the_configuration_next_to_its_checkpoints() -> lit::Result<()> {
+    // Lightning's trainer.log_dir is None for such a logger (its SaveConfigCallback asserts);
+    // lit saves where the checkpoints go: default_root_dir/<name>/<version>.
+    let dir = temp_dir("cli-save-remote");
+    let args = ["fit", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=Remote"];
+    let args = [&args[..], &["--trainer.default_root_dir", dir.to_str().unwrap()]].concat();
+    let cli = LitCli::<Line, Points>::new().register_logger::<Remote>("Remote");
+    let mut built = cli.instantiate(parse_with(&cli, &args)?)?;
+    built.run()?;
+    let run = dir.join("experiment-7/run-42");
+    assert!(run.join("config.yaml").is_file());
+    assert!(run.join("checkpoints").is_dir(), "the checkpoints' directory");
     Ok(())
 }
 
