@@ -106,13 +106,17 @@ fn struct_items(lit: &TokenStream, module: &ModuleStruct) -> TokenStream {
                     fn hparams(&self) -> ::core::option::Option<&Self::Hparams> {
                         ::core::unreachable!()
                     }
+                    fn hparams_mut(&mut self) -> ::core::option::Option<&mut Self::Hparams> {
+                        ::core::unreachable!()
+                    }
                 }
             };
         };
     };
-    let (hparams_some, hparams_fn) = match &module.hparams {
+    let (hparams_some, hparams_some_mut, hparams_fn) = match &module.hparams {
         Some((field, ty)) => (
             quote!(::core::option::Option::Some(&self.#field)),
+            quote!(::core::option::Option::Some(&mut self.#field)),
             // Spanned at the field's type, so that a private config type in a public module is
             // reported at the field, naming the generated `hparams()`.
             quote_spanned! {ty.span()=>
@@ -122,7 +126,7 @@ fn struct_items(lit: &TokenStream, module: &ModuleStruct) -> TokenStream {
                 }
             },
         ),
-        None => (quote!(::core::option::Option::None), quote!()),
+        None => (quote!(::core::option::Option::None), quote!(::core::option::Option::None), quote!()),
     };
     let example = module.example_input.as_ref().map(|field| {
         quote! {
@@ -157,6 +161,9 @@ fn struct_items(lit: &TokenStream, module: &ModuleStruct) -> TokenStream {
                 }
                 fn hparams(&self) -> ::core::option::Option<&Self::Hparams> {
                     #hparams_some
+                }
+                fn hparams_mut(&mut self) -> ::core::option::Option<&mut Self::Hparams> {
+                    #hparams_some_mut
                 }
             }
         };
@@ -420,6 +427,9 @@ fn expand_impl(opts: &ModuleOptions, module: &ModuleImpl, training_step_ok: bool
                 }
                 fn hparams_json(&self) -> ::core::option::Option<#lit::__private::serde_json::Value> {
                     #lit::__private::hparams_json(self)
+                }
+                fn set_hparams_json(&mut self, hparams: #lit::__private::serde_json::Value) -> #lit::Result<()> {
+                    #lit::__private::ModelParts::replace_hparams_json(self, hparams)
                 }
                 fn prediction_tensors(
                     prediction: &Self::Prediction,

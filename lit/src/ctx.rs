@@ -145,6 +145,8 @@ pub(crate) struct State {
     pub(crate) profiler: Option<crate::profiler::Profiler>,
     /// The module's variables, for the built-in callbacks that act on them (SWA, finetuning).
     pub(crate) module: crate::callbacks::ModuleParams,
+    /// A trial fit (the tuner's range test): no module callbacks, no checkpoint on a panic.
+    pub(crate) trial: bool,
 }
 
 /// What a hook receives: the run's state and, in a `*_datamodule` run, the data module,
@@ -212,6 +214,7 @@ impl State {
             scaler: None,
             profiler: None,
             module: Default::default(),
+            trial: false,
         }
     }
 

@@ -39,6 +39,7 @@ mod rng;
 mod shim;
 mod summary;
 mod trainer;
+pub mod tuner;
 mod warning;
 
 pub use callback::Callback;
@@ -93,6 +94,7 @@ pub mod prelude {
         MultiStepLr, OneCycleLr, Optimizer, Optimizers, PlateauMode, ReduceLrOnPlateau, RmsProp, SchedulerConfig,
         SequentialLr, Sgd, StepLr,
     };
+    pub use crate::tuner::{LrFindOptions, LrFinder, LrMode, Tuner};
     pub use crate::{
         Callback, Ctx, Hooks, Hparams, LightningModule, Opt, Reduce, Result, Stage, StepOutput, Trainer,
         TrainerBuilder, TrainerConfig, hparams, lightning_module, seed_everything,

@@ -250,6 +250,14 @@ pub trait LightningModule {
         None
     }
 
+    /// Replaces the module's hyper-parameters with `hparams`, JSON of its `#[hparams]` type, as
+    /// the tuner's `update_attr` sets the learning rate (`#[hparams]` fields provide it). A module
+    /// without hyper-parameters refuses.
+    fn set_hparams_json(&mut self, hparams: serde_json::Value) -> Result<()> {
+        let _ = hparams;
+        Err(crate::Error::msg("the module has no `#[hparams]` field to set"))
+    }
+
     /// The module's variables.
     fn var_store(&self) -> &nn::VarStore;
     /// The module's variables, mutably (to move them to a device).

@@ -27,6 +27,19 @@ pub trait ModelParts {
     fn var_store_mut(&mut self) -> &mut nn::VarStore;
     /// The `#[hparams]` field, if any.
     fn hparams(&self) -> Option<&Self::Hparams>;
+    /// The `#[hparams]` field, mutably, if any.
+    fn hparams_mut(&mut self) -> Option<&mut Self::Hparams>;
+    /// Replaces the `#[hparams]` field with `value`, JSON of its type (a provided method, so
+    /// that the generated call adds no error of its own to a module whose parts are wrong).
+    fn replace_hparams_json(&mut self, value: serde_json::Value) -> Result<()> {
+        let Some(hparams) = self.hparams_mut() else {
+            return Err(Error::msg("the module has no `#[hparams]` field to set"));
+        };
+        *hparams = serde_json::from_value(value).map_err(|e| {
+            Error::msg(format!("the hyper-parameters do not fit `{}`: {e}", std::any::type_name::<Self::Hparams>()))
+        })?;
+        Ok(())
+    }
 }
 
 /// The constructor `load_from_checkpoint` calls: `new(hparams)` or the `#[init]` method.

@@ -3,7 +3,7 @@
 
 mod csv;
 mod mlflow;
-mod plot;
+pub(crate) mod plot;
 mod tensorboard;
 mod yaml;
 

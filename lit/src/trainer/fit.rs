@@ -318,7 +318,8 @@ impl<M: LightningModule> Run<'_, M> {
             && self.cx.batch_idx.is_some_and(|b| b.is_multiple_of(accumulate))
             && self.cx.process_group.is_none()
             && M::AUTOMATIC_OPTIMIZATION
-            && M::TRUNCATED_BPTT_STEPS.is_none();
+            && M::TRUNCATED_BPTT_STEPS.is_none()
+            && !self.cx.trial;
         let error = self.cx.panicked(payload);
         if !whole {
             return error;

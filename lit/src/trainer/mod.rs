@@ -10,6 +10,7 @@ mod from_checkpoint;
 mod options;
 mod predict;
 mod swa;
+mod trial;
 
 use std::collections::BTreeMap;
 
@@ -102,15 +103,9 @@ impl Trainer {
         callbacks: Vec<Box<dyn Callback>>,
         loggers: Vec<Box<dyn crate::loggers::Logger>>,
     ) -> Self {
-        let mut cx = State::new(device, StopFlag::default());
+        let mut cx = run_state(&config, device, StopFlag::default());
         cx.loggers = loggers;
         cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
-        cx.metrics.nan = config.nan_metrics;
-        cx.precision = config.precision;
-        cx.config = config.clone();
-        if cx.precision == crate::amp::Precision::F16Mixed {
-            cx.scaler = Some(crate::amp::GradScaler::new(device));
-        }
         Trainer { config, device, callbacks, cx, hparams_logged: false, ddp: None, ddp_ready: false }
     }
 
@@ -478,21 +473,7 @@ impl Trainer {
         self.cx.default_root_dir = self.config.default_root_dir.clone();
         self.cx.training = stage == Stage::Fit;
         self.cx.grad_enabled = true;
-        if !self.ddp_ready {
-            self.ddp_ready = true;
-            if let Some((ddp, pg)) = ddp::setup(&self.config)? {
-                if pg.rank() != 0 {
-                    // Logging, the progress bar and checkpoints happen once, on rank 0.
-                    self.cx.loggers.clear();
-                    self.cx.progress = crate::progress::Progress::silent();
-                }
-                self.cx.local_rank = ddp.local_rank;
-                // On CUDA each process trains on its own device, `cuda:LOCAL_RANK`.
-                self.cx.device = ddp.device(self.cx.device);
-                self.cx.process_group = Some(pg);
-                self.ddp = Some(ddp);
-            }
-        }
+        self.join_process_group()?;
         if stage == Stage::Fit && !self.hparams_logged {
             let hparams = model.hparams_json().unwrap_or_else(|| serde_json::json!({}));
             // The first logger claims the run's version; the others take the same one.
@@ -512,6 +493,40 @@ impl Trainer {
         }
         Ok(())
     }
+
+    /// Joins the process group of distributed training, the first time a run needs it (launching
+    /// the other processes from rank 0).
+    fn join_process_group(&mut self) -> Result<()> {
+        if !self.ddp_ready {
+            self.ddp_ready = true;
+            if let Some((ddp, pg)) = ddp::setup(&self.config)? {
+                if pg.rank() != 0 {
+                    // Logging, the progress bar and checkpoints happen once, on rank 0.
+                    self.cx.loggers.clear();
+                    self.cx.progress = crate::progress::Progress::silent();
+                }
+                self.cx.local_rank = ddp.local_rank;
+                // On CUDA each process trains on its own device, `cuda:LOCAL_RANK`.
+                self.cx.device = ddp.device(self.cx.device);
+                self.cx.process_group = Some(pg);
+                self.ddp = Some(ddp);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fresh run state for `config` on `device`: its precision, NaN policy and grad scaler; no
+/// loggers, the progress bar off.
+fn run_state(config: &TrainerConfig, device: Device, stop: StopFlag) -> State {
+    let mut cx = State::new(device, stop);
+    cx.metrics.nan = config.nan_metrics;
+    cx.precision = config.precision;
+    cx.config = config.clone();
+    if cx.precision == crate::amp::Precision::F16Mixed {
+        cx.scaler = Some(crate::amp::GradScaler::new(device));
+    }
+    cx
 }
 
 /// A data module's training loader (which it must give) and validation loaders.
@@ -574,7 +589,11 @@ impl<M: LightningModule> Run<'_, M> {
         }
         self.model.prepare_data(ctx!(self))?;
         self.cx.module = crate::callbacks::ModuleParams::new(self.model.var_store());
-        callback::merge(self.callbacks, self.model.configure_callbacks());
+        let module_callbacks = self.model.configure_callbacks();
+        // A trial fit (the tuner's) runs with its own callbacks only, as Lightning's tuner does.
+        if !self.cx.trial {
+            callback::merge(self.callbacks, module_callbacks);
+        }
         // The data module is set up before the module's hooks run, so that they can read its
         // splits through `cx.datamodule()`.
         if let Some(dm) = self.datamodule.as_deref_mut() {

@@ -24,3 +24,4 @@ mod precision;
 mod predictions;
 mod resume;
 mod trainer;
+mod tuner;
