@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::FieldDocs;
 use super::registry::Registry;
 use crate::callbacks::{
-    EarlyStopping, GradientAccumulationScheduler, LearningRateMonitor, LoggingInterval, Mode, ModelCheckpoint,
-    ModelSummary, OnExceptionCheckpoint, PredictionFormat, PredictionWriter, Timer, WriteInterval,
+    BackboneFinetuning, EarlyStopping, GradientAccumulationScheduler, LearningRateMonitor, LoggingInterval, Mode,
+    ModelCheckpoint, ModelSummary, OnExceptionCheckpoint, PredictionFormat, PredictionWriter,
+    StochasticWeightAveraging, Timer, WriteInterval,
 };
 use crate::error::Result;
 use crate::loggers::{CsvLogger, LogModel, MlflowLogger, TensorBoardLogger};
@@ -43,6 +44,12 @@ pub(super) fn register(r: &mut Registry) {
         OnExceptionCheckpointArgs::build,
     );
     r.callback("lit.callbacks.PredictionWriter", PredictionWriterArgs::field_docs(), PredictionWriterArgs::build);
+    r.callback("lightning.pytorch.callbacks.StochasticWeightAveraging", SwaArgs::field_docs(), SwaArgs::build);
+    r.callback(
+        "lightning.pytorch.callbacks.BackboneFinetuning",
+        BackboneFinetuningArgs::field_docs(),
+        BackboneFinetuningArgs::build,
+    );
     r.logger("lightning.pytorch.loggers.CSVLogger", LoggerArgs::field_docs(), LoggerArgs::csv).alias("CsvLogger");
     r.logger("lightning.pytorch.loggers.TensorBoardLogger", LoggerArgs::field_docs(), LoggerArgs::tensorboard);
     r.logger("lightning.pytorch.loggers.MLFlowLogger", MlflowArgs::field_docs(), MlflowArgs::build)
@@ -326,6 +333,140 @@ impl PredictionWriterArgs {
             Format::Jsonl => PredictionFormat::JsonLines,
         };
         Ok(PredictionWriter::new(required("PredictionWriter", "output_dir", self.output_dir)?, interval).format(format))
+    }
+}
+
+/// One number, or one per parameter group.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(f64),
+    Many(Vec<f64>),
+}
+
+/// An epoch (an integer) or a fraction of `max_epochs` (a float).
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum EpochOrFraction {
+    Epoch(i64),
+    Fraction(f64),
+}
+
+/// `StochasticWeightAveraging`'s init args (`avg_fn`, a function, is not configurable).
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct SwaArgs {
+    /// The SWA learning rate, or one per parameter group (required).
+    swa_lrs: Option<OneOrMany>,
+    /// The epoch averaging starts at: an integer ≥ 1, or a fraction of `max_epochs`.
+    swa_epoch_start: EpochOrFraction,
+    /// Epochs of annealing to the SWA learning rate.
+    annealing_epochs: usize,
+    /// "cos" or "linear".
+    annealing_strategy: String,
+    /// Where the average is kept: "cpu", "cuda", "cuda:N", or null for the module's device.
+    device: Option<String>,
+}
+
+impl Default for SwaArgs {
+    fn default() -> Self {
+        SwaArgs {
+            swa_lrs: None,
+            swa_epoch_start: EpochOrFraction::Fraction(0.8),
+            annealing_epochs: 10,
+            annealing_strategy: "cos".into(),
+            device: Some("cpu".into()),
+        }
+    }
+}
+
+impl SwaArgs {
+    fn build(self) -> Result<StochasticWeightAveraging> {
+        let lrs = match required("StochasticWeightAveraging", "swa_lrs", self.swa_lrs)? {
+            OneOrMany::One(lr) => vec![lr],
+            OneOrMany::Many(lrs) => lrs,
+        };
+        let device = match self.device.as_deref() {
+            None => None,
+            Some("cpu") => Some(tch::Device::Cpu),
+            Some("cuda") => Some(tch::Device::Cuda(0)),
+            Some(other) => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => Some(tch::Device::Cuda(n)),
+                None => {
+                    return Err(super::cli_error(format!(
+                        "StochasticWeightAveraging: `device` \"{other}\" is not \"cpu\", \"cuda\", \"cuda:N\" or null"
+                    )));
+                }
+            },
+        };
+        let swa = StochasticWeightAveraging::new(lrs)?;
+        let swa = match self.swa_epoch_start {
+            EpochOrFraction::Epoch(n) => swa.swa_epoch_start(n)?,
+            EpochOrFraction::Fraction(f) => swa.swa_epoch_start(f)?,
+        };
+        Ok(swa
+            .annealing_epochs(self.annealing_epochs)
+            .annealing_strategy(self.annealing_strategy.parse()?)
+            .device(device))
+    }
+}
+
+/// `BackboneFinetuning`'s init args (`lambda_func`, a function, is not configurable: the
+/// learning rate doubles every epoch, Lightning's default).
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct BackboneFinetuningArgs {
+    /// The epoch at which the backbone joins the optimizer.
+    unfreeze_backbone_at_epoch: usize,
+    /// The backbone's initial learning rate, as a ratio of the current one.
+    backbone_initial_ratio_lr: f64,
+    /// The backbone's initial learning rate (default: the ratio's).
+    backbone_initial_lr: Option<f64>,
+    /// Hold the backbone's learning rate at the current one once it would pass it.
+    should_align: bool,
+    /// Divides the current learning rate for a group given no learning rate.
+    initial_denom_lr: f64,
+    /// Train the backbone's batch norms throughout.
+    train_bn: bool,
+    /// Log the learning rates at each epoch's start.
+    verbose: bool,
+    /// Decimal places of the logged learning rates.
+    rounding: i32,
+    /// The backbone's `VarStore` path (lit's; Lightning's is the module's `backbone` attribute).
+    backbone: String,
+}
+
+impl Default for BackboneFinetuningArgs {
+    fn default() -> Self {
+        BackboneFinetuningArgs {
+            unfreeze_backbone_at_epoch: 10,
+            backbone_initial_ratio_lr: 0.1,
+            backbone_initial_lr: None,
+            should_align: true,
+            initial_denom_lr: 10.0,
+            train_bn: true,
+            verbose: false,
+            rounding: 12,
+            backbone: "backbone".into(),
+        }
+    }
+}
+
+impl BackboneFinetuningArgs {
+    fn build(self) -> Result<BackboneFinetuning> {
+        let c = BackboneFinetuning::new()
+            .unfreeze_backbone_at_epoch(self.unfreeze_backbone_at_epoch)
+            .backbone_initial_ratio_lr(self.backbone_initial_ratio_lr)
+            .should_align(self.should_align)
+            .initial_denom_lr(self.initial_denom_lr)
+            .train_bn(self.train_bn)
+            .verbose(self.verbose)
+            .rounding(self.rounding)
+            .backbone(self.backbone);
+        Ok(match self.backbone_initial_lr {
+            Some(lr) => c.backbone_initial_lr(lr),
+            None => c,
+        })
     }
 }
 

@@ -828,6 +828,48 @@ fn the_cnn_example_trains_from_its_yaml() {
 }
 
 #[test]
+fn swa_and_finetuning_take_lightnings_init_args() -> lit::Result<()> {
+    use lit::callbacks::{StochasticWeightAveraging, SwaEpochStart};
+    let args = [
+        "fit",
+        "--trainer.callbacks+=StochasticWeightAveraging",
+        "--trainer.callbacks.swa_lrs=[0.05, 0.01]",
+        "--trainer.callbacks.swa_epoch_start=2",
+        "--trainer.callbacks.annealing_strategy=linear",
+    ];
+    let c = parse(&args)?;
+    let init = &c.value["trainer"]["callbacks"][0]["init_args"];
+    assert_eq!(init["annealing_epochs"], 10, "Lightning's default");
+    assert_eq!(init["device"], "cpu");
+    let built = cli().instantiate(c)?;
+    let swa = callbacks_of::<StochasticWeightAveraging>(&built.trainer)[0];
+    assert_eq!(swa.swa_lrs(), [0.05, 0.01]);
+    assert_eq!(swa.start(), SwaEpochStart::Epoch(2));
+    assert_eq!(swa.strategy(), lit::optim::AnnealStrategy::Linear);
+    // BackboneFinetuning's init args (lit's also names the backbone's VarStore path).
+    let c =
+        parse(&["fit", "--trainer.callbacks=BackboneFinetuning", "--trainer.callbacks.unfreeze_backbone_at_epoch=2"])?;
+    let init = &c.value["trainer"]["callbacks"]["init_args"];
+    assert_eq!(
+        (init["unfreeze_backbone_at_epoch"].as_u64(), init["backbone_initial_ratio_lr"].as_f64()),
+        (Some(2), Some(0.1))
+    );
+    assert_eq!(init["backbone"], "backbone");
+    let built = cli().instantiate(c)?;
+    assert_eq!(callbacks_of::<lit::callbacks::BackboneFinetuning>(&built.trainer).len(), 1);
+    // Lightning's checks, at build: a start of 0 is neither an epoch nor a fraction.
+    let c = parse(&[
+        "fit",
+        "--trainer.callbacks=StochasticWeightAveraging",
+        "--trainer.callbacks.swa_lrs=0.1",
+        "--trainer.callbacks.swa_epoch_start=0",
+    ])?;
+    let message = cli().instantiate(c).err().unwrap().to_string();
+    assert!(message.contains("swa_epoch_start should be a >0 integer or a float between 0 and 1"), "{message}");
+    Ok(())
+}
+
+#[test]
 fn the_configuration_is_saved_once_by_rank_zero_under_ddp() {
     // Ports test_cli.py::test_cli_distributed_save_config_callback: two processes, one
     // config.yaml and one version directory; and a second run in the same place stops on every
