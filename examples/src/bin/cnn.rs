@@ -3,13 +3,15 @@
 //! its logger come from `examples/cnn.yaml` and from flags. The model keeps `lit::metrics`
 //! objects (accuracy and F1), sizes a one-cycle learning-rate schedule with
 //! `estimated_stepping_batches()`, and takes its number of classes from the data module (an
-//! argument link). After `fit` it tests the best checkpoint.
+//! argument link). After `fit` it tests the best checkpoint. Lightning's `LearningRateFinder` in
+//! the callbacks runs a learning-rate range test first and trains at its suggestion.
 //!
 //! ```text
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml --model.channels 32 --trainer.max_epochs 3
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml --trainer.callbacks.help EarlyStopping
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml --trainer.logger=MLFlowLogger --trainer.logger.tracking_uri=http://127.0.0.1:5000
+//! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- fit --config examples/cnn.yaml --trainer.callbacks+=LearningRateFinder --trainer.callbacks.num_training_steps=40
 //! scripts/with-torch cargo run --release -p lit-examples --bin cnn -- test --config examples/cnn.yaml --ckpt_path lit_logs/cnn/version_0/checkpoints/last.ckpt
 //! ```
 
@@ -246,6 +248,10 @@ fn main() -> lit::Result<()> {
             return Ok(());
         }
         Outcome::Fitted if cli.subcommand == Subcommand::Fit => {
+            // With `LearningRateFinder` among the callbacks, the range test ran before training.
+            if rank0 && let Some(lr) = cli.lr_finder.as_ref().and_then(|f| f.suggestion()) {
+                println!("learning rate finder suggested: {lr:.3e}");
+            }
             // As Lightning's `trainer.test(ckpt_path="best")`: the best checkpoint by the
             // configured ModelCheckpoint's monitor (the last one without a monitor).
             if rank0 && let Some(best) = cli.trainer.checkpoint_callback().and_then(|c| c.best_model_path()) {

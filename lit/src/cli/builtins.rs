@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::FieldDocs;
 use super::registry::Registry;
+use crate::callback::Callback;
 use crate::callbacks::{
     BackboneFinetuning, EarlyStopping, GradientAccumulationScheduler, LearningRateMonitor, LoggingInterval, Mode,
     ModelCheckpoint, ModelSummary, OnExceptionCheckpoint, PredictionFormat, PredictionWriter,
@@ -16,44 +18,40 @@ use crate::callbacks::{
 };
 use crate::error::Result;
 use crate::loggers::{CsvLogger, LogModel, MlflowLogger, TensorBoardLogger};
+use crate::tuner::{LrFindOptions, LrMode};
 
 /// Every built-in class, one line each: its configuration path (Lightning's, so that configurations
 /// read the same), its init args and how they build it.
 pub(super) fn register(r: &mut Registry) {
-    r.callback(
-        "lightning.pytorch.callbacks.ModelCheckpoint",
-        ModelCheckpointArgs::field_docs(),
-        ModelCheckpointArgs::build,
-    );
-    r.callback("lightning.pytorch.callbacks.EarlyStopping", EarlyStoppingArgs::field_docs(), EarlyStoppingArgs::build);
-    r.callback(
-        "lightning.pytorch.callbacks.LearningRateMonitor",
-        LearningRateMonitorArgs::field_docs(),
-        LearningRateMonitorArgs::build,
-    );
-    r.callback("lightning.pytorch.callbacks.ModelSummary", ModelSummaryArgs::field_docs(), ModelSummaryArgs::build);
-    r.callback("lightning.pytorch.callbacks.Timer", TimerArgs::field_docs(), TimerArgs::build);
-    r.callback(
-        "lightning.pytorch.callbacks.GradientAccumulationScheduler",
-        GradientAccumulationSchedulerArgs::field_docs(),
-        GradientAccumulationSchedulerArgs::build,
-    );
-    r.callback(
-        "lightning.pytorch.callbacks.OnExceptionCheckpoint",
-        OnExceptionCheckpointArgs::field_docs(),
-        OnExceptionCheckpointArgs::build,
-    );
-    r.callback("lit.callbacks.PredictionWriter", PredictionWriterArgs::field_docs(), PredictionWriterArgs::build);
-    r.callback("lightning.pytorch.callbacks.StochasticWeightAveraging", SwaArgs::field_docs(), SwaArgs::build);
-    r.callback(
-        "lightning.pytorch.callbacks.BackboneFinetuning",
-        BackboneFinetuningArgs::field_docs(),
-        BackboneFinetuningArgs::build,
-    );
+    callback::<ModelCheckpointArgs>(r, "lightning.pytorch.callbacks.ModelCheckpoint");
+    callback::<EarlyStoppingArgs>(r, "lightning.pytorch.callbacks.EarlyStopping");
+    callback::<LearningRateMonitorArgs>(r, "lightning.pytorch.callbacks.LearningRateMonitor");
+    callback::<ModelSummaryArgs>(r, "lightning.pytorch.callbacks.ModelSummary");
+    callback::<TimerArgs>(r, "lightning.pytorch.callbacks.Timer");
+    callback::<GradientAccumulationSchedulerArgs>(r, "lightning.pytorch.callbacks.GradientAccumulationScheduler");
+    callback::<OnExceptionCheckpointArgs>(r, "lightning.pytorch.callbacks.OnExceptionCheckpoint");
+    callback::<PredictionWriterArgs>(r, "lit.callbacks.PredictionWriter");
+    callback::<SwaArgs>(r, "lightning.pytorch.callbacks.StochasticWeightAveraging");
+    callback::<BackboneFinetuningArgs>(r, "lightning.pytorch.callbacks.BackboneFinetuning");
+    callback::<LearningRateFinderArgs>(r, "lightning.pytorch.callbacks.LearningRateFinder");
     r.logger("lightning.pytorch.loggers.CSVLogger", LoggerArgs::field_docs(), LoggerArgs::csv).alias("CsvLogger");
     r.logger("lightning.pytorch.loggers.TensorBoardLogger", LoggerArgs::field_docs(), LoggerArgs::tensorboard);
     r.logger("lightning.pytorch.loggers.MLFlowLogger", MlflowArgs::field_docs(), MlflowArgs::build)
         .alias("MlflowLogger");
+}
+
+/// A class's init args: named and defaulted as Lightning's, documented for `--help`, and what
+/// they build.
+trait InitArgs: Serialize + DeserializeOwned + FieldDocs + 'static {
+    /// The callback (or logger) they build.
+    type Built;
+    /// Builds it; init args that do not go together are an error naming them.
+    fn build(self) -> Result<Self::Built>;
+}
+
+/// Registers the callback init args `A` build under `path`.
+fn callback<A: InitArgs<Built: Callback>>(r: &mut Registry, path: &str) {
+    r.callback(path, A::field_docs(), A::build);
 }
 
 /// A duration init arg: `"DD:HH:MM:SS"` (Lightning's) or `"1h30m"`, `"90s"`.
@@ -110,7 +108,9 @@ impl Default for ModelCheckpointArgs {
     }
 }
 
-impl ModelCheckpointArgs {
+impl InitArgs for ModelCheckpointArgs {
+    type Built = ModelCheckpoint;
+
     fn build(self) -> Result<ModelCheckpoint> {
         let mut c = ModelCheckpoint::new().save_top_k(self.save_top_k).mode(self.mode);
         if let Some(dirpath) = self.dirpath {
@@ -172,7 +172,9 @@ impl Default for EarlyStoppingArgs {
     }
 }
 
-impl EarlyStoppingArgs {
+impl InitArgs for EarlyStoppingArgs {
+    type Built = EarlyStopping;
+
     fn build(self) -> Result<EarlyStopping> {
         let mut c = EarlyStopping::new(required("EarlyStopping", "monitor", self.monitor)?)
             .min_delta(self.min_delta)
@@ -205,7 +207,9 @@ struct LearningRateMonitorArgs {
     logging_interval: Option<Interval>,
 }
 
-impl LearningRateMonitorArgs {
+impl InitArgs for LearningRateMonitorArgs {
+    type Built = LearningRateMonitor;
+
     fn build(self) -> Result<LearningRateMonitor> {
         Ok(LearningRateMonitor::new(match self.logging_interval {
             Some(Interval::Epoch) => LoggingInterval::Epoch,
@@ -228,7 +232,9 @@ impl Default for ModelSummaryArgs {
     }
 }
 
-impl ModelSummaryArgs {
+impl InitArgs for ModelSummaryArgs {
+    type Built = ModelSummary;
+
     fn build(self) -> Result<ModelSummary> {
         Ok(ModelSummary::new(self.max_depth))
     }
@@ -242,7 +248,9 @@ struct TimerArgs {
     duration: Option<String>,
 }
 
-impl TimerArgs {
+impl InitArgs for TimerArgs {
+    type Built = Timer;
+
     fn build(self) -> Result<Timer> {
         let limit = self.duration.as_deref().map(|d| duration("Timer", "duration", d)).transpose()?;
         Ok(Timer::new(limit.unwrap_or(std::time::Duration::MAX)))
@@ -257,7 +265,9 @@ struct GradientAccumulationSchedulerArgs {
     scheduling: BTreeMap<usize, usize>,
 }
 
-impl GradientAccumulationSchedulerArgs {
+impl InitArgs for GradientAccumulationSchedulerArgs {
+    type Built = GradientAccumulationScheduler;
+
     fn build(self) -> Result<GradientAccumulationScheduler> {
         GradientAccumulationScheduler::new(self.scheduling)
     }
@@ -279,7 +289,9 @@ impl Default for OnExceptionCheckpointArgs {
     }
 }
 
-impl OnExceptionCheckpointArgs {
+impl InitArgs for OnExceptionCheckpointArgs {
+    type Built = OnExceptionCheckpoint;
+
     fn build(self) -> Result<OnExceptionCheckpoint> {
         Ok(OnExceptionCheckpoint::new(required("OnExceptionCheckpoint", "dirpath", self.dirpath)?)
             .filename(self.filename))
@@ -322,7 +334,9 @@ impl Default for PredictionWriterArgs {
     }
 }
 
-impl PredictionWriterArgs {
+impl InitArgs for PredictionWriterArgs {
+    type Built = PredictionWriter;
+
     fn build(self) -> Result<PredictionWriter> {
         let interval = match self.write_interval {
             WriteAt::Batch => WriteInterval::Batch,
@@ -380,7 +394,9 @@ impl Default for SwaArgs {
     }
 }
 
-impl SwaArgs {
+impl InitArgs for SwaArgs {
+    type Built = StochasticWeightAveraging;
+
     fn build(self) -> Result<StochasticWeightAveraging> {
         let lrs = match required("StochasticWeightAveraging", "swa_lrs", self.swa_lrs)? {
             OneOrMany::One(lr) => vec![lr],
@@ -452,7 +468,9 @@ impl Default for BackboneFinetuningArgs {
     }
 }
 
-impl BackboneFinetuningArgs {
+impl InitArgs for BackboneFinetuningArgs {
+    type Built = BackboneFinetuning;
+
     fn build(self) -> Result<BackboneFinetuning> {
         let c = BackboneFinetuning::new()
             .unfreeze_backbone_at_epoch(self.unfreeze_backbone_at_epoch)
@@ -467,6 +485,69 @@ impl BackboneFinetuningArgs {
             Some(lr) => c.backbone_initial_lr(lr),
             None => c,
         })
+    }
+}
+
+/// `LearningRateFinder`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct LearningRateFinderArgs {
+    /// The learning rate of the first step.
+    min_lr: f64,
+    /// The learning rate the range test ends at.
+    max_lr: f64,
+    /// Optimizer steps of the range test.
+    num_training_steps: usize,
+    /// "exponential" or "linear" growth.
+    mode: String,
+    /// Stop once the smoothed loss exceeds this many times the best (null: never).
+    early_stop_threshold: Option<f64>,
+    /// Set the module's learning rate hyper-parameter to the suggestion.
+    update_attr: bool,
+    /// The `#[hparams]` field of the learning rate (default: `lr` or `learning_rate`).
+    attr_name: String,
+}
+
+impl Default for LearningRateFinderArgs {
+    fn default() -> Self {
+        LearningRateFinderArgs {
+            min_lr: 1e-8,
+            max_lr: 1.0,
+            num_training_steps: 100,
+            mode: "exponential".into(),
+            early_stop_threshold: Some(4.0),
+            update_attr: true,
+            attr_name: String::new(),
+        }
+    }
+}
+
+impl InitArgs for LearningRateFinderArgs {
+    type Built = LearningRateFinder;
+
+    fn build(self) -> Result<LearningRateFinder> {
+        let mode: LrMode = self.mode.parse()?;
+        Ok(LearningRateFinder(
+            LrFindOptions::default()
+                .min_lr(self.min_lr)
+                .max_lr(self.max_lr)
+                .num_training(self.num_training_steps)
+                .mode(mode)
+                .early_stop_threshold(self.early_stop_threshold)
+                .update_attr(self.update_attr)
+                .attr_name(self.attr_name),
+        ))
+    }
+}
+
+/// Lightning's `LearningRateFinder` callback as the command line has it: `fit` runs
+/// [`Tuner::lr_find`](crate::tuner::Tuner::lr_find) with these options before training (a lit
+/// callback cannot run a range test inside the `fit` that calls it). As a callback it does nothing.
+pub(crate) struct LearningRateFinder(pub(crate) LrFindOptions);
+
+impl Callback for LearningRateFinder {
+    fn name(&self) -> &str {
+        "LearningRateFinder"
     }
 }
 
@@ -554,7 +635,9 @@ impl Default for MlflowArgs {
     }
 }
 
-impl MlflowArgs {
+impl InitArgs for MlflowArgs {
+    type Built = MlflowLogger;
+
     fn build(self) -> Result<MlflowLogger> {
         let log_model = match self.log_model {
             BoolOrAll::Bool(on) => LogModel::from(on),

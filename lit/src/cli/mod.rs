@@ -635,7 +635,7 @@ where
             builder.callbacks.push(Box::new(callback));
         }
         let trainer = builder.build()?;
-        Ok(Cli { subcommand: config.subcommand, config, trainer, model, datamodule, ckpt_path })
+        Ok(Cli { subcommand: config.subcommand, config, trainer, model, datamodule, ckpt_path, lr_finder: None })
     }
 
     /// Parses `args`, then prints help or a usage error and exits (status 0 or 2), or prints
@@ -830,6 +830,9 @@ pub struct Cli<M, D> {
     pub datamodule: D,
     /// `ckpt_path`.
     pub ckpt_path: Option<PathBuf>,
+    /// After `fit` with a `LearningRateFinder` among `trainer.callbacks`: its range test (the
+    /// suggestion, the curve), run before training as Lightning's callback runs it when fit starts.
+    pub lr_finder: Option<crate::tuner::LrFinder>,
 }
 
 /// What a subcommand returned.
@@ -859,10 +862,18 @@ where
             Ok(())
         };
         match self.subcommand {
-            Subcommand::Fit => match &ckpt {
-                Some(path) => trainer.fit_datamodule_from_checkpoint(model, dm, path).map(|()| Outcome::Fitted),
-                None => trainer.fit_datamodule(model, dm).map(|()| Outcome::Fitted),
-            },
+            Subcommand::Fit => {
+                let lr_find = crate::callbacks::first_of::<builtins::LearningRateFinder>(trainer.callbacks());
+                if let Some(options) = lr_find.map(|f| f.0.clone()) {
+                    let finder = crate::tuner::Tuner::new(trainer).lr_find_datamodule(model, dm, options)?;
+                    tracing::info!(target: "lit", suggestion = ?finder.suggestion(), "LearningRateFinder: range test done");
+                    self.lr_finder = Some(finder);
+                }
+                match &ckpt {
+                    Some(path) => trainer.fit_datamodule_from_checkpoint(model, dm, path).map(|()| Outcome::Fitted),
+                    None => trainer.fit_datamodule(model, dm).map(|()| Outcome::Fitted),
+                }
+            }
             Subcommand::Validate => {
                 load(trainer, model)?;
                 trainer.validate_datamodule(model, dm).map(Outcome::Metrics)

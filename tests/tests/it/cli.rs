@@ -906,3 +906,35 @@ fn the_configuration_is_saved_once_by_rank_zero_under_ddp() {
     assert!(stderr.contains("Aborting to avoid overwriting results of a previous run"), "{stderr}");
     assert!(stderr.contains("rank 1 exited with exit status: 1"), "rank 1 stopped too: {stderr}");
 }
+
+#[test]
+fn a_learning_rate_finder_among_the_callbacks_tunes_lr_before_fit() -> lit::Result<()> {
+    // Lightning 2.6 configures a range test as the `LearningRateFinder` callback in
+    // trainer.callbacks (init args min_lr, max_lr, num_training_steps, mode,
+    // early_stop_threshold, update_attr, attr_name); lit's command line runs Tuner::lr_find with
+    // them before `fit`, which then trains at the suggestion.
+    let dir = temp_dir("cli-lr-find");
+    let mut args = vec![
+        "fit",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateFinder",
+        "--trainer.callbacks.num_training_steps=20",
+        "--trainer.callbacks.max_lr=0.1",
+        "--trainer.callbacks.early_stop_threshold=null",
+        "--trainer.max_epochs=3",
+        "--trainer.default_root_dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(QUIET);
+    let c = parse(&args)?;
+    assert_eq!(c.value["trainer"]["callbacks"][0]["init_args"]["mode"], "exponential", "Lightning's default");
+    let mut built = cli().instantiate(c)?;
+    assert_eq!(built.model.cfg.lr, 0.05);
+    built.run()?;
+    let finder = built.lr_finder.as_ref().expect("the range test ran");
+    assert_eq!(finder.results.lr.len(), 20);
+    assert_eq!((finder.results.lr[0], finder.max_lr), (1e-8, 0.1));
+    let suggestion = finder.suggestion().expect("a suggestion");
+    assert_eq!(built.model.cfg.lr, suggestion, "update_attr set the module's `lr`");
+    assert_eq!(built.trainer.global_step(), 24, "then fit trained its 3 epochs of 8 batches");
+    Ok(())
+}
