@@ -82,7 +82,7 @@ pub fn seed_everything(seed: u64) {
 pub mod prelude {
     pub use crate::callbacks::{
         BackboneFinetuning, BaseFinetuning, EarlyStopping, Finetuning, LearningRateMonitor, LoggingInterval, Mode,
-        ModelCheckpoint, ModuleParams, StochasticWeightAveraging,
+        ModelCheckpoint, ModuleParams, StochasticWeightAveraging, TqdmProgressBar,
     };
     pub use crate::data::{Batch, Batches, DataLoader, Dataset, Loader, TensorDataset};
     pub use crate::loggers::{CsvLogger, TensorBoardLogger};

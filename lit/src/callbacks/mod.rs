@@ -1,25 +1,28 @@
 //! The built-in callbacks: [`ModelCheckpoint`] (on by default), [`EarlyStopping`],
 //! [`LearningRateMonitor`], [`Timer`], [`ModelSummary`], [`GradientAccumulationScheduler`],
 //! [`OnExceptionCheckpoint`], [`StochasticWeightAveraging`], [`BackboneFinetuning`] (and
-//! [`Finetuning`] for any [`BaseFinetuning`] schedule) and [`PredictionWriter`]. They decide; the
-//! loop acts (a checkpoint request, a stop request).
+//! [`Finetuning`] for any [`BaseFinetuning`] schedule), [`TqdmProgressBar`] and
+//! [`PredictionWriter`]. They decide; the loop acts (a checkpoint request, a stop request).
 
 mod early_stopping;
 mod finetuning;
 mod model_checkpoint;
 mod params;
 pub(crate) mod prediction_writer;
+mod progress_bar;
 mod swa;
 
 use std::time::{Duration, Instant};
 
 pub use crate::callback::{CallbackOrder, Predicted};
+pub use crate::progress::{BarMetrics, BarValue};
 pub use early_stopping::EarlyStopping;
 pub use finetuning::{BackboneFinetuning, BaseFinetuning, Finetuning, GroupRecord, LambdaFn};
 pub use model_checkpoint::ModelCheckpoint;
 pub(crate) use model_checkpoint::model_checkpoints;
 pub use params::{ModuleParams, filter_on_optimizer};
 pub use prediction_writer::{PredictionFormat, PredictionTensors, PredictionWriter, WriteInterval, read_predictions};
+pub use progress_bar::TqdmProgressBar;
 pub use swa::{AvgFn, StochasticWeightAveraging, SwaEpochStart, SwaLrs};
 
 use crate::callback::Callback;

@@ -611,6 +611,30 @@ impl TrainerBuilder {
             )
             .into());
         }
+        // One progress bar, as Lightning's callback connector: the given one, or the default.
+        match crate::callbacks::of_type::<crate::callbacks::TqdmProgressBar>(&callbacks).count() {
+            0 if self.config.enable_progress_bar => {
+                let mut bar = crate::callbacks::TqdmProgressBar::new();
+                bar.default_lines = Some(self.config.log_every_n_steps);
+                callbacks.push(Box::new(bar));
+            }
+            0 => {}
+            1 if !self.config.enable_progress_bar => {
+                return Err(ConfigError::invalid(
+                    "enable_progress_bar",
+                    "is false (or `barebones` is on), but a `TqdmProgressBar` was given: remove one of the two",
+                )
+                .into());
+            }
+            1 => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "callbacks",
+                    "holds several progress bars (`TqdmProgressBar`), but only one progress bar is supported",
+                )
+                .into());
+            }
+        }
         let is_checkpoint = |c: &dyn crate::Callback| c.order() == crate::callback::CallbackOrder::Checkpoint;
         if self.config.fast_dev_run > 0 || self.config.barebones {
             callbacks.retain(|c| !is_checkpoint(&**c));

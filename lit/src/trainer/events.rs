@@ -3,12 +3,12 @@
 //! bar or the loggers themselves.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use super::Run;
 use crate::ctx::{RunningStage, Stage};
 use crate::error::Result;
 use crate::module::LightningModule;
+use crate::progress::{BarMetrics, BarValue};
 
 /// A point in a loop that the outside world (progress bar, loggers, tracing) follows.
 pub(super) enum Event {
@@ -32,9 +32,14 @@ impl<M: LightningModule> Run<'_, M> {
     /// Follows `event`: the progress bar, the loggers, tracing.
     pub(super) fn emit(&mut self, event: Event) -> Result<()> {
         match event {
-            Event::LoopStart { label, total } => self.cx.progress.start(label, total),
+            Event::LoopStart { label, total } => {
+                let training = self.cx.running == RunningStage::Training;
+                self.cx.progress.start(label, total, training)
+            }
             Event::TrainBatchEnd { stepped } => {
-                self.advance_bar();
+                // The bar counts to the batch's index (Lightning's `n = batch_idx + 1`), so that
+                // a resumed epoch continues where it was.
+                self.advance_bar(self.cx.batch_idx.map(|b| b + 1));
                 if stepped {
                     // As Lightning: step values reach the loggers every `log_every_n_steps`
                     // steps; those of the steps between are not sent (the epoch end neither).
@@ -47,9 +52,9 @@ impl<M: LightningModule> Run<'_, M> {
             }
             Event::EvalBatchEnd { step } => {
                 self.flush_eval_step(step)?;
-                self.advance_bar();
+                self.advance_bar(None);
             }
-            Event::PredictBatchEnd => self.cx.progress.advance(BTreeMap::new),
+            Event::PredictBatchEnd => self.cx.progress.advance(None, BarMetrics::new),
             Event::TrainEpochEnd { epoch } => {
                 self.flush_logs(self.cx.global_step.saturating_sub(1))?;
                 self.save_loggers()?;
@@ -76,7 +81,7 @@ impl<M: LightningModule> Run<'_, M> {
                     tracing::info!(target: "lit", stage = ?self.cx.running, metrics = ?self.cx.metrics.logged_metrics(), "evaluation done");
                 }
             }
-            Event::PredictEnd => self.cx.progress.finish(BTreeMap::new(), true),
+            Event::PredictEnd => self.cx.progress.finish(BarMetrics::new(), true),
         }
         Ok(())
     }
@@ -87,16 +92,16 @@ impl<M: LightningModule> Run<'_, M> {
         self.cx.loggers.iter_mut().try_for_each(|l| l.save())
     }
 
-    /// One batch more on the bar, with the module's `get_progress_bar_dict`.
-    fn advance_bar(&mut self) {
-        let (progress, metrics) = (&mut self.cx.progress, &self.cx.metrics);
+    /// One batch more on the bar (the `n`-th, when known), with [`bar_metrics`].
+    fn advance_bar(&mut self, n: Option<usize>) {
+        let (progress, metrics, loggers) = (&mut self.cx.progress, &self.cx.metrics, &self.cx.loggers);
         let model = &*self.model;
-        progress.advance(|| model.get_progress_bar_dict(metrics.progress_bar_metrics()));
+        progress.advance(n, || bar_metrics(model, metrics, loggers));
     }
 
-    /// Ends the bar's line with the module's `get_progress_bar_dict`; `keep`: leave it shown.
+    /// Ends the bar's line with [`bar_metrics`]; `keep`: leave it shown.
     fn finish_bar(&mut self, keep: bool) {
-        let bar = self.model.get_progress_bar_dict(self.cx.metrics.progress_bar_metrics());
+        let bar = bar_metrics(&*self.model, &self.cx.metrics, &self.cx.loggers);
         self.cx.progress.finish(bar, keep);
     }
 
@@ -129,4 +134,26 @@ impl<M: LightningModule> Run<'_, M> {
         }
         Ok(())
     }
+}
+
+/// What the bar shows, as Lightning's `get_metrics`: the logger's version as `v_num` (the
+/// number of `version_N`, or the last 4 characters of another version), then the module's
+/// `get_progress_bar_dict` of the `prog_bar` metrics, which replaces a `v_num` of its own.
+fn bar_metrics<M: LightningModule>(
+    model: &M,
+    metrics: &crate::metric_store::MetricStore,
+    loggers: &[Box<dyn crate::loggers::Logger>],
+) -> BarMetrics {
+    let mut bar = BarMetrics::new();
+    if let Some(version) = loggers.first().map(|l| l.version()).filter(|v| !v.is_empty()) {
+        let value = match version.strip_prefix("version_").and_then(|n| n.parse::<i64>().ok()) {
+            Some(n) => BarValue::Int(n),
+            None => BarValue::Text(version.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect()),
+        };
+        bar.insert("v_num", value);
+    }
+    for (key, value) in model.get_progress_bar_dict(metrics.progress_bar_metrics()) {
+        bar.insert(key, value);
+    }
+    bar
 }

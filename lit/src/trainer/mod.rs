@@ -106,6 +106,9 @@ impl Trainer {
         let mut cx = run_state(&config, device, StopFlag::default());
         cx.loggers = loggers;
         cx.progress = crate::progress::Progress::new(config.enable_progress_bar, config.log_every_n_steps);
+        if let Some(bar) = crate::callbacks::first_of::<crate::callbacks::TqdmProgressBar>(&callbacks) {
+            cx.progress.configure(bar.config(), config.enable_progress_bar && bar.is_enabled());
+        }
         Trainer { config, device, callbacks, cx, hparams_logged: false, ddp: None, ddp_ready: false }
     }
 
@@ -240,6 +243,12 @@ impl Trainer {
     /// `best_model_path()`, `best_model_score()`, `last_model_path()`.
     pub fn checkpoint_callback(&self) -> Option<&crate::callbacks::ModelCheckpoint> {
         self.checkpoint_callbacks().next()
+    }
+
+    /// The progress bar's callback (Lightning's `trainer.progress_bar_callback`): the given
+    /// `TqdmProgressBar`, or the default one; `None` with `enable_progress_bar(false)`.
+    pub fn progress_bar_callback(&self) -> Option<&crate::callbacks::TqdmProgressBar> {
+        crate::callbacks::first_of(&self.callbacks)
     }
 
     /// Every `ModelCheckpoint` callback (Lightning's `trainer.checkpoint_callbacks`).

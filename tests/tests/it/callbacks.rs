@@ -1,13 +1,14 @@
-//! `StochasticWeightAveraging` and `BackboneFinetuning` (with `BaseFinetuning`'s helpers), each
-//! against Lightning's own tests, and SWA against Lightning itself.
+//! `StochasticWeightAveraging`, `BackboneFinetuning` (with `BaseFinetuning`'s helpers) and the
+//! progress bar's configuration (`TqdmProgressBar`), each against Lightning's own tests, and SWA
+//! and the bar's number format against Lightning itself.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use lit::callbacks::{
-    BackboneFinetuning, BaseFinetuning, Finetuning, ModelCheckpoint, ModuleParams, StochasticWeightAveraging,
-    SwaEpochStart,
+    BackboneFinetuning, BarValue, BaseFinetuning, Finetuning, ModelCheckpoint, ModuleParams, StochasticWeightAveraging,
+    SwaEpochStart, TqdmProgressBar,
 };
 use lit::data::{DataLoader, TensorDataset};
 use lit::optim::{AnnealStrategy, GroupOptions, Interval, LambdaLr, SchedulerConfig, StepLr};
@@ -959,4 +960,317 @@ fn callbacks_restore_backbone() -> lit::Result<()> {
         assert!(value.equal(&snapshot(&resumed.vs)[name]), "`{name}` differs from the uninterrupted run's");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// TqdmProgressBar
+
+/// Ports `test_tqdm_format_num`, and checks the formatting against Lightning's own
+/// `Tqdm.format_num` on numbers of every magnitude.
+#[test]
+fn tqdm_format_num() {
+    let cases: [(BarValue, &str); 8] = [
+        (1.into(), "1"),
+        (1.0.into(), "1.000"),
+        (0.1.into(), "0.100"),
+        (1e-3.into(), "0.001"),
+        (1e-5.into(), "1e-5"),
+        ("1.0".into(), "1.000"),
+        ("10000".into(), "10000"),
+        ("abc".into(), "abc"),
+    ];
+    for (value, expected) in cases {
+        assert_eq!(value.format(), expected, "{value:?}");
+    }
+
+    let mut floats =
+        vec![0.0, -0.0, 123.456, 12345.678, -0.5, 0.123456, 1e16, 2.5e-7, 99999.0, 0.00012345, 7.0, f64::NAN];
+    floats.extend([f64::INFINITY, 1.0 / 3.0, 2.0f64.sqrt() * 1e5, 9.9995, 0.0009995, 1e100, -123456789.0]);
+    let ints = [0i64, 7, -3, 12345, 123456789];
+    let texts = ["1.0", "abc", "12", "x1.5", "inf", "1e3"];
+    let mut values: Vec<BarValue> = floats.iter().map(|&f| BarValue::Float(f)).collect();
+    values.extend(ints.iter().map(|&i| BarValue::Int(i)));
+    values.extend(texts.iter().map(|&t| BarValue::Text(t.into())));
+    let literal = |v: &BarValue| match v {
+        BarValue::Float(f) if f.is_nan() => "float('nan')".to_string(),
+        BarValue::Float(f) if f.is_infinite() => "float('inf')".to_string(),
+        BarValue::Float(f) => format!("float.fromhex('{}')", hex_float(*f)),
+        BarValue::Int(i) => i.to_string(),
+        BarValue::Text(t) => format!("{t:?}"),
+    };
+    let script = format!(
+        "from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm\nfor v in [{}]:\n    print(Tqdm.format_num(v))",
+        values.iter().map(literal).collect::<Vec<_>>().join(", ")
+    );
+    let lightning = run_python(&script, &[]);
+    let ours: Vec<String> = values.iter().map(BarValue::format).collect();
+    assert_eq!(ours, lightning.lines().collect::<Vec<_>>(), "values {values:?}");
+}
+
+/// `f` as Python's `float.hex` reads it.
+fn hex_float(f: f64) -> String {
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0x0p+0".into() } else { "0x0p+0".into() };
+    }
+    let bits = f.to_bits();
+    let sign = if bits >> 63 == 1 { "-" } else { "" };
+    let exp = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mantissa = bits & ((1 << 52) - 1);
+    format!("{sign}0x1.{mantissa:013x}p{exp:+}")
+}
+
+/// Ports `test_tqdm_progress_bar_misconfiguration`.
+#[test]
+fn tqdm_progress_bar_misconfiguration() {
+    let e = Trainer::builder()
+        .callback(TqdmProgressBar::new())
+        .callback(TqdmProgressBar::new())
+        .build()
+        .err()
+        .expect("two progress bars")
+        .to_string();
+    assert!(e.contains("several progress bars") && e.contains("only one progress bar is supported"), "{e}");
+    let e = Trainer::builder().callback(TqdmProgressBar::new()).enable_progress_bar(false).build().err().unwrap();
+    assert!(e.to_string().contains("`enable_progress_bar`") && e.to_string().contains("TqdmProgressBar"), "{e}");
+}
+
+/// Ports `test_tqdm_progress_bar_on`, `test_tqdm_progress_bar_off` and
+/// `test_tqdm_progress_bar_default_value`.
+#[test]
+fn tqdm_progress_bar_on_off_and_default() -> lit::Result<()> {
+    let trainer = Trainer::builder().build()?;
+    let bar = trainer.progress_bar_callback().expect("the default bar");
+    assert_eq!(bar.get_refresh_rate(), 1);
+    assert!(!bar.get_leave() && bar.get_process_position() == 0);
+    let bars = trainer.callbacks().iter().filter(|c| (&***c as &dyn std::any::Any).is::<TqdmProgressBar>()).count();
+    assert_eq!(bars, 1);
+
+    let trainer = Trainer::builder().callback(TqdmProgressBar::new().refresh_rate(0)).build()?;
+    let bar = trainer.progress_bar_callback().expect("set, though it will not print");
+    assert_eq!(bar.get_refresh_rate(), 0);
+    assert!(!bar.is_enabled());
+
+    let trainer = Trainer::builder().enable_progress_bar(false).build()?;
+    assert!(trainer.progress_bar_callback().is_none());
+    Ok(())
+}
+
+/// Run by `tqdm_progress_bar_value_on_colab_and_env` in a process of its own (it sets
+/// environment variables).
+#[test]
+#[ignore = "run in its own process by tqdm_progress_bar_value_on_colab_and_env"]
+fn tqdm_refresh_rate_environment() -> lit::Result<()> {
+    // SAFETY: this test runs alone in its process (`--test-threads=1`), so no other thread
+    // reads the environment while it is changed.
+    unsafe { std::env::set_var("COLAB_GPU", "1") };
+    assert_eq!(Trainer::builder().build()?.progress_bar_callback().unwrap().get_refresh_rate(), 20);
+    let trainer = Trainer::builder().callback(TqdmProgressBar::new()).build()?;
+    assert_eq!(trainer.progress_bar_callback().unwrap().get_refresh_rate(), 20);
+    let trainer = Trainer::builder().callback(TqdmProgressBar::new().refresh_rate(19)).build()?;
+    assert_eq!(trainer.progress_bar_callback().unwrap().get_refresh_rate(), 19);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("COLAB_GPU") };
+    for (refresh_rate, env_value, expected) in [(0, 1, 1), (1, 0, 1), (1, 1, 1), (2, 1, 2), (1, 2, 2)] {
+        // SAFETY: as above.
+        unsafe { std::env::set_var("TQDM_MINITERS", env_value.to_string()) };
+        assert_eq!(TqdmProgressBar::new().refresh_rate(refresh_rate).get_refresh_rate(), expected);
+    }
+    Ok(())
+}
+
+/// Ports `test_tqdm_progress_bar_value_on_colab` and
+/// `test_tqdm_progress_bar_refresh_rate_via_env_variable`.
+#[test]
+fn tqdm_progress_bar_value_on_colab_and_env() {
+    crate::common::run_in_own_process("callbacks::tqdm_refresh_rate_environment");
+}
+
+/// A module logging `a`, `b` and `c` to the progress bar (Lightning's
+/// `test_tensor_to_float_conversion`), with validation and test steps.
+#[lightning_module]
+struct BarModel {
+    vs: nn::VarStore,
+    w: Tensor,
+}
+
+#[lightning_module]
+impl BarModel {
+    fn with() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().ones("w", &[3]);
+        BarModel { vs, w }
+    }
+
+    fn training_step(&mut self, x: Tensor, cx: &mut Ctx) -> Tensor {
+        cx.log("a", Tensor::from(0.123f32)).prog_bar(true).on_epoch(false);
+        cx.log("b", Tensor::from_slice(&[1i64]).sum(Kind::Float)).prog_bar(true).on_epoch(false);
+        cx.log("c", 2).prog_bar(true).on_epoch(false);
+        (&x * &self.w).sum(Kind::Float).square()
+    }
+
+    fn validation_step(&mut self, x: Tensor) {
+        let _ = x;
+    }
+
+    fn test_step(&mut self, x: Tensor) {
+        let _ = x;
+    }
+
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.01).into()
+    }
+}
+
+fn bar_batches(n: usize) -> lit::data::Batches<Tensor> {
+    lit::data::Batches::new((0..n).map(|i| Tensor::full([3], i as f64 / 10.0, (Kind::Float, Device::Cpu))).collect())
+}
+
+/// Writes a marker line between the cases of `tqdm_lines`, to stderr itself (as the bar does;
+/// `eprintln!` would be captured by the test harness).
+fn case(name: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "CASE {name}");
+}
+
+/// The progress lines of several runs, off a terminal (stderr is a pipe here); run by the tests
+/// below in a process of their own, which then read its stderr.
+#[test]
+#[ignore = "run in its own process by the progress-bar tests"]
+fn tqdm_lines() -> lit::Result<()> {
+    let root = temp_dir("tqdm-lines");
+    let quiet = || {
+        Trainer::builder()
+            .accelerator("cpu")
+            .default_root_dir(&root)
+            .enable_model_summary(false)
+            .enable_checkpointing(false)
+            .logger(false)
+            .num_sanity_val_steps(0)
+            .max_epochs(1)
+    };
+    for (train, val, rate) in [(2, 3, 1), (0, 0, 3), (1, 0, 3), (1, 1, 3), (5, 0, 3), (5, 2, 3), (5, 2, 6)] {
+        case(&format!("train {train} {val} {rate}"));
+        let bar = TqdmProgressBar::new().refresh_rate(rate);
+        let mut trainer = quiet().callback(bar).build()?;
+        trainer.fit(&mut BarModel::with(), bar_batches(train), (val > 0).then(|| bar_batches(val)))?;
+    }
+    for (test, rate) in [(1, 3), (3, 1), (5, 3)] {
+        case(&format!("test {test} {rate}"));
+        let mut trainer = quiet().callback(TqdmProgressBar::new().refresh_rate(rate)).build()?;
+        trainer.test(&mut BarModel::with(), bar_batches(test))?;
+    }
+    case("refresh 0");
+    let mut trainer = quiet().callback(TqdmProgressBar::new().refresh_rate(0)).build()?;
+    trainer.fit(&mut BarModel::with(), bar_batches(4), bar_batches(2))?;
+
+    case("v_num");
+    let logged = |bar: TqdmProgressBar| {
+        Trainer::builder()
+            .accelerator("cpu")
+            .default_root_dir(&root)
+            .enable_model_summary(false)
+            .enable_checkpointing(false)
+            .with_logger(CsvLogger::new(&root))
+            .max_epochs(1)
+            .callback(bar)
+            .build()
+    };
+    logged(TqdmProgressBar::new())?.fit(&mut BarModel::with(), bar_batches(2), ())?;
+    case("get_metrics");
+    let custom = TqdmProgressBar::new().get_metrics(|mut items| {
+        items.remove("v_num");
+        items.insert("my_metric", 123);
+        items
+    });
+    logged(custom)?.fit(&mut BarModel::with(), bar_batches(2), ())?;
+
+    case("resume");
+    let mut first = quiet().max_steps(3).callback(TqdmProgressBar::new().refresh_rate(1)).build()?;
+    let mut model = BarModel::with();
+    first.fit(&mut model, bar_batches(5), ())?;
+    let path = root.join("mid-epoch.ckpt");
+    first.save_checkpoint(&path, &mut model)?;
+    let mut resumed = quiet().callback(TqdmProgressBar::new().refresh_rate(1)).build()?;
+    resumed.fit_from_checkpoint(&mut BarModel::with(), bar_batches(5), (), &path)?;
+    case("end");
+    Ok(())
+}
+
+/// The progress lines of each case of `tqdm_lines`, by case name.
+fn tqdm_cases() -> BTreeMap<String, Vec<String>> {
+    let out = crate::common::run_in_own_process("callbacks::tqdm_lines");
+    let mut cases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("CASE ") {
+            current = Some(name.to_string());
+        } else if let Some(name) = &current
+            && line.contains("it/s]")
+        {
+            cases.entry(name.clone()).or_default().push(line.to_string());
+        }
+    }
+    cases
+}
+
+/// The counts a loop's lines show, as Lightning's `MockTqdm.n_values` records a bar's `n`
+/// (without repeats, and from the 0 a bar starts at).
+fn n_values(lines: Option<&Vec<String>>, label: &str) -> Option<Vec<usize>> {
+    let mut n = vec![0];
+    for line in lines?.iter().filter(|l| l.starts_with(&format!("{label}: "))) {
+        let count = line[label.len() + 2..].split('/').next().unwrap().parse().unwrap();
+        if n.last() != Some(&count) {
+            n.push(count);
+        }
+    }
+    (n.len() > 1).then_some(n)
+}
+
+/// Ports `test_train_progress_bar_update_amount`, `test_test_progress_bar_update_amount`,
+/// `test_get_progress_bar_metrics`, `test_tensor_to_float_conversion`,
+/// `test_tqdm_progress_bar_on` with `refresh_rate=0`, and the main bar's position after a resume
+/// (Lightning's `n = batch_idx + 1`).
+#[test]
+fn tqdm_progress_bar_updates_and_metrics() {
+    let cases = tqdm_cases();
+    type Expected = (usize, usize, usize, Option<&'static [usize]>, Option<&'static [usize]>);
+    let train: [Expected; 7] = [
+        (2, 3, 1, Some(&[0, 1, 2]), Some(&[0, 1, 2, 3])),
+        (0, 0, 3, None, None),
+        (1, 0, 3, Some(&[0, 1]), None),
+        (1, 1, 3, Some(&[0, 1]), Some(&[0, 1])),
+        (5, 0, 3, Some(&[0, 3, 5]), None),
+        (5, 2, 3, Some(&[0, 3, 5]), Some(&[0, 2])),
+        (5, 2, 6, Some(&[0, 5]), Some(&[0, 2])),
+    ];
+    for (t, v, rate, train_updates, val_updates) in train {
+        let lines = cases.get(&format!("train {t} {v} {rate}"));
+        assert_eq!(n_values(lines, "Epoch 0").as_deref(), train_updates, "train {t} {v} {rate}: {lines:?}");
+        assert_eq!(n_values(lines, "Validation").as_deref(), val_updates, "train {t} {v} {rate}: {lines:?}");
+    }
+    for (t, rate, updates) in [(1, 3, [0, 1].as_slice()), (3, 1, &[0, 1, 2, 3]), (5, 3, &[0, 3, 5])] {
+        let lines = cases.get(&format!("test {t} {rate}"));
+        assert_eq!(n_values(lines, "Testing").as_deref(), Some(updates), "test {t} {rate}: {lines:?}");
+    }
+    assert_eq!(cases.get("refresh 0"), None, "refresh_rate 0 shows nothing");
+
+    let with_version = &cases["v_num"];
+    assert!(with_version.iter().all(|l| l.ends_with("] v_num=0, a=0.123, b=1.000, c=2.000")), "{with_version:?}");
+    let custom = &cases["get_metrics"];
+    assert!(custom.iter().all(|l| l.ends_with("] a=0.123, b=1.000, c=2.000, my_metric=123")), "{custom:?}");
+
+    let resumed = &cases["resume"];
+    let counts: Vec<&str> = resumed.iter().map(|l| l.split(" [").next().unwrap()).collect();
+    assert_eq!(
+        counts,
+        [
+            "Epoch 0: 1/5",
+            "Epoch 0: 2/5",
+            "Epoch 0: 3/5",
+            "Epoch 0: 3/5",
+            "Epoch 0: 4/5",
+            "Epoch 0: 5/5",
+            "Epoch 0: 5/5"
+        ]
+    );
 }

@@ -324,7 +324,7 @@ fn without_a_terminal_progress_is_plain_lines() {
         "{stderr}"
     );
     assert!(lines[1].contains("it/s]") && lines[1].contains(" loss="), "{}", lines[1]);
-    assert!(lines[1].contains("v_num=7.0000"), "get_progress_bar_dict adds entries: {}", lines[1]);
+    assert!(lines[1].contains("v_num=7.000"), "get_progress_bar_dict adds entries: {}", lines[1]);
     assert!(lines[6].contains("val="), "the epoch line shows the validation metric: {}", lines[6]);
     // The model summary and cx.print go to stdout.
     assert!(stdout.contains("0 | w    | 3") && stdout.contains("Total params"), "{stdout}");
