@@ -746,7 +746,10 @@ fn merge(base: &mut Value, overlay: Value, prefix: &str) -> std::result::Result<
         };
         if CLASS_KEYS.contains(&path.as_str()) {
             *slot = args::merge_class(slot.take(), value);
-        } else if slot.as_object().is_some_and(|m| !m.is_empty()) && value.is_object() {
+        } else if slot.as_object().is_some_and(|m| !m.is_empty()) {
+            if !value.is_object() {
+                return Err(format!("`{path}` must be a mapping of keys to values, got {value}"));
+            }
             merge(slot, value, &path)?;
         } else {
             *slot = value;

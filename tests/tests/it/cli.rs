@@ -198,6 +198,11 @@ fn an_unknown_key_or_a_wrong_type_names_the_key() -> lit::Result<()> {
     let message = cli().instantiate(c).err().unwrap().to_string();
     assert!(message.contains("`trainer.max_epochs`: invalid type: string \"three\""), "{message}");
 
+    // A section replaced by a value.
+    std::fs::write(&yaml, "model: 0.5\n").unwrap();
+    let message = parse(&["fit", "--config", yaml.to_str().unwrap()]).unwrap_err().to_string();
+    assert!(message.contains("`model` must be a mapping of keys to values, got 0.5"), "{message}");
+
     let missing = dir.join("missing.yaml");
     let message = parse(&["fit", "--config", missing.to_str().unwrap()]).unwrap_err().to_string();
     assert!(message.contains("missing.yaml"), "{message}");
