@@ -501,21 +501,7 @@ where
             return Err(cli_error(problem));
         }
         let defaults = self.defaults()?;
-        for link in &self.links {
-            let missing = if link.on_instantiate.is_none() && !leaf_exists(&defaults, &link.source) {
-                Some(&link.source)
-            } else if !leaf_exists(&defaults, &link.target) {
-                Some(&link.target)
-            } else {
-                None
-            };
-            if let Some(missing) = missing {
-                return Err(cli_error(format!(
-                    "Invalid link {} --> {}: `{missing}` is not a key",
-                    link.source, link.target
-                )));
-            }
-        }
+        self.check_links(&defaults)?;
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let name = args.first().and_then(|a| Path::new(a).file_name()).map_or("lit".into(), |n| n.to_string_lossy());
         let (rest, class_flags) = args::extract(&args, &CLASS_KEYS)?;
@@ -548,15 +534,7 @@ where
             args::apply(&mut value, flag, &self.registry)?;
             given.insert(flag.key.to_string());
         }
-        for link in &self.links {
-            if given.iter().any(|g| g == &link.target || g.starts_with(&format!("{}.", link.target))) {
-                return Err(cli_error(format!("Linked \"{}\" must be given via \"{}\".", link.target, link.source)));
-            }
-            if link.on_instantiate.is_none() {
-                let source = args::at_mut(&mut value, &link.source).clone();
-                *args::at_mut(&mut value, &link.target) = source;
-            }
-        }
+        self.apply_links(&mut value, &given)?;
         value["trainer"]["callbacks"] = self.registry.callbacks.complete(&value["trainer"]["callbacks"])?;
         value["trainer"]["logger"] = self.registry.loggers.complete(&value["trainer"]["logger"])?;
         Ok(Parsed::Config(CliConfig {
@@ -565,6 +543,40 @@ where
             print_config: m.get_flag("print_config"),
             link_targets: self.links.iter().map(|l| l.target.clone()).collect(),
         }))
+    }
+
+    /// Every link's keys exist (an instantiation link's source names a data module value).
+    fn check_links(&self, defaults: &Value) -> Result<()> {
+        for link in &self.links {
+            let missing = if link.on_instantiate.is_none() && !leaf_exists(defaults, &link.source) {
+                Some(&link.source)
+            } else if !leaf_exists(defaults, &link.target) {
+                Some(&link.target)
+            } else {
+                None
+            };
+            if let Some(missing) = missing {
+                return Err(cli_error(format!(
+                    "Invalid link {} --> {}: `{missing}` is not a key",
+                    link.source, link.target
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a link's target among the `given` keys, and copies each parse link's source.
+    fn apply_links(&self, value: &mut Value, given: &BTreeSet<String>) -> Result<()> {
+        for link in &self.links {
+            if given.iter().any(|g| g == &link.target || g.starts_with(&format!("{}.", link.target))) {
+                return Err(cli_error(format!("Linked \"{}\" must be given via \"{}\".", link.target, link.source)));
+            }
+            if link.on_instantiate.is_none() {
+                let source = args::at_mut(value, &link.source).clone();
+                *args::at_mut(value, &link.target) = source;
+            }
+        }
+        Ok(())
     }
 
     /// The help of `--trainer.callbacks` and `--trainer.logger`.
