@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::FieldDocs;
-use super::registry::Registry;
+use super::registry::{Class, Registry};
 use crate::callback::Callback;
 use crate::callbacks::{
     BackboneFinetuning, EarlyStopping, GradientAccumulationScheduler, LearningRateMonitor, LoggingInterval, Mode,
     ModelCheckpoint, ModelSummary, OnExceptionCheckpoint, PredictionFormat, PredictionWriter,
-    StochasticWeightAveraging, Timer, WriteInterval,
+    StochasticWeightAveraging, Timer, TqdmProgressBar, WriteInterval,
 };
 use crate::error::Result;
 use crate::loggers::{CsvLogger, LogModel, MlflowLogger, TensorBoardLogger};
@@ -34,6 +34,7 @@ pub(super) fn register(r: &mut Registry) {
     callback::<SwaArgs>(r, "lightning.pytorch.callbacks.StochasticWeightAveraging");
     callback::<BackboneFinetuningArgs>(r, "lightning.pytorch.callbacks.BackboneFinetuning");
     callback::<LearningRateFinderArgs>(r, "lightning.pytorch.callbacks.LearningRateFinder");
+    callback::<TqdmProgressBarArgs>(r, "lightning.pytorch.callbacks.TQDMProgressBar").alias("TqdmProgressBar");
     r.logger("lightning.pytorch.loggers.CSVLogger", LoggerArgs::field_docs(), LoggerArgs::csv).alias("CsvLogger");
     r.logger("lightning.pytorch.loggers.TensorBoardLogger", LoggerArgs::field_docs(), LoggerArgs::tensorboard);
     r.logger("lightning.pytorch.loggers.MLFlowLogger", MlflowArgs::field_docs(), MlflowArgs::build)
@@ -50,8 +51,8 @@ trait InitArgs: Serialize + DeserializeOwned + FieldDocs + 'static {
 }
 
 /// Registers the callback init args `A` build under `path`.
-fn callback<A: InitArgs<Built: Callback>>(r: &mut Registry, path: &str) {
-    r.callback(path, A::field_docs(), A::build);
+fn callback<'r, A: InitArgs<Built: Callback>>(r: &'r mut Registry, path: &str) -> &'r mut Class<dyn Callback> {
+    r.callback(path, A::field_docs(), A::build)
 }
 
 /// A duration init arg: `"DD:HH:MM:SS"` (Lightning's) or `"1h30m"`, `"90s"`.
@@ -485,6 +486,35 @@ impl InitArgs for BackboneFinetuningArgs {
             Some(lr) => c.backbone_initial_lr(lr),
             None => c,
         })
+    }
+}
+
+/// `TQDMProgressBar`'s init args.
+#[derive(Serialize, Deserialize, FieldDocs)]
+#[serde(default)]
+struct TqdmProgressBarArgs {
+    /// Update the bar every this many batches (0: no bar).
+    refresh_rate: usize,
+    /// Keep this many lines free above the bars.
+    process_position: usize,
+    /// Keep each epoch's bar.
+    leave: bool,
+}
+
+impl Default for TqdmProgressBarArgs {
+    fn default() -> Self {
+        TqdmProgressBarArgs { refresh_rate: 1, process_position: 0, leave: false }
+    }
+}
+
+impl InitArgs for TqdmProgressBarArgs {
+    type Built = TqdmProgressBar;
+
+    fn build(self) -> Result<TqdmProgressBar> {
+        Ok(TqdmProgressBar::new()
+            .refresh_rate(self.refresh_rate)
+            .process_position(self.process_position)
+            .leave(self.leave))
     }
 }
 

@@ -833,7 +833,7 @@ fn the_cnn_example_trains_from_its_yaml() {
 }
 
 #[test]
-fn swa_and_finetuning_take_lightnings_init_args() -> lit::Result<()> {
+fn swa_finetuning_and_the_progress_bar_take_lightnings_init_args() -> lit::Result<()> {
     use lit::callbacks::{StochasticWeightAveraging, SwaEpochStart};
     let args = [
         "fit",
@@ -862,6 +862,17 @@ fn swa_and_finetuning_take_lightnings_init_args() -> lit::Result<()> {
     assert_eq!(init["backbone"], "backbone");
     let built = cli().instantiate(c)?;
     assert_eq!(callbacks_of::<lit::callbacks::BackboneFinetuning>(&built.trainer).len(), 1);
+    // The progress bar, by Lightning's name or lit's.
+    for name in ["TQDMProgressBar", "TqdmProgressBar"] {
+        let c = parse(&["fit", &format!("--trainer.callbacks={name}"), "--trainer.callbacks.refresh_rate=10"])?;
+        assert_eq!(c.value["trainer"]["callbacks"]["class_path"], "lightning.pytorch.callbacks.TQDMProgressBar");
+        assert_eq!(
+            c.value["trainer"]["callbacks"]["init_args"],
+            serde_json::json!({"refresh_rate": 10, "process_position": 0, "leave": false})
+        );
+        let built = cli().instantiate(c)?;
+        assert_eq!(callbacks_of::<lit::callbacks::TqdmProgressBar>(&built.trainer).len(), 1);
+    }
     // Lightning's checks, at build: a start of 0 is neither an epoch nor a fraction.
     let c = parse(&[
         "fit",
