@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# End to end against Lightning: lit's mnist example (target/release/mnist fit: train, validate every
-# epoch, test, save and reload a checkpoint; real data, a loader worker, progress bar, CSV logger,
-# ModelCheckpoint) against the same job in PyTorch Lightning (bench/mnist_lightning.py), then lit's
-# example with 0, 1 and 2 loader workers.
+# End to end: lit's mnist example (target/release/mnist fit: train, validate every epoch, test,
+# save and reload a checkpoint; real data, a loader worker, progress bar, CSV logger,
+# ModelCheckpoint) against the same job written by hand in tch (target/release/mnist_tch, the
+# limit) and in PyTorch Lightning (bench/mnist_lightning.py), then lit's example with 0, 1 and 2
+# loader workers.
 #
 #   scripts/with-torch cargo build --release -p lit-examples --bin mnist
+#   scripts/with-torch cargo build --release -p lit-bench --bin mnist_tch
 #   scripts/with-torch bench/end_to_end.sh [ROUNDS]
 #
 # ROUNDS (default 3) alternating runs of each variant, each in a fresh temporary directory (its
@@ -28,16 +30,18 @@ WORKERS=${WORKERS:-1}
 PY="$LIT_TORCH_PYTHON"
 DATA="$ROOT/data/mnist"
 
-[ -x "$ROOT/target/release/mnist" ] || {
-  echo "end_to_end: $ROOT/target/release/mnist is missing" >&2
-  echo "  to fix: scripts/with-torch cargo build --release -p lit-examples --bin mnist" >&2
-  exit 1
-}
+for bin in mnist:lit-examples mnist_tch:lit-bench; do
+  [ -x "$ROOT/target/release/${bin%%:*}" ] || {
+    echo "end_to_end: $ROOT/target/release/${bin%%:*} is missing" >&2
+    echo "  to fix: scripts/with-torch cargo build --release -p ${bin#*:} --bin ${bin%%:*}" >&2
+    exit 1
+  }
+done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lit-e2e.XXXXXX")
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
-# A copy of the binary, so that a rebuild during the benchmark does not change what is timed.
-cp "$ROOT/target/release/mnist" "$WORK/mnist"
+# Copies of the binaries, so that a rebuild during the benchmark does not change what is timed.
+cp "$ROOT/target/release/mnist" "$ROOT/target/release/mnist_tch" "$WORK/"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 : >"$WORK/discarded"
@@ -121,6 +125,10 @@ run() {
         (cd "$dir" && export TMPDIR="$dir/tmp" && timed "$dir/run" "$WORK/mnist" fit --data.dir "$DATA" \
           --data.num_workers "$workers" --trainer.max_epochs "$EPOCHS" --trainer.default_root_dir "$dir")
         ;;
+      tch)
+        (cd "$dir" && export TMPDIR="$dir/tmp" && timed "$dir/run" "$WORK/mnist_tch" --data_dir "$DATA" \
+          --max_epochs "$EPOCHS" --root "$dir")
+        ;;
       lightning)
         (cd "$dir" && export TMPDIR="$dir/tmp" && timed "$dir/run" "$PY" "$ROOT/bench/mnist_lightning.py" \
           --data_dir "$DATA" --num_workers "$workers" --max_epochs "$EPOCHS" --root "$dir")
@@ -150,8 +158,14 @@ run() {
 echo "end_to_end: $ROUNDS rounds, $EPOCHS epochs, OMP_NUM_THREADS=$THREADS, $(nproc) cores; binary $(sha256sum "$WORK/mnist" | cut -c1-12), Lightning $("$PY" -c 'import lightning; print(lightning.__version__)'), torch $("$PY" -c 'import torch; print(torch.__version__)')" >&2
 
 for round in $(seq 1 "$ROUNDS"); do
-  run e2e lit "$round" "$WORKERS"
-  run e2e lightning "$round" "$WORKERS"
+  # A different first variant each round, so that none always runs first.
+  for k in 0 1 2; do
+    case $(((round - 1 + k) % 3)) in
+      0) run e2e lit "$round" "$WORKERS" ;;
+      1) run e2e tch "$round" "$WORKERS" ;;
+      2) run e2e lightning "$round" "$WORKERS" ;;
+    esac
+  done
 done
 for round in $(seq 1 "$ROUNDS"); do
   # A different first variant each round, so that none always runs first.
@@ -180,11 +194,12 @@ print(f"\nmnist fit, {epochs} epochs, num_workers {workers}, OMP_NUM_THREADS={th
       f"(medians; spread min–max; others: most CPU s used by other processes during one run)")
 print(f"{'variant':<10} {'wall s':>7} {'spread s':>12} {'user s':>7} {'sys s':>6} {'peak RSS MiB':>12} {'test acc %':>10} {'others':>6}")
 m = {}
-for v in ("lit", "lightning"):
+for v in ("lit", "tch", "lightning"):
     rs = runs("e2e", v)
     m[v] = (med(rs, "wall"), med(rs, "rss"))
     print(f"{v:<10} {m[v][0]:>7.1f} {spread(rs):>12} {med(rs, 'user'):>7.1f} {med(rs, 'sys'):>6.1f} {m[v][1]:>12.0f} "
           f"{accs(rs):>10} {others(rs):>6.1f}")
+print(f"lit/tch (hand-written): wall {m['lit'][0] / m['tch'][0]:.3f}, peak RSS {m['lit'][1] / m['tch'][1]:.3f}")
 print(f"lit/Lightning: wall {m['lit'][0] / m['lightning'][0]:.3f}, peak RSS {m['lit'][1] / m['lightning'][1]:.3f}")
 print(f"\nlit's mnist fit by data.num_workers; {len(runs('workers', 'lit-w0'))} rounds")
 print(f"{'workers':<10} {'wall s':>7} {'spread s':>12} {'user s':>7} {'sys s':>6} {'peak RSS MiB':>12} {'test acc %':>10} {'others':>6}")

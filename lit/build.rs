@@ -5,7 +5,10 @@
 //! The c10d shim also gets NCCL (torch.distributed on CUDA devices) when the headers that the
 //! torch wheel's NVIDIA packages install are there: `nvidia/nccl/include` (nccl.h) and
 //! `nvidia/cu13/include` (the CUDA runtime; `nv/target` and `crt/` from `nvidia-cuda-cccl` and
-//! `nvidia-cuda-crt`).
+//! `nvidia-cuda-crt`). NCCL's symbols link libtorch_cuda and the CUDA libraries into every lit
+//! program, which is what makes CUDA devices visible to it (tch links libtorch_cuda only when
+//! something uses it); `LIT_CUDA=0` at build time leaves NCCL out, for CPU-only programs that
+//! should not load the CUDA libraries (about 270 MiB of resident memory).
 
 use std::path::Path;
 
@@ -15,6 +18,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/shim_error.h");
     println!("cargo:rustc-check-cfg=cfg(lit_shim)");
     println!("cargo:rerun-if-env-changed=LIT_GLOO_INCLUDE");
+    println!("cargo:rerun-if-env-changed=LIT_CUDA");
     println!("cargo:rustc-check-cfg=cfg(lit_c10d)");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!(
@@ -65,7 +69,9 @@ fn main() {
     // The torch wheel's site-packages: `…/site-packages/torch/lib` is libtorch's directory.
     let nvidia = Path::new(&lib).parent().and_then(Path::parent).map(|site| site.join("nvidia")).unwrap_or_default();
     let (nccl, cuda) = (nvidia.join("nccl/include"), nvidia.join("cu13/include"));
-    let with_nccl = nccl.join("nccl.h").exists()
+    let cpu_only = std::env::var("LIT_CUDA").is_ok_and(|v| v == "0");
+    let with_nccl = !cpu_only
+        && nccl.join("nccl.h").exists()
         && ["cuda_runtime.h", "nv/target", "crt/host_config.h"].iter().all(|h| cuda.join(h).exists());
     if with_nccl {
         let built = c10d()
@@ -82,7 +88,7 @@ fn main() {
             }
             Err(e) => println!("cargo:warning=lit: the c10d shim did not compile with NCCL ({e}); building it without"),
         }
-    } else {
+    } else if !cpu_only {
         println!(
             "cargo:warning=lit: NCCL or CUDA headers not found in {} (scripts/with-torch installs them); ddp on CUDA devices is disabled",
             nvidia.display()

@@ -508,9 +508,7 @@ fn ddp_lit(name: &str, steps: usize) -> Result<()> {
         trainer(1).devices(2).strategy("ddp").callback(StepTimer { start: None, steps: times.clone() }).build()?;
     trainer.fit(&mut net, Batches::new(batches), ())?;
     if trainer.global_rank() == 0 {
-        let mut t = times.borrow()[5..].to_vec();
-        t.sort_by(f64::total_cmp);
-        println!("{:.3}", t[t.len() / 2]);
+        println!("{:.3}", median(&times.borrow()[5..]));
     }
     Ok(())
 }
@@ -553,12 +551,15 @@ fn ddp_speed(args: &[String]) -> Result<()> {
             torch_run.arg(&script).args([name, &steps.to_string(), &port.to_string()]).env("OMP_NUM_THREADS", "1");
             torch_ms.push(measure(torch_run, "bench/ddp_torch.py")?);
         }
-        let summary = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            (v[v.len() / 2], v[0], v[v.len() - 1])
+        let summary = |v: &[f64]| {
+            (
+                median(v),
+                v.iter().copied().fold(f64::INFINITY, f64::min),
+                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            )
         };
-        let (l, l_lo, l_hi) = summary(&mut lit_ms);
-        let (t, t_lo, t_hi) = summary(&mut torch_ms);
+        let (l, l_lo, l_hi) = summary(&lit_ms);
+        let (t, t_lo, t_hi) = summary(&torch_ms);
         let params = DdpNet::new(name)?.vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>();
         println!(
             "{name:<8} {params:>12} {:>22} {:>22} {:>10.3}",
