@@ -787,6 +787,24 @@ fn linked_arguments_on_parse_and_on_instantiate() -> lit::Result<()> {
     Ok(())
 }
 
+/// The README's recipe for argument links (its `Cnn` and `MnistData` are `Line` and `Points`).
+#[test]
+fn readme_argument_links() -> lit::Result<()> {
+    type Cnn = Line;
+    type MnistData = Points;
+    // --- from the README ---
+    let cli = lit::cli::LitCli::<Cnn, MnistData>::new()
+        .link("data.batch_size", "model.batch_size") // when parsing
+        .link_on_instantiate("data.num_classes", "model.num_classes", |dm: &MnistData| dm.num_classes);
+    // --- end ---
+    let Some(built) = cli.save_config(false).build(["line", "fit", "--data.batch_size=12"])? else {
+        panic!("no --print_config was given")
+    };
+    assert_eq!(built.model.cfg.batch_size, 12);
+    assert_eq!(built.model.cfg.num_classes, 5);
+    Ok(())
+}
+
 // ----- the CNN example -----
 
 /// Runs `cnn fit --config examples/cnn.yaml ARGS` in `dir`, as a user would.

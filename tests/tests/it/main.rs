@@ -22,6 +22,7 @@ mod mnist;
 mod optim;
 mod precision;
 mod predictions;
+mod readme;
 mod resume;
 mod trainer;
 mod tuner;

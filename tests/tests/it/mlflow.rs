@@ -559,3 +559,42 @@ fn artifact_location_puts_the_experiment_s_artifacts_in_a_directory() -> lit::Re
     assert_eq!(run["artifacts"]["epoch=1-step=6/aliases.txt"], "['latest', 'best']");
     Ok(())
 }
+
+/// The README's recipe ("MLflow") with the README's Trainer, which writes its checkpoints under
+/// the current directory: in a process and directory of its own.
+#[test]
+#[ignore = "run in its own process by readme_mlflow_recipe"]
+fn readme_mlflow_recipe_child() -> lit::Result<()> {
+    let tracking_uri = server();
+    std::env::set_current_dir(temp_dir("mlflow-readme")).unwrap();
+    let mut model = tracked("plain");
+    let (train_loader, val_loader) = (Batches::new(uneven_batches()), Batches::new(uneven_batches()));
+    // --- from the README ---
+    use lit::loggers::{LogModel, MlflowLogger};
+
+    let logger = MlflowLogger::new() // the server: $MLFLOW_TRACKING_URI unless given
+        .tracking_uri(tracking_uri) // e.g. "http://127.0.0.1:5000"
+        .experiment_name("mnist") // found by name, created when missing ("lightning_logs")
+        .run_name("baseline") // the `mlflow.runName` tag
+        .tags([("team", "vision")])
+        .log_model(LogModel::AtEnd); // the kept checkpoints as artifacts when the run ends (or `true`)
+    let mut trainer = Trainer::builder().max_epochs(3).with_logger(logger).build()?;
+    trainer.fit(&mut model, train_loader, val_loader)?;
+    // --- end ---
+    let run = read_run(&Logger::version(&*trainer.loggers()[0]));
+    assert_eq!(run["experiment"], "mnist");
+    assert_eq!(run["status"], "FINISHED");
+    assert_eq!(run["run_name"], "baseline");
+    assert_eq!(strings(&run["tags"])["team"], "vision");
+    assert_eq!(strings(&run["params"])["mode"], "plain");
+    assert_eq!(history(&run, "val_loss"), [(3, 6.5), (7, 6.5), (11, 6.5)]);
+    let kept = trainer.checkpoint_callback().unwrap().best_model_path().unwrap();
+    assert!(kept.exists(), "{}", kept.display());
+    assert_eq!(run["artifacts"]["epoch=2-step=12/epoch=2-step=12.ckpt"], std::fs::metadata(kept).unwrap().len());
+    Ok(())
+}
+
+#[test]
+fn readme_mlflow_recipe() {
+    crate::common::run_in_own_process("mlflow::readme_mlflow_recipe_child");
+}
