@@ -307,7 +307,7 @@ pub(crate) const HOOKS: &[Hook] = &[
     both("setup", &[STAGE, CX]),
     both("teardown", &[STAGE, CX]),
     hook("configure_callbacks", &[], Ret::Exact(Ty::Callbacks)),
-    hook("configure_optimizers", &[CX], Ret::Optimizers),
+    hook("configure_optimizers", &[CX], Ret::Optimizers).flagged(),
     hook("on_save_checkpoint", &[p("checkpoint", Ty::CheckpointMut), CX], UNIT),
     hook("on_load_checkpoint", &[p("checkpoint", Ty::Checkpoint), CX], UNIT),
     hook("get_progress_bar_dict", &[p("metrics", Ty::Metrics)], Ret::Exact(Ty::Metrics)).shared(),

@@ -67,6 +67,9 @@ pub struct Hooks {
     pub validation_epoch_end: bool,
     /// `test_epoch_end` is implemented.
     pub test_epoch_end: bool,
+    /// `configure_optimizers` is implemented (the command line's `optimizer` replaces it, and
+    /// says so).
+    pub configure_optimizers: bool,
 }
 
 impl Hooks {
@@ -78,6 +81,7 @@ impl Hooks {
         training_epoch_end: false,
         validation_epoch_end: false,
         test_epoch_end: false,
+        configure_optimizers: false,
     };
 }
 

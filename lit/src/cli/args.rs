@@ -141,13 +141,7 @@ pub(crate) fn apply(config: &mut Value, flag: &ClassFlag, registry: &Registry) -
                 .map(|(n, a)| (n.to_string(), a))
                 .map_err(|p| cli_error(format!("`{}`: {p}", flag.flag)))?;
             // A text init arg keeps the flag's text (`--trainer.callbacks.filename=1` is "1").
-            let text_default = match flag.key {
-                "trainer.logger" => {
-                    registry.loggers.resolve(&name, flag.key).ok().and_then(|c| c.default_of(arg).cloned())
-                }
-                _ => registry.callbacks.resolve(&name, flag.key).ok().and_then(|c| c.default_of(arg).cloned()),
-            }
-            .is_some_and(|d| d.is_string());
+            let text_default = registry.default_of(flag.key, &name, arg).is_some_and(|d| d.is_string());
             let value = if text_default { Value::String(flag.value.clone()) } else { yaml_value(&flag.value) };
             init_args.as_object_mut().expect("init_args is a mapping").insert(arg.clone(), value);
             *last = serde_json::json!({"class_path": name, "init_args": init_args});

@@ -4,6 +4,7 @@
 //! my-train fit --config config.yaml --trainer.max_epochs 5 --model.lr 0.01
 //! my-train fit --trainer.callbacks+=EarlyStopping --trainer.callbacks.monitor=val_loss
 //! my-train fit --trainer.logger=TensorBoardLogger --trainer.logger.save_dir=logs
+//! my-train fit --optimizer=AdamW --optimizer.lr=0.01 --lr_scheduler=StepLR --lr_scheduler.step_size=10
 //! my-train fit --trainer.max_epochs 5 --print_config > config.yaml
 //! my-train test --config config.yaml --ckpt_path path/to/model.ckpt
 //! ```
@@ -20,9 +21,11 @@
 //! # }
 //! ```
 //!
-//! The configuration has five sections: `seed_everything`, `trainer` (every field of
+//! The configuration has seven sections: `seed_everything`, `trainer` (every field of
 //! [`TrainerConfig`], plus `callbacks` and a `logger` that may name classes), `model` (the
-//! module's `#[hparams]`), `data` (the data module's [`FromConfig::Config`]) and `ckpt_path`.
+//! module's `#[hparams]`), `data` (the data module's [`FromConfig::Config`]), `optimizer` and
+//! `lr_scheduler` (torch's classes, which replace the module's `configure_optimizers`, as
+//! LightningCLI's automatic optimizer arguments do) and `ckpt_path`.
 //! Each value comes from, in increasing priority: its default, the `--config` files (YAML, or
 //! TOML by the `.toml` extension) in the order given, and the `--section.key value` flags.
 //! `--help` lists every flag with its doc comment and default. An unknown key, class or init arg,
@@ -39,6 +42,7 @@
 mod args;
 mod builtins;
 mod help;
+mod optim;
 mod registry;
 mod save_config;
 
@@ -67,7 +71,7 @@ use args::{ClassFlag, Op};
 use registry::Registry;
 
 /// The keys whose values name classes, and take the class flags.
-const CLASS_KEYS: [&str; 2] = ["trainer.callbacks", "trainer.logger"];
+const CLASS_KEYS: [&str; 4] = ["trainer.callbacks", "trainer.logger", "optimizer", "lr_scheduler"];
 
 /// A data module the command line builds from a configuration section (`data:`).
 pub trait FromConfig: Sized {
@@ -210,7 +214,11 @@ fn command(name: &str, flags: &[Flag], class_help: &[(&str, String)]) -> clap::C
                     .help("Print the merged configuration as YAML and exit"),
             );
         for flag in flags {
-            let mut arg = clap::Arg::new(flag.path.clone()).long(flag.path.clone()).help(flag.help.clone());
+            // Given twice, the last value counts (argparse's `store`, as jsonargparse parses).
+            let mut arg = clap::Arg::new(flag.path.clone())
+                .long(flag.path.clone())
+                .help(flag.help.clone())
+                .overrides_with(flag.path.clone());
             arg = if flag.bare {
                 let name = if flag.default.is_boolean() { "BOOL" } else { "VALUE" };
                 arg.value_name(name).num_args(0..=1).default_missing_value("true")
@@ -438,6 +446,8 @@ where
             "trainer": trainer,
             "model": json("model defaults", serde_json::to_value(M::Hparams::default()))?,
             "data": json("data defaults", serde_json::to_value(D::Config::default()))?,
+            "optimizer": Value::Null,
+            "lr_scheduler": Value::Null,
             "ckpt_path": Value::Null,
         }))
     }
@@ -537,6 +547,8 @@ where
         self.apply_links(&mut value, &given)?;
         value["trainer"]["callbacks"] = self.registry.callbacks.complete(&value["trainer"]["callbacks"])?;
         value["trainer"]["logger"] = self.registry.loggers.complete(&value["trainer"]["logger"])?;
+        value["optimizer"] = self.registry.optimizers.complete(&value["optimizer"])?;
+        value["lr_scheduler"] = self.registry.lr_schedulers.complete(&value["lr_scheduler"])?;
         Ok(Parsed::Config(CliConfig {
             subcommand,
             value,
@@ -599,15 +611,30 @@ where
                     self.registry.loggers.names().join(", ")
                 ),
             ),
+            (
+                "optimizer",
+                format!(
+                    "The optimizer, in place of the module's `configure_optimizers`: a class name or {{class_path: \
+                     NAME, init_args: {{...}}}}; --optimizer.ARG=VALUE sets an init arg, --optimizer.help NAME lists \
+                     them. Known: {} (default: null)",
+                    self.registry.optimizers.names().join(", ")
+                ),
+            ),
+            (
+                "lr_scheduler",
+                format!(
+                    "The optimizer's learning-rate scheduler (with `optimizer`), stepped every epoch: a class name \
+                     or {{class_path: NAME, init_args: {{...}}}}; --lr_scheduler.ARG=VALUE sets an init arg. Known: {} \
+                     (default: null)",
+                    self.registry.lr_schedulers.names().join(", ")
+                ),
+            ),
         ]
     }
 
     /// `--trainer.callbacks.help CLASS`: the class's init args, as clap's help (exit status 0).
     fn class_help(&self, flag: &ClassFlag) -> Result<clap::Error> {
-        let text = match flag.key {
-            "trainer.logger" => self.registry.loggers.resolve(&flag.value, flag.key)?.help(flag.key),
-            _ => self.registry.callbacks.resolve(&flag.value, flag.key)?.help(flag.key),
-        };
+        let text = self.registry.help(flag.key, &flag.value)?;
         // clap's own `--help` outcome, with this text: printed to stdout, exit status 0.
         let help = clap::Command::new("help").override_help(text).disable_version_flag(true);
         Ok(help.try_get_matches_from(["help", "--help"]).expect_err("--help exits"))
@@ -640,6 +667,7 @@ where
         let mut builder = TrainerBuilder::from_config(trainer_config);
         builder.callbacks.extend(self.registry.callbacks.build(&config.value["trainer"]["callbacks"])?);
         builder.loggers.extend(self.registry.loggers.build(&config.value["trainer"]["logger"])?);
+        builder = self.configure_optimizers(builder, &config.value)?;
         if self.save_config.enabled && builder.config.fast_dev_run == 0 {
             let callback = SaveConfigCallback::new(config.to_yaml()?)
                 .config_filename(self.save_config.filename.clone())
@@ -648,6 +676,44 @@ where
         }
         let trainer = builder.build()?;
         Ok(Cli { subcommand: config.subcommand, config, trainer, model, datamodule, ckpt_path, lr_finder: None })
+    }
+
+    /// LightningCLI's automatic `configure_optimizers`: with an `optimizer` (and maybe an
+    /// `lr_scheduler`) configured, the Trainer uses them in place of the module's own, and says
+    /// so when the module has one.
+    fn configure_optimizers(&self, builder: TrainerBuilder, config: &Value) -> Result<TrainerBuilder> {
+        let mut optimizers = self.registry.optimizers.build(&config["optimizer"])?;
+        let mut schedulers = self.registry.lr_schedulers.build(&config["lr_scheduler"])?;
+        if optimizers.len() > 1 || schedulers.len() > 1 {
+            return Err(cli_error(
+                "`optimizer` and `lr_scheduler` name one class each (LightningCLI's `configure_optimizers` returns \
+                 one optimizer and at most one scheduler); for more, write the module's `configure_optimizers`",
+            ));
+        }
+        let Some(optimizer) = optimizers.pop() else {
+            if !schedulers.is_empty() {
+                crate::warning::warn(
+                    "`lr_scheduler` is configured but `optimizer` is not, so the scheduler is not used (the module's \
+                     `configure_optimizers` is): give `--optimizer` too",
+                );
+            }
+            return Ok(builder);
+        };
+        if M::HOOKS.configure_optimizers {
+            let module = std::any::type_name::<M>().rsplit("::").next().unwrap_or_default();
+            crate::warning::warn(&format!(
+                "`{module}.configure_optimizers` will be overridden by `LitCli.configure_optimizers` (the configured \
+                 `optimizer`)."
+            ));
+        }
+        let scheduler = schedulers.pop();
+        Ok(builder.configure_optimizers(move |_cx| {
+            let optimizers = optimizer.optimizers();
+            Ok(match &scheduler {
+                Some(scheduler) => optimizers.scheduler(scheduler.scheduler()),
+                None => optimizers,
+            })
+        }))
     }
 
     /// Parses `args`, then prints help or a usage error and exits (status 0 or 2), or prints

@@ -1,6 +1,7 @@
-//! The classes `trainer.callbacks` and `trainer.logger` can name, as LightningCLI's
-//! `class_path`/`init_args`: a registered name, the function that builds the object from its
-//! `init_args`, and what `--help` and the checks need to know about those arguments.
+//! The classes `trainer.callbacks`, `trainer.logger`, `optimizer` and `lr_scheduler` can name,
+//! as LightningCLI's `class_path`/`init_args`: a registered name, the function that builds the
+//! object from its `init_args`, and what `--help` and the checks need to know about those
+//! arguments.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -10,7 +11,8 @@ use crate::callback::Callback;
 use crate::error::Result;
 use crate::loggers::Logger;
 
-use super::{cli_error, did_you_mean};
+use super::optim::{CliOptimizer, CliScheduler};
+use super::{FieldDocs, cli_error, did_you_mean};
 
 /// Builds one object from its `init_args`.
 type Build<T> = Box<dyn Fn(Value) -> Result<Box<T>>>;
@@ -214,11 +216,13 @@ pub(crate) fn spec_parts(value: &Value) -> std::result::Result<(&str, Value), St
     }
 }
 
-/// The classes `trainer.callbacks` and `trainer.logger` can name: lit's built-ins (see
-/// `builtins.rs`) and the ones a program registers.
+/// The classes the class keys can name: lit's built-ins (see `builtins.rs` and `optim.rs`) and
+/// the callbacks and loggers a program registers.
 pub(crate) struct Registry {
     pub(crate) callbacks: Classes<dyn Callback>,
     pub(crate) loggers: Classes<dyn Logger>,
+    pub(crate) optimizers: Classes<dyn CliOptimizer>,
+    pub(crate) lr_schedulers: Classes<dyn CliScheduler>,
 }
 
 impl Default for Registry {
@@ -226,10 +230,29 @@ impl Default for Registry {
         let mut registry = Registry {
             callbacks: Classes::new("trainer.callbacks", "callback"),
             loggers: Classes::new("trainer.logger", "logger"),
+            optimizers: Classes::new("optimizer", "optimizer"),
+            lr_schedulers: Classes::new("lr_scheduler", "lr_scheduler"),
         };
         super::builtins::register(&mut registry);
+        super::optim::register(&mut registry);
         registry
     }
+}
+
+/// A class built by `build` from init args `A`, registered under `path`.
+fn class<T: ?Sized + 'static, A>(
+    path: &str,
+    docs: &'static [(&'static str, &'static str)],
+    build: impl Fn(A) -> Result<Box<T>> + 'static,
+) -> Class<T>
+where
+    A: Serialize + DeserializeOwned + 'static,
+{
+    let build: Build<T> = Box::new(move |init_args| {
+        let args: A = serde_json::from_value(init_args).map_err(|e| cli_error(e.to_string()))?;
+        build(args)
+    });
+    Class::new::<A>(path, docs, build)
 }
 
 impl Registry {
@@ -245,11 +268,7 @@ impl Registry {
         A: Serialize + DeserializeOwned + 'static,
         C: Callback,
     {
-        let build: Build<dyn Callback> = Box::new(move |init_args| {
-            let args: A = serde_json::from_value(init_args).map_err(|e| cli_error(e.to_string()))?;
-            Ok(Box::new(build(args)?))
-        });
-        self.callbacks.add(Class::new::<A>(path, docs, build))
+        self.callbacks.add(class(path, docs, move |args: A| Ok(Box::new(build(args)?) as Box<dyn Callback>)))
     }
 
     /// Registers a logger built by `build` from init args `A`, under `path`.
@@ -263,11 +282,48 @@ impl Registry {
         A: Serialize + DeserializeOwned + 'static,
         L: Logger,
     {
-        let build: Build<dyn Logger> = Box::new(move |init_args| {
-            let args: A = serde_json::from_value(init_args).map_err(|e| cli_error(e.to_string()))?;
-            Ok(Box::new(build(args)?))
-        });
-        self.loggers.add(Class::new::<A>(path, docs, build))
+        self.loggers.add(class(path, docs, move |args: A| Ok(Box::new(build(args)?) as Box<dyn Logger>)))
+    }
+
+    /// Registers an optimizer class under `path`: its init args are `A`.
+    pub(crate) fn optimizer<A>(&mut self, path: &str) -> &mut Class<dyn CliOptimizer>
+    where
+        A: CliOptimizer + FieldDocs + Serialize + DeserializeOwned + 'static,
+    {
+        self.optimizers.add(class(
+            path,
+            A::field_docs(),
+            |args: A| Ok(Box::new(args.check()?) as Box<dyn CliOptimizer>),
+        ))
+    }
+
+    /// Registers a learning-rate scheduler class under `path`: its init args are `A`.
+    pub(crate) fn lr_scheduler<A>(&mut self, path: &str) -> &mut Class<dyn CliScheduler>
+    where
+        A: CliScheduler + FieldDocs + Serialize + DeserializeOwned + 'static,
+    {
+        self.lr_schedulers
+            .add(class(path, A::field_docs(), |args: A| Ok(Box::new(args.check()?) as Box<dyn CliScheduler>)))
+    }
+
+    /// The default of init arg `arg` of class `name` under class key `key`, if known.
+    pub(crate) fn default_of(&self, key: &str, name: &str, arg: &str) -> Option<Value> {
+        match key {
+            "trainer.logger" => self.loggers.resolve(name, key).ok()?.default_of(arg).cloned(),
+            "optimizer" => self.optimizers.resolve(name, key).ok()?.default_of(arg).cloned(),
+            "lr_scheduler" => self.lr_schedulers.resolve(name, key).ok()?.default_of(arg).cloned(),
+            _ => self.callbacks.resolve(name, key).ok()?.default_of(arg).cloned(),
+        }
+    }
+
+    /// `--KEY.help CLASS`: the init args of class `name` under class key `key`.
+    pub(crate) fn help(&self, key: &str, name: &str) -> Result<String> {
+        Ok(match key {
+            "trainer.logger" => self.loggers.resolve(name, key)?.help(key),
+            "optimizer" => self.optimizers.resolve(name, key)?.help(key),
+            "lr_scheduler" => self.lr_schedulers.resolve(name, key)?.help(key),
+            _ => self.callbacks.resolve(name, key)?.help(key),
+        })
     }
 }
 

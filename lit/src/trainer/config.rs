@@ -451,9 +451,14 @@ pub struct TrainerBuilder {
     pub(crate) config: TrainerConfig,
     pub(crate) callbacks: Vec<Box<dyn crate::Callback>>,
     pub(crate) loggers: Vec<Box<dyn crate::loggers::Logger>>,
+    /// Optimizers in place of the module's `configure_optimizers`.
+    pub(crate) configure_optimizers: Option<ConfigureOptimizers>,
     /// The first option given as text that is not one of its spellings, reported by `build`.
     error: Option<ConfigError>,
 }
+
+/// What [`TrainerBuilder::configure_optimizers`] takes.
+pub(crate) type ConfigureOptimizers = Box<dyn Fn(&mut crate::Ctx) -> Result<crate::optim::Optimizers>>;
 
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident: $t:ty => $conv:expr;)*) => {$(
@@ -484,7 +489,7 @@ macro_rules! parsed_setters {
 impl TrainerBuilder {
     /// A builder starting from `config`.
     pub fn from_config(config: TrainerConfig) -> Self {
-        TrainerBuilder { config, callbacks: Vec::new(), loggers: Vec::new(), error: None }
+        TrainerBuilder { config, ..TrainerBuilder::default() }
     }
 
     setters! {
@@ -595,6 +600,17 @@ impl TrainerBuilder {
         self
     }
 
+    /// The optimizers (and schedulers) of every run, in place of what the module's
+    /// `configure_optimizers` returns: what LightningCLI's `optimizer` and `lr_scheduler` keys
+    /// do (`lit::cli` uses it for them). Called where the module's would be, with its context.
+    pub fn configure_optimizers(
+        mut self,
+        configure: impl Fn(&mut crate::Ctx) -> Result<crate::optim::Optimizers> + 'static,
+    ) -> Self {
+        self.configure_optimizers = Some(Box::new(configure));
+        self
+    }
+
     /// Validates the configuration and makes the Trainer.
     pub fn build(mut self) -> Result<crate::Trainer> {
         if let Some(e) = self.error {
@@ -650,6 +666,8 @@ impl TrainerBuilder {
         if self.config.logger && loggers.is_empty() {
             loggers.push(Box::new(crate::loggers::CsvLogger::new(self.config.default_root_dir.clone())));
         }
-        Ok(crate::Trainer::new(self.config, device, callbacks, loggers))
+        let mut trainer = crate::Trainer::new(self.config, device, callbacks, loggers);
+        trainer.configure_optimizers = self.configure_optimizers;
+        Ok(trainer)
     }
 }

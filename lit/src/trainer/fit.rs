@@ -77,8 +77,11 @@ impl<M: LightningModule> Run<'_, M> {
             self.shard(train, &mut none);
             self.note_training_length(train.first().map(|l| l.len()));
         }
-        let (optimizers, frequencies, schedulers) =
-            self.model.configure_optimizers(ctx!(self))?.build(self.model.var_store())?;
+        let configured = match self.configure_optimizers {
+            Some(configure) => configure(ctx!(self))?,
+            None => self.model.configure_optimizers(ctx!(self))?,
+        };
+        let (optimizers, frequencies, schedulers) = configured.build(self.model.var_store())?;
         if optimizers.is_empty() && M::AUTOMATIC_OPTIMIZATION {
             self.warn(
                 "`configure_optimizers` returned no optimizer: training runs `training_step` but updates nothing",

@@ -86,6 +86,8 @@ pub struct Trainer {
     hparams_logged: bool,
     ddp: Option<ddp::Ddp>,
     ddp_ready: bool,
+    /// Optimizers in place of the module's (`TrainerBuilder::configure_optimizers`).
+    configure_optimizers: Option<config::ConfigureOptimizers>,
 }
 
 /// Metrics of one evaluation loader, as `test` and `validate` return them.
@@ -109,7 +111,22 @@ impl Trainer {
         if let Some(bar) = crate::callbacks::first_of::<crate::callbacks::TqdmProgressBar>(&callbacks) {
             cx.progress.configure(bar.config(), config.enable_progress_bar && bar.is_enabled());
         }
-        Trainer { config, device, callbacks, cx, hparams_logged: false, ddp: None, ddp_ready: false }
+        Trainer {
+            config,
+            device,
+            callbacks,
+            cx,
+            hparams_logged: false,
+            ddp: None,
+            ddp_ready: false,
+            configure_optimizers: None,
+        }
+    }
+
+    /// The optimizers of the current or last `fit` (Lightning's `trainer.optimizers`): their
+    /// `name()`, parameter groups and learning rates.
+    pub fn optimizers(&self) -> &[Box<dyn crate::optim::Optimizer>] {
+        &self.cx.optimizers
     }
 
     /// The loggers.
@@ -408,6 +425,7 @@ impl Trainer {
             cx: &mut self.cx,
             datamodule,
             config: &self.config,
+            configure_optimizers: self.configure_optimizers.as_ref(),
             datamodule_set_up: false,
         };
         // A panic in a hook (a shape mismatch inside tch, an `unwrap`) ends the run as an error
@@ -556,6 +574,8 @@ pub(crate) struct Run<'t, M> {
     cx: &'t mut State,
     datamodule: Option<&'t mut (dyn crate::data::ErasedDataModule + 'static)>,
     config: &'t TrainerConfig,
+    /// Optimizers in place of the module's `configure_optimizers`.
+    configure_optimizers: Option<&'t config::ConfigureOptimizers>,
     /// Whether the data module's `setup` ran (its `teardown` then runs, whatever happens).
     datamodule_set_up: bool,
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use lit::callbacks::{
     BackboneFinetuning, BarValue, BaseFinetuning, Finetuning, ModelCheckpoint, ModuleParams, StochasticWeightAveraging,
@@ -15,39 +14,10 @@ use lit::optim::{AnnealStrategy, GroupOptions, Interval, LambdaLr, SchedulerConf
 use lit::prelude::*;
 use lit::tch::Reduction;
 
-use crate::common::{quiet_trainer, temp_dir};
+use crate::common::{capture_logs, quiet_trainer, temp_dir};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// What a run writes to `tracing` (warnings, infos) while `f` runs on this thread.
-fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
-    use tracing_subscriber::util::SubscriberInitExt;
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .finish();
-    let out = {
-        let _guard = subscriber.set_default();
-        f()
-    };
-    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
-    (out, text)
-}
 
 fn python() -> String {
     std::env::var("LIT_TORCH_PYTHON").expect("run the tests through scripts/with-torch")

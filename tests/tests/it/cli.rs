@@ -787,6 +787,151 @@ fn linked_arguments_on_parse_and_on_instantiate() -> lit::Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_flag_given_twice_takes_its_last_value() -> lit::Result<()> {
+    // argparse's `store` action, which jsonargparse's flags use: the last occurrence wins.
+    let c = parse_with(&cli(), &["fit", "--trainer.max_epochs=1", "--model.lr", "0.2", "--trainer.max_epochs", "3"])?;
+    assert_eq!(c.value["trainer"]["max_epochs"], 3);
+    assert_eq!(c.value["model"]["lr"], 0.2);
+    Ok(())
+}
+
+// ----- optimizer and lr_scheduler -----
+
+/// `fit` of the test command line with `extra` flags (one epoch, no logger, no bar) in `dir`.
+fn fit_with(dir: &std::path::Path, extra: &[&str]) -> lit::Result<lit::cli::Cli<Line, Points>> {
+    let mut args = short_fit(dir.to_str().unwrap());
+    args.push("--trainer.enable_checkpointing=false".into());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    run_cli(&cli(), &args)
+}
+
+/// The Line module trained one epoch over Points by a Trainer given `optimizers` directly.
+fn reference_fit(optimizers: impl Fn() -> Optimizers + 'static, epochs: usize) -> lit::Result<(Line, Trainer)> {
+    let mut model = Line::new(ModelConfig::default());
+    let mut trainer = crate::common::quiet_trainer(&temp_dir("cli-optimizer-reference"))
+        .max_epochs(epochs)
+        .configure_optimizers(move |_cx| Ok(optimizers()))
+        .build()?;
+    trainer.fit_datamodule(&mut model, &mut Points::from_config(DataConfig::default())?)?;
+    Ok((model, trainer))
+}
+
+#[test]
+fn the_optimizer_key_replaces_the_module_s_configure_optimizers() -> lit::Result<()> {
+    // Ports test_cli.py::test_lightning_cli_optimizer (run=True) and
+    // test_cli_no_need_configure_optimizers: `--optimizer=Adam` trains with Adam (torch's
+    // defaults) in place of the module's SGD, says that the module's `configure_optimizers` is
+    // overridden, and adds no scheduler.
+    let dir = temp_dir("cli-optimizer");
+    let (built, logs) = crate::common::capture_logs(|| fit_with(&dir, &["--optimizer=Adam"]));
+    let built = built?;
+    assert!(logs.contains("`Line.configure_optimizers` will be overridden by `LitCli.configure_optimizers`"), "{logs}");
+    let optimizers = built.trainer.optimizers();
+    assert_eq!(optimizers.len(), 1);
+    assert_eq!(optimizers[0].name(), "Adam");
+    assert_eq!(optimizers[0].lr(), 1e-3, "torch's default learning rate");
+    let (reference, _) = reference_fit(|| Adam::new(1e-3).into(), 1)?;
+    assert!(
+        built.model.fc.ws.equal(&reference.fc.ws)
+            && built.model.fc.bs.as_ref().unwrap().equal(reference.fc.bs.as_ref().unwrap())
+    );
+    // The printed configuration spells the class out with torch's path and every init arg.
+    assert_eq!(built.config.value["optimizer"]["class_path"], "torch.optim.Adam");
+    assert_eq!(built.config.value["optimizer"]["init_args"]["betas"], serde_json::json!([0.9, 0.999]));
+    assert_eq!(built.config.value["lr_scheduler"], serde_json::Value::Null);
+
+    // SGD at the module's own rate is the module's own optimizer: the same weights as without
+    // the key.
+    let sgd = fit_with(&temp_dir("cli-optimizer-sgd"), &["--optimizer", "SGD", "--optimizer.lr", "0.05"])?;
+    let own = fit_with(&temp_dir("cli-optimizer-own"), &[])?;
+    assert_eq!(sgd.trainer.optimizers()[0].name(), "SGD");
+    assert!(sgd.model.fc.ws.equal(&own.model.fc.ws));
+    assert!(!sgd.model.fc.ws.equal(&built.model.fc.ws));
+    Ok(())
+}
+
+#[test]
+fn the_lr_scheduler_key_steps_the_configured_optimizer_every_epoch() -> lit::Result<()> {
+    // Ports test_cli.py::test_lightning_cli_optimizer_and_lr_scheduler and
+    // test_lightning_cli_optimizer_and_lr_scheduler_subclasses: an optimizer and a scheduler
+    // from flags (`--lr_scheduler.gamma=0.8`) or JSON `class_path`/`init_args` values; LightningCLI
+    // returns `[optimizer], [lr_scheduler]`, a scheduler stepped every epoch.
+    let dir = temp_dir("cli-scheduler");
+    let built = fit_with(
+        &dir,
+        &["--trainer.max_epochs=3", "--optimizer=Adam", "--lr_scheduler=ExponentialLR", "--lr_scheduler.gamma=0.8"],
+    )?;
+    assert_eq!(built.trainer.optimizers()[0].name(), "Adam");
+    let lr = built.trainer.optimizers()[0].lr();
+    assert!((lr - 1e-3 * 0.8f64.powi(3)).abs() < 1e-15, "{lr}");
+    let (reference, _) =
+        reference_fit(|| Optimizers::from(Adam::new(1e-3)).scheduler(lit::optim::ExponentialLr::new(0.8)), 3)?;
+    assert!(built.model.fc.ws.equal(&reference.fc.ws));
+
+    let optimizer = r#"--optimizer={"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}}"#;
+    let scheduler =
+        r#"--lr_scheduler={"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 2}}"#;
+    let built = fit_with(&temp_dir("cli-scheduler-json"), &["--trainer.max_epochs=3", optimizer, scheduler])?;
+    assert_eq!(built.config.value["lr_scheduler"]["init_args"], serde_json::json!({"step_size": 2, "gamma": 0.1}));
+    assert!((built.trainer.optimizers()[0].lr() - 0.001).abs() < 1e-15, "stepped down once, after epoch 2");
+
+    // Lightning's ReduceLROnPlateau, which watches `monitor`.
+    let built = fit_with(
+        &temp_dir("cli-plateau"),
+        &[
+            "--trainer.max_epochs=4",
+            "--optimizer=SGD",
+            "--optimizer.lr=0.05",
+            "--lr_scheduler=ReduceLROnPlateau",
+            "--lr_scheduler.monitor=val_loss",
+            "--lr_scheduler.patience=0",
+            "--lr_scheduler.threshold=10",
+        ],
+    )?;
+    // No loss is 10 times better than the best (a relative threshold of 10): the rate drops
+    // tenfold after each epoch but the first.
+    let lr = built.trainer.optimizers()[0].lr();
+    assert!((lr - 0.05 * 1e-3).abs() < 1e-12, "{lr}");
+    Ok(())
+}
+
+#[test]
+fn optimizer_and_lr_scheduler_mistakes_are_errors_naming_them() -> lit::Result<()> {
+    let message = |args: &[&str]| {
+        let mut all = vec!["fit"];
+        all.extend(args);
+        match parse_with(&cli(), &all).and_then(|c| cli().instantiate(c)) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let m = message(&["--optimizer=Adamm"]);
+    assert!(m.contains("unknown optimizer class `Adamm`; did you mean `Adam`?"), "{m}");
+    let m = message(&["--optimizer=Adam", "--optimizer.momentum=0.9"]);
+    assert!(m.contains("Adam has no init arg `momentum`"), "{m}");
+    let m = message(&["--optimizer=SGD", "--optimizer.nesterov=true"]);
+    assert!(m.contains("Nesterov momentum requires a momentum and zero dampening"), "{m}");
+    let m = message(&["--optimizer=Adam", "--lr_scheduler=StepLR"]);
+    assert!(m.contains("StepLR: the init arg `step_size` is required"), "{m}");
+    let m = message(&["--optimizer=Adam", "--lr_scheduler=ReduceLROnPlateau"]);
+    assert!(m.contains("ReduceLROnPlateau: the init arg `monitor` is required"), "{m}");
+    let m = message(&["--optimizer.lr=0.1"]);
+    assert!(m.contains("write `--optimizer=CLASS`"), "{m}");
+    let m = message(&["--optimizer+=Adam", "--optimizer+=SGD"]);
+    assert!(m.contains("name one class each"), "{m}");
+    // A scheduler without an optimizer is not used (as in LightningCLI), with a warning.
+    let (built, logs) = crate::common::capture_logs(|| {
+        fit_with(&temp_dir("cli-scheduler-alone"), &["--lr_scheduler=ExponentialLR", "--lr_scheduler.gamma=0.5"])
+    });
+    assert!(logs.contains("`lr_scheduler` is configured but `optimizer` is not"), "{logs}");
+    assert_eq!(built?.trainer.optimizers()[0].lr(), 0.05, "the module's SGD, unscheduled");
+    // `--optimizer.help` lists torch's init args and defaults.
+    let help = exit_text(&cli(), &["fit", "--optimizer.help", "SGD"])?;
+    assert!(help.contains("--optimizer.nesterov") && help.contains("(default: 0.001)"), "{help}");
+    Ok(())
+}
+
 /// The README's recipe for argument links (its `Cnn` and `MnistData` are `Line` and `Points`).
 #[test]
 fn readme_argument_links() -> lit::Result<()> {

@@ -1,6 +1,7 @@
 //! Helpers shared by the tests.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use lit::tch::{Device, Kind, Tensor};
 
@@ -64,4 +65,33 @@ pub fn run_in_own_process(name: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{stderr}");
     stdout + &stderr
+}
+
+/// What a run writes to `tracing` (warnings, infos) while `f` runs on this thread.
+pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .finish();
+    let out = {
+        let _guard = subscriber.set_default();
+        f()
+    };
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (out, text)
 }

@@ -89,6 +89,7 @@ impl LightningModule for Recorder {
         training_epoch_end: true,
         validation_epoch_end: true,
         test_epoch_end: true,
+        configure_optimizers: true,
     };
 
     fn var_store(&self) -> &nn::VarStore {
