@@ -26,8 +26,9 @@
 //! module's `#[hparams]`), `data` (the data module's [`FromConfig::Config`]), `optimizer` and
 //! `lr_scheduler` (torch's classes, which replace the module's `configure_optimizers`, as
 //! LightningCLI's automatic optimizer arguments do) and `ckpt_path`.
-//! Each value comes from, in increasing priority: its default, the `--config` files (YAML, or
-//! TOML by the `.toml` extension) in the order given, and the `--section.key value` flags.
+//! Each value comes from its default, then the `--config` files (YAML, or TOML by the `.toml`
+//! extension) and the `--section.key value` flags, applied in the order given (a later one
+//! overrides an earlier one, as jsonargparse applies them), then the class flags.
 //! `--help` lists every flag with its doc comment and default. An unknown key, class or init arg,
 //! or a value of the wrong type, is an error naming it; `--print_config` prints the complete,
 //! merged configuration as YAML, which `--config` reads back, and `fit` saves it as `config.yaml`
@@ -236,6 +237,12 @@ fn command(name: &str, flags: &[Flag], class_help: &[(&str, String)]) -> clap::C
         cmd = cmd.subcommand(s);
     }
     cmd
+}
+
+/// One `--config` file or one flag, applied in the order given.
+enum Step<'a> {
+    File(&'a String),
+    Flag(&'a Flag, &'a String),
 }
 
 /// What a link on instantiation computes from the data module.
@@ -527,17 +534,30 @@ where
         let subcommand = Subcommand::ALL.into_iter().find(|s| s.as_str() == sub).expect("a known subcommand");
         let mut value = defaults.clone();
         let mut given = BTreeSet::new();
-        for file in m.get_many::<String>("config").into_iter().flatten() {
-            let overlay = read_config(Path::new(file))?;
-            let mut set = Vec::new();
-            leaves(&overlay, "", &mut set);
-            given.extend(set.into_iter().map(|(path, _)| path));
-            merge(&mut value, overlay, "").map_err(|e| cli_error(format!("config file {file}: {e}")))?;
-        }
+        // The files and flags apply in the order given, as jsonargparse parses them: a flag
+        // before `--config` is overridden by the file, a flag after it overrides the file.
+        let mut steps: Vec<(usize, Step)> = Vec::new();
+        let files = m.get_many::<String>("config").into_iter().flatten();
+        steps.extend(m.indices_of("config").into_iter().flatten().zip(files).map(|(i, f)| (i, Step::File(f))));
         for flag in &flags {
-            if let Some(raw) = m.get_one::<String>(&flag.path) {
-                *args::at_mut(&mut value, &flag.path) = parse_value(raw, &flag.default);
-                given.insert(flag.path.clone());
+            if let (Some(raw), Some(i)) = (m.get_one::<String>(&flag.path), m.index_of(&flag.path)) {
+                steps.push((i, Step::Flag(flag, raw)));
+            }
+        }
+        steps.sort_by_key(|(i, _)| *i);
+        for (_, step) in steps {
+            match step {
+                Step::File(file) => {
+                    let overlay = read_config(Path::new(file))?;
+                    let mut set = Vec::new();
+                    leaves(&overlay, "", &mut set);
+                    given.extend(set.into_iter().map(|(path, _)| path));
+                    merge(&mut value, overlay, "").map_err(|e| cli_error(format!("config file {file}: {e}")))?;
+                }
+                Step::Flag(flag, raw) => {
+                    *args::at_mut(&mut value, &flag.path) = parse_value(raw, &flag.default);
+                    given.insert(flag.path.clone());
+                }
             }
         }
         for flag in &class_flags {

@@ -796,6 +796,27 @@ fn a_flag_given_twice_takes_its_last_value() -> lit::Result<()> {
     Ok(())
 }
 
+#[test]
+fn files_and_flags_apply_in_the_order_given() -> lit::Result<()> {
+    // jsonargparse's `--config` (ActionConfigFile) is parsed where it stands: a flag before it
+    // is overridden by the file's value, a flag after it overrides the file.
+    let dir = temp_dir("cli-order");
+    let file = dir.join("c.yaml");
+    std::fs::write(&file, "trainer:\n  max_epochs: 3\nmodel:\n  lr: 0.3\n").unwrap();
+    let file = file.to_str().unwrap();
+    let c = parse_with(&cli(), &["fit", "--trainer.max_epochs=5", "--config", file, "--model.lr=0.4"])?;
+    assert_eq!((c.value["trainer"]["max_epochs"].clone(), c.value["model"]["lr"].clone()), (3.into(), 0.4.into()));
+    let c = parse_with(&cli(), &["fit", "--config", file, "--trainer.max_epochs", "5"])?;
+    assert_eq!(c.value["trainer"]["max_epochs"], 5);
+    // Two files: the later one wins, and a flag between them yields to the second.
+    let second = dir.join("d.yaml");
+    std::fs::write(&second, "trainer:\n  max_epochs: 7\n").unwrap();
+    let second = second.to_str().unwrap();
+    let c = parse_with(&cli(), &["fit", "-c", file, "--trainer.max_epochs=5", "--config", second])?;
+    assert_eq!(c.value["trainer"]["max_epochs"], 7);
+    Ok(())
+}
+
 // ----- optimizer and lr_scheduler -----
 
 /// `fit` of the test command line with `extra` flags (one epoch, no logger, no bar) in `dir`.
