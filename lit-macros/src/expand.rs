@@ -182,7 +182,7 @@ fn struct_items(lit: &TokenStream, module: &ModuleStruct) -> TokenStream {
                 #lit::__private::freeze(&mut self.#vs)
             }
 
-            /// Makes exactly the parameters that were trainable before `freeze` trainable again.
+            /// Makes every parameter require grad again (Lightning's `unfreeze`).
             pub fn unfreeze(&mut self) {
                 #lit::__private::unfreeze(&mut self.#vs)
             }

@@ -297,7 +297,8 @@ pub trait LightningModule {
     ) -> Result<()> {
         Ok(())
     }
-    /// Reads the module's own entries from a checkpoint being loaded to resume.
+    /// Reads the module's own entries from a checkpoint being read: when `fit` resumes, when
+    /// `validate`, `test` or `predict` take a `ckpt_path`, and in `load_from_checkpoint`.
     fn on_load_checkpoint(
         &mut self,
         checkpoint: &serde_json::Map<String, serde_json::Value>,

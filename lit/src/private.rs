@@ -400,37 +400,16 @@ tuple_split!(A 0, B 1);
 tuple_split!(A 0, B 1, C 2);
 tuple_split!(A 0, B 1, C 2, D 3);
 
-/// Makes no parameter require grad, remembering which did (for `unfreeze`).
+/// Makes no parameter require grad, as Lightning's `freeze` (buffers never do).
 pub fn freeze(vs: &mut nn::VarStore) {
-    let key = std::sync::Arc::as_ptr(&vs.variables_) as usize;
-    let mut trainable = Vec::new();
-    for (name, t) in vs.variables() {
-        if t.requires_grad() {
-            trainable.push(name);
-            let _ = t.set_requires_grad(false);
-        }
-    }
-    let mut frozen = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
-    // Freezing twice keeps the first record: the second saw nothing trainable.
-    frozen.entry(key).or_insert(trainable);
+    vs.freeze();
 }
 
-/// Makes exactly the parameters that were trainable before `freeze` trainable again.
+/// Makes every parameter require grad, as Lightning's `unfreeze` (also one frozen by hand or by
+/// a finetuning schedule; buffers such as running statistics stay as they are).
 pub fn unfreeze(vs: &mut nn::VarStore) {
-    let key = std::sync::Arc::as_ptr(&vs.variables_) as usize;
-    let Some(names) = FROZEN.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) else {
-        return;
-    };
-    let variables = vs.variables();
-    for name in names {
-        if let Some(t) = variables.get(&name) {
-            let _ = t.set_requires_grad(true);
-        }
-    }
+    vs.unfreeze();
 }
-
-static FROZEN: std::sync::Mutex<std::collections::BTreeMap<usize, Vec<String>>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Megabytes of parameters and buffers.
 pub fn model_size(vs: &nn::VarStore) -> f64 {
@@ -439,11 +418,21 @@ pub fn model_size(vs: &nn::VarStore) -> f64 {
 }
 
 /// Rebuilds a module from a checkpoint: hparams, constructor, weights.
-pub fn load_from_checkpoint<M: Init>(path: &std::path::Path) -> Result<M> {
+pub fn load_from_checkpoint<M: Init + crate::LightningModule>(path: &std::path::Path) -> Result<M> {
     let ckpt = crate::checkpoint::Checkpoint::load(path)?;
     let hparams = ckpt.hparams::<M::Hparams>()?;
     let mut model = M::init(hparams)?;
-    ckpt.load_into(model.var_store_mut())?;
+    ckpt.load_into(crate::LightningModule::var_store_mut(&mut model))?;
+    // As Lightning's `load_from_checkpoint`, the module gets its saved entries, in the context
+    // of a Trainer that runs nothing.
+    let mut trainer = crate::Trainer::builder()
+        .accelerator("cpu")
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .enable_checkpointing(false)
+        .logger(false)
+        .build()?;
+    trainer.hand_module_state(&mut model, &ckpt)?;
     Ok(model)
 }
 

@@ -956,11 +956,10 @@ where
         let (trainer, model, dm) = (&mut self.trainer, &mut self.model, &mut self.datamodule);
         let ckpt = self.ckpt_path.clone();
         let load = |trainer: &mut Trainer, model: &mut M| -> Result<()> {
-            if let Some(ckpt) = &ckpt {
-                let path = trainer.resolve_checkpoint(&ckpt.to_string_lossy())?;
-                crate::checkpoint::Checkpoint::load(&path)?.load_into(model.var_store_mut())?;
+            match &ckpt {
+                Some(ckpt) => trainer.load_weights(model, &ckpt.to_string_lossy()),
+                None => Ok(()),
             }
-            Ok(())
         };
         match self.subcommand {
             Subcommand::Fit => {

@@ -2,7 +2,6 @@
 //! checkpoint, as Lightning's `ckpt_path=` argument.
 
 use super::{EvalMetrics, IntoLoaders, Trainer};
-use crate::checkpoint::Checkpoint;
 use crate::data::DataModule;
 use crate::error::Result;
 use crate::module::LightningModule;
@@ -25,10 +24,10 @@ impl<'t> FromCheckpoint<'t> {
         FromCheckpoint { trainer, ckpt }
     }
 
-    /// The checkpoint, read (and its weights loaded into `model`).
-    fn load_weights<M: LightningModule>(&self, model: &mut M) -> Result<()> {
-        let path = self.trainer.resolve_checkpoint(&self.ckpt)?;
-        Checkpoint::load(&path)?.load_into(model.var_store_mut())
+    /// The checkpoint's weights loaded into `model`, and its entries handed to the module's
+    /// `on_load_checkpoint`.
+    fn load_weights<M: LightningModule>(&mut self, model: &mut M) -> Result<()> {
+        self.trainer.load_weights(model, &self.ckpt)
     }
 
     /// `fit`, continuing from the checkpoint (weights, optimizers, schedulers, callbacks and the
@@ -55,7 +54,7 @@ impl<'t> FromCheckpoint<'t> {
 
     /// `validate` with the checkpoint's weights.
     pub fn validate<'a, M: LightningModule>(
-        self,
+        mut self,
         model: &mut M,
         val: impl IntoLoaders<'a, M::ValBatch>,
     ) -> Result<Vec<EvalMetrics>> {
@@ -64,7 +63,7 @@ impl<'t> FromCheckpoint<'t> {
     }
 
     /// `validate_datamodule` with the checkpoint's weights.
-    pub fn validate_datamodule<M, D>(self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
+    pub fn validate_datamodule<M, D>(mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
     where
         M: LightningModule,
         D: DataModule<ValBatch = M::ValBatch>,
@@ -75,7 +74,7 @@ impl<'t> FromCheckpoint<'t> {
 
     /// `test` with the checkpoint's weights.
     pub fn test<'a, M: LightningModule>(
-        self,
+        mut self,
         model: &mut M,
         test: impl IntoLoaders<'a, M::TestBatch>,
     ) -> Result<Vec<EvalMetrics>> {
@@ -84,7 +83,7 @@ impl<'t> FromCheckpoint<'t> {
     }
 
     /// `test_datamodule` with the checkpoint's weights.
-    pub fn test_datamodule<M, D>(self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
+    pub fn test_datamodule<M, D>(mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<EvalMetrics>>
     where
         M: LightningModule,
         D: DataModule<TestBatch = M::TestBatch>,
@@ -95,7 +94,7 @@ impl<'t> FromCheckpoint<'t> {
 
     /// `predict` with the checkpoint's weights.
     pub fn predict<'a, M: LightningModule>(
-        self,
+        mut self,
         model: &mut M,
         data: impl IntoLoaders<'a, M::PredictBatch>,
     ) -> Result<Vec<M::Prediction>> {
@@ -104,7 +103,7 @@ impl<'t> FromCheckpoint<'t> {
     }
 
     /// `predict_datamodule` with the checkpoint's weights.
-    pub fn predict_datamodule<M, D>(self, model: &mut M, datamodule: &mut D) -> Result<Vec<M::Prediction>>
+    pub fn predict_datamodule<M, D>(mut self, model: &mut M, datamodule: &mut D) -> Result<Vec<M::Prediction>>
     where
         M: LightningModule,
         D: DataModule<PredictBatch = M::PredictBatch>,

@@ -274,6 +274,25 @@ impl Trainer {
     }
 
     /// `"best"`, `"last"` or a path, as a checkpoint file.
+    /// Loads the weights of checkpoint `ckpt` ("best", "last" or a path) into `model` and hands
+    /// the module its saved entries (`on_load_checkpoint`), as Lightning's `ckpt_path=` does
+    /// for `validate`, `test` and `predict`.
+    pub(crate) fn load_weights<M: LightningModule>(&mut self, model: &mut M, ckpt: &str) -> Result<()> {
+        let path = self.resolve_checkpoint(ckpt)?;
+        let checkpoint = crate::checkpoint::Checkpoint::load(&path)?;
+        checkpoint.load_into(model.var_store_mut())?;
+        self.hand_module_state(model, &checkpoint)
+    }
+
+    /// The module's `on_load_checkpoint` with the entries it saved in `checkpoint`.
+    pub(crate) fn hand_module_state<M: LightningModule>(
+        &mut self,
+        model: &mut M,
+        checkpoint: &crate::checkpoint::Checkpoint,
+    ) -> Result<()> {
+        model.on_load_checkpoint(&checkpoint.meta.module, &mut Ctx { state: &mut self.cx, datamodule: None })
+    }
+
     pub(crate) fn resolve_checkpoint(&self, ckpt: &str) -> Result<std::path::PathBuf> {
         let found = match (ckpt, self.checkpoint_callback()) {
             ("best", Some(c)) => c.best_model_path().map(std::path::Path::to_path_buf),

@@ -193,3 +193,73 @@ fn stale_temporary_files_of_a_killed_writer_are_removed() {
         assert!(dir.join(name).exists(), "{name} is not a stale temporary of small.ckpt and stays");
     }
 }
+
+// ----- the module's own entries -----
+
+/// A module that saves a counter of its own in checkpoints and records what it is handed back.
+#[lightning_module]
+struct Remembers {
+    vs: nn::VarStore,
+    layer: nn::Linear,
+    #[hparams]
+    cfg: SmallConfig,
+    /// Training steps taken, saved by `on_save_checkpoint`.
+    steps: i64,
+    /// The `steps` entry of every checkpoint handed to `on_load_checkpoint`.
+    loaded: Vec<i64>,
+}
+
+#[lightning_module]
+impl Remembers {
+    fn new(cfg: SmallConfig) -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = nn::linear(vs.root() / "layer", 2, cfg.width, Default::default());
+        Remembers { vs, layer, cfg, steps: 0, loaded: Vec::new() }
+    }
+    fn training_step(&mut self, (x, _y): (Tensor, Tensor)) -> Tensor {
+        self.steps += 1;
+        self.layer.forward(&x).sum(Kind::Float)
+    }
+    fn test_step(&mut self, (x, _y): (Tensor, Tensor), cx: &mut Ctx) {
+        cx.log("test_sum", self.layer.forward(&x).sum(Kind::Float));
+    }
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.1).into()
+    }
+    fn on_save_checkpoint(&mut self, checkpoint: &mut serde_json::Map<String, serde_json::Value>) {
+        checkpoint.insert("steps".into(), self.steps.into());
+    }
+    fn on_load_checkpoint(&mut self, checkpoint: &serde_json::Map<String, serde_json::Value>) {
+        self.loaded.push(checkpoint["steps"].as_i64().unwrap());
+    }
+}
+
+#[test]
+fn on_load_checkpoint_gets_what_on_save_checkpoint_saved_wherever_a_checkpoint_is_read() -> lit::Result<()> {
+    // Lightning hands the checkpoint to `on_load_checkpoint` when `fit` resumes, when
+    // `validate`/`test`/`predict` take a `ckpt_path` (`_checkpoint_connector.restore_model`), and
+    // in `load_from_checkpoint` (`_load_state`).
+    let dir = temp_dir("ckpt-module-entries");
+    let path = dir.join("trained.ckpt");
+    let batches = || Batches::new(crate::common::regression_batches(3));
+    let mut model = Remembers::new(SmallConfig { width: 1 });
+    let mut trainer = crate::common::quiet_trainer(&dir).max_epochs(1).build()?;
+    trainer.fit(&mut model, batches(), ())?;
+    trainer.save_checkpoint(&path, &mut model)?;
+    assert_eq!(model.steps, 3);
+
+    let mut fresh = Remembers::new(SmallConfig { width: 1 });
+    let mut trainer = crate::common::quiet_trainer(&dir).max_epochs(2).build()?;
+    trainer.fit_from_checkpoint(&mut fresh, batches(), (), &path)?;
+    assert_eq!(fresh.loaded, [3], "fit resumed");
+
+    let mut tested = Remembers::new(SmallConfig { width: 1 });
+    let metrics = trainer.ckpt_path(path.to_str().unwrap()).test(&mut tested, batches())?;
+    assert_eq!(tested.loaded, [3], "test with ckpt_path");
+    assert!(tested.layer.ws.equal(&model.layer.ws), "and its weights");
+    assert!(metrics[0].contains_key("test_sum"));
+
+    let reloaded = Remembers::load_from_checkpoint(&path)?;
+    assert_eq!(reloaded.loaded, [3], "load_from_checkpoint");
+    Ok(())
+}
