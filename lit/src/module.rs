@@ -160,7 +160,7 @@ pub type Loaders<B> = Vec<Box<dyn Loader<Batch = B>>>;
 ///         if global_step == max_steps or a stop was requested: break
 ///     <epoch-interval schedulers step>       # when the epoch ran to its end
 ///     training_epoch_end(outputs)            # when implemented
-///     on_train_epoch_end()
+///     on_train_epoch_end()                   # checkpoint and early-stopping callbacks after it
 ///     on_epoch_end()
 ///
 /// val_loop():                                # test_loop() alike, with test_* hooks
@@ -565,7 +565,9 @@ pub trait LightningModule {
     fn on_train_epoch_start(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }
-    /// End of a training epoch.
+    /// End of a training epoch. As in Lightning 2.6, the callbacks that monitor a metric
+    /// (checkpoints, early stopping) run their `on_train_epoch_end` after this one, and see what
+    /// it logs.
     fn on_train_epoch_end(&mut self, cx: &mut Ctx) -> Result<()> {
         Ok(())
     }

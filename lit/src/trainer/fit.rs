@@ -500,10 +500,34 @@ impl<M: LightningModule> Run<'_, M> {
             self.model.training_epoch_end(outputs, ctx!(self))?;
             self.cx.check()?;
         }
-        hook!(self, on_train_epoch_end());
+        self.train_epoch_end_hooks()?;
         hook!(self, on_epoch_end());
         self.cx.metrics.end_epoch(true, self.cx.process_group.as_ref())?;
         self.emit(Event::TrainEpochEnd { epoch })
+    }
+
+    /// `on_train_epoch_end` in Lightning 2.6's order: the callbacks that monitor no metric, the
+    /// module, then the ones that do (checkpoints, early stopping), which thus see what the
+    /// module logged in its hook.
+    fn train_epoch_end_hooks(&mut self) -> Result<()> {
+        let started = self.cx.profile_start();
+        self.cx.hook = "on_train_epoch_end";
+        let monitors = |cb: &dyn crate::Callback| {
+            cb.order() == crate::callback::CallbackOrder::Checkpoint
+                || (cb as &dyn std::any::Any).is::<crate::callbacks::EarlyStopping>()
+        };
+        for cb in self.callbacks.iter_mut().filter(|cb| !monitors(&***cb)) {
+            cb.on_train_epoch_end(ctx!(self))?;
+        }
+        self.model.on_train_epoch_end(ctx!(self))?;
+        self.cx.metrics.end_epoch(true, self.cx.process_group.as_ref())?;
+        for cb in self.callbacks.iter_mut().filter(|cb| monitors(&***cb)) {
+            cb.on_train_epoch_end(ctx!(self))?;
+        }
+        self.cx.hook = "";
+        self.cx.profile_end("on_train_epoch_end", started);
+        self.cx.check()?;
+        self.process_requests()
     }
 
     /// A warning the user sees without a `tracing` subscriber: on the console (through the

@@ -1244,3 +1244,50 @@ fn tqdm_progress_bar_updates_and_metrics() {
         ]
     );
 }
+
+/// Logs a score in its `on_train_epoch_end` (10 at epoch 0, 9 at epoch 1, …); no validation.
+#[lightning_module]
+struct EpochEndScore {
+    vs: nn::VarStore,
+    l: nn::Linear,
+}
+
+#[lightning_module]
+impl EpochEndScore {
+    fn new() -> Self {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let l = nn::linear(vs.root() / "l", 2, 1, Default::default());
+        EpochEndScore { vs, l }
+    }
+    fn training_step(&mut self, (x, y): (Tensor, Tensor)) -> Tensor {
+        self.l.forward(&x).mse_loss(&y, Reduction::Mean)
+    }
+    fn on_train_epoch_end(&mut self, cx: &mut Ctx) {
+        let score = 10.0 - cx.current_epoch() as f64;
+        cx.log("epoch_score", Tensor::from(score as f32));
+    }
+    fn configure_optimizers(&self) -> Optimizers {
+        Sgd::new(0.01).into()
+    }
+}
+
+#[test]
+fn monitoring_callbacks_see_what_the_module_logs_in_on_train_epoch_end() -> lit::Result<()> {
+    // Lightning 2.6's fit loop calls `on_train_epoch_end` on the callbacks that monitor no
+    // metric, then the module, then the monitoring ones (checkpoints, early stopping), "otherwise
+    // they wouldn't be able to monitor a key logged in `LightningModule.on_train_epoch_end`".
+    let dir = temp_dir("cb-epoch-end-monitor");
+    let batches = || Batches::new(crate::common::regression_batches(2));
+    let checkpoint = ModelCheckpoint::new().dirpath(&dir).monitor("epoch_score").mode(Mode::Min);
+    let mut trainer = quiet_trainer(&dir).enable_checkpointing(true).max_epochs(3).callback(checkpoint).build()?;
+    trainer.fit(&mut EpochEndScore::new(), batches(), ())?;
+    let best = trainer.checkpoint_callback().unwrap();
+    assert_eq!(best.best_model_score(), Some(8.0), "the last epoch's score, seen in that epoch");
+    assert!(best.best_model_path().unwrap().ends_with("epoch=2-step=6.ckpt"), "{:?}", best.best_model_path());
+
+    let stop = EarlyStopping::new("epoch_score").mode(Mode::Max).patience(0);
+    let mut trainer = quiet_trainer(&dir).max_epochs(5).callback(stop).build()?;
+    trainer.fit(&mut EpochEndScore::new(), batches(), ())?;
+    assert_eq!(trainer.current_epoch(), 2, "epoch 1's score was worse than epoch 0's: stopped after it");
+    Ok(())
+}
