@@ -630,12 +630,17 @@ impl<M: LightningModule> Run<'_, M> {
     /// the module's), `configure_callbacks`, the data module's `setup`, (`fit`: `on_fit_start`),
     /// `setup`, the move to the device.
     fn setup(&mut self, stage: Stage) -> Result<()> {
-        if let Some(dm) = self.datamodule.as_deref_mut()
-            && crate::data::prepares_data()
-        {
-            dm.prepare_data()?;
+        // As Lightning's data connector: local rank 0 prepares (downloads, writes), then every
+        // process waits for it (`_InfiniteBarrier`) before any of them reads the data.
+        if crate::data::prepares_data() {
+            if let Some(dm) = self.datamodule.as_deref_mut() {
+                dm.prepare_data()?;
+            }
+            self.model.prepare_data(ctx!(self))?;
         }
-        self.model.prepare_data(ctx!(self))?;
+        if let Some(pg) = &self.cx.process_group {
+            pg.barrier()?;
+        }
         self.cx.module = crate::callbacks::ModuleParams::new(self.model.var_store());
         let module_callbacks = self.model.configure_callbacks();
         // A trial fit (the tuner's) runs with its own callbacks only, as Lightning's tuner does.

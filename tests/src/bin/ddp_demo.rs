@@ -7,7 +7,8 @@
 //! `unused` leaves layer `l3` out of every other step, `find` sets `find_unused_parameters`,
 //! `manual` trains with manual optimization, `bn` adds a batch norm whose running statistics each
 //! rank reports from validation, `cuda` trains on CUDA (NCCL). Mode `ddp1` is DDP in a world of
-//! one process with batches of 8.
+//! one process with batches of 8. `prepare_data` appends the rank to `DIR/prepared` (slowly),
+//! and `setup` records whether the file was complete by then.
 
 use lit::data::{DataLoader, TensorDataset};
 use lit::prelude::*;
@@ -23,16 +24,32 @@ struct Net {
     test_samples: i64,
     /// The batch norm's running mean as the first validation batch of each epoch saw it.
     val_running_means: Vec<Vec<f64>>,
+    /// Where `prepare_data` writes.
+    dir: std::path::PathBuf,
+    /// What `DIR/prepared` held at each `setup`.
+    prepared_at_setup: Vec<String>,
 }
 
 impl Net {
-    fn new(vs: nn::VarStore, args: &[String], mode: &str) -> Self {
+    fn new(vs: nn::VarStore, args: &[String], mode: &str, dir: std::path::PathBuf) -> Self {
         let l1 = nn::linear(vs.root() / "l1", 4, 8, Default::default());
         let l2 = nn::linear(vs.root() / "l2", 8, 1, Default::default());
         let unused = args.iter().any(|a| a == "unused");
         let l3 = unused.then(|| nn::linear(vs.root() / "l3", 8, 8, Default::default()));
         let bn = args.iter().any(|a| a == "bn").then(|| nn::batch_norm1d(vs.root() / "bn", 8, Default::default()));
-        Net { vs, l1, l2, l3, bn, crash: mode == "crash", test_samples: 0, val_running_means: Vec::new() }
+        let crash = mode == "crash";
+        Net {
+            vs,
+            l1,
+            l2,
+            l3,
+            bn,
+            crash,
+            test_samples: 0,
+            val_running_means: Vec::new(),
+            dir,
+            prepared_at_setup: Vec::new(),
+        }
     }
 
     /// `l3` (made with `unused` only) takes part in even steps.
@@ -51,6 +68,19 @@ impl Net {
 
 #[lightning_module]
 impl Net {
+    fn prepare_data(&mut self, cx: &mut Ctx) -> lit::Result<()> {
+        // Slow on purpose: the other process must wait for it before its `setup`.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let path = self.dir.join("prepared");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&format!("{}\n", cx.global_rank()));
+        std::fs::write(&path, text).map_err(|e| lit::Error::msg(e.to_string()))
+    }
+
+    fn setup(&mut self) {
+        self.prepared_at_setup.push(std::fs::read_to_string(self.dir.join("prepared")).unwrap_or_default());
+    }
+
     fn training_step(&mut self, (x, y): (Tensor, Tensor), batch_idx: usize, cx: &mut Ctx) -> Tensor {
         if self.crash && cx.global_rank() == 1 && batch_idx == 2 {
             std::process::exit(3);
@@ -115,7 +145,7 @@ fn main() -> lit::Result<()> {
     // Rank 1 gets another seed on purpose: the Trainer must broadcast rank 0's weights.
     seed_everything(7 + std::env::var("RANK").ok().and_then(|r| r.parse::<u64>().ok()).unwrap_or(0));
     let vs = nn::VarStore::new(Device::Cpu);
-    let mut net = Net::new(vs, &args[2..], mode);
+    let mut net = Net::new(vs, &args[2..], mode, dir.clone());
     let has = |flag: &str| args[2..].iter().any(|a| a == flag);
 
     let x = Tensor::arange(32 * 4, (Kind::Float, Device::Cpu)).view([32, 4]).sin();
@@ -183,6 +213,7 @@ fn main() -> lit::Result<()> {
         "test_samples": net.test_samples,
         "predicted": predicted,
         "val_running_means": net.val_running_means,
+        "prepared_at_setup": net.prepared_at_setup,
     }))
     .unwrap();
     std::fs::write(dir.join(format!("weights-{rank}.json")), text).map_err(|e| lit::Error::msg(e.to_string()))?;

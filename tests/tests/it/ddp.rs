@@ -58,6 +58,14 @@ fn two_processes_match_one_with_twice_the_batch() {
     assert_eq!((one_steps, steps0, steps1), (8, 8, 8));
     assert_eq!(rank0, rank1, "both processes hold the same weights");
     assert_close(&rank0, &one, "ddp against one process");
+    // As Lightning's data connector: only local rank 0 runs `prepare_data` (once per entry
+    // point: fit, test, predict), and every process's `setup` comes after it has finished.
+    let prepared = std::fs::read_to_string(ddp.join("prepared")).unwrap();
+    assert_eq!(prepared, "0\n0\n0\n");
+    for rank in [0, 1] {
+        let seen: Vec<String> = serde_json::from_value(report(&ddp, rank)["prepared_at_setup"].clone()).unwrap();
+        assert_eq!(seen, ["0\n", "0\n0\n", "0\n0\n0\n"], "rank {rank}'s setups");
+    }
     // sync_dist: the epoch mean over both processes equals the single process's.
     let (r0, r1, one) = (report(&ddp, 0), report(&ddp, 1), report(&single, 0));
     assert_eq!(r0["rank_mean"], 0.5, "the mean of ranks 0 and 1");
