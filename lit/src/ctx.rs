@@ -506,6 +506,17 @@ impl Ctx<'_> {
         self.state.process_group.as_ref()
     }
 
+    /// Every process's `tensor`, stacked along a new first dimension in rank order, as
+    /// Lightning's `self.all_gather(data)`; on one process, `tensor` itself (Lightning's
+    /// single-device strategy returns it unchanged). Gradients do not flow through it (no
+    /// `sync_grads`).
+    pub fn all_gather(&self, tensor: &Tensor) -> Result<Tensor> {
+        match &self.state.process_group {
+            Some(pg) => pg.all_gather(tensor),
+            None => Ok(tensor.shallow_clone()),
+        }
+    }
+
     /// The index of the evaluation loader the current batch came from.
     pub fn dataloader_idx(&self) -> usize {
         self.state.dataloader_idx

@@ -28,6 +28,8 @@ struct Net {
     dir: std::path::PathBuf,
     /// What `DIR/prepared` held at each `setup`.
     prepared_at_setup: Vec<String>,
+    /// `cx.all_gather` of 10 × the rank, in the first training step.
+    gathered: Vec<f64>,
 }
 
 impl Net {
@@ -49,6 +51,7 @@ impl Net {
             val_running_means: Vec::new(),
             dir,
             prepared_at_setup: Vec::new(),
+            gathered: Vec::new(),
         }
     }
 
@@ -90,6 +93,11 @@ impl Net {
         // Reduced across processes at the end of the epoch: the global mean.
         cx.log("epoch_loss", &loss).on_step(false).on_epoch(true).sync_dist(true);
         cx.log("rank_mean", cx.global_rank() as f64).on_step(false).on_epoch(true).sync_dist(true);
+        if cx.global_step() == 0 && self.gathered.is_empty() {
+            let mine = Tensor::from(cx.global_rank() as f64 * 10.0);
+            let all = cx.all_gather(&mine).expect("all_gather");
+            self.gathered = Vec::<f64>::try_from(all.flatten(0, -1)).unwrap();
+        }
         loss
     }
 
@@ -214,6 +222,7 @@ fn main() -> lit::Result<()> {
         "predicted": predicted,
         "val_running_means": net.val_running_means,
         "prepared_at_setup": net.prepared_at_setup,
+        "gathered": net.gathered,
     }))
     .unwrap();
     std::fs::write(dir.join(format!("weights-{rank}.json")), text).map_err(|e| lit::Error::msg(e.to_string()))?;

@@ -66,6 +66,12 @@ fn two_processes_match_one_with_twice_the_batch() {
         let seen: Vec<String> = serde_json::from_value(report(&ddp, rank)["prepared_at_setup"].clone()).unwrap();
         assert_eq!(seen, ["0\n", "0\n0\n", "0\n0\n0\n"], "rank {rank}'s setups");
     }
+    // `cx.all_gather` (Lightning's `self.all_gather`): every rank's tensor, in rank order; on one
+    // process the tensor itself.
+    for rank in [0, 1] {
+        assert_eq!(report(&ddp, rank)["gathered"], serde_json::json!([0.0, 10.0]), "rank {rank}");
+    }
+    assert_eq!(report(&single, 0)["gathered"], serde_json::json!([0.0]));
     // sync_dist: the epoch mean over both processes equals the single process's.
     let (r0, r1, one) = (report(&ddp, 0), report(&ddp, 1), report(&single, 0));
     assert_eq!(r0["rank_mean"], 0.5, "the mean of ranks 0 and 1");
