@@ -64,8 +64,9 @@ fn duration(class: &str, arg: &str, text: &str) -> Result<std::time::Duration> {
     })
 }
 
-/// An init arg Lightning requires (`None` here so that the others' defaults stay known).
-fn required<T>(class: &str, arg: &str, value: Option<T>) -> Result<T> {
+/// An init arg Lightning (or torch) requires (`None` here so that the others' defaults stay
+/// known).
+pub(super) fn required<T>(class: &str, arg: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| super::cli_error(format!("{class}: the init arg `{arg}` is required")))
 }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::FieldDocs;
+use super::builtins::required;
 use super::registry::Registry;
 use crate::error::Result;
 use crate::optim::{
@@ -53,11 +54,6 @@ pub(super) fn register(r: &mut Registry) {
     r.lr_scheduler::<CosineAnnealingLrArgs>("torch.optim.lr_scheduler.CosineAnnealingLR");
     r.lr_scheduler::<LinearLrArgs>("torch.optim.lr_scheduler.LinearLR");
     r.lr_scheduler::<ReduceLrOnPlateauArgs>("lightning.pytorch.cli.ReduceLROnPlateau");
-}
-
-/// An init arg torch requires (`None` here so that the others' defaults stay known).
-fn required<T>(class: &str, arg: &str, value: Option<T>) -> Result<T> {
-    value.ok_or_else(|| super::cli_error(format!("{class}: the init arg `{arg}` is required")))
 }
 
 /// `torch.optim.SGD`'s init args.
